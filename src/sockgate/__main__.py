@@ -1,0 +1,3 @@
+from sockgate.cli import main
+
+main()

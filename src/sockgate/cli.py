@@ -1,0 +1,155 @@
+"""The `sockgate` command. Each command loads the config, calls one function, and turns known
+errors into one line on stderr and an exit code."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from . import __version__, config, probe, scaffold, server
+from .errors import ConfigError, SockgateError
+from .logsetup import configure
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_INVALID = 1
+EXIT_ERROR = 2
+
+
+def _config_options(func: F) -> F:
+    func = click.option(
+        "--app",
+        "apps",
+        multiple=True,
+        metavar="NAME=SOCKET",
+        help="Route /NAME/ to SOCKET (repeatable); works without a config file.",
+    )(func)
+    func = click.option("--listen", metavar="HOST:PORT", help="Override `listen`.")(func)
+    return click.option(
+        "-c",
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Config file (default: ./sockgate.toml).",
+    )(func)
+
+
+def _handle_errors(func: F) -> F:
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except ConfigError as exc:
+            click.echo(f"sockgate: config error: {exc}", err=True)
+            sys.exit(EXIT_INVALID)
+        except SockgateError as exc:
+            click.echo(f"sockgate: {exc}", err=True)
+            sys.exit(EXIT_ERROR)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _load(
+    config_path: Path | None, listen: str | None, apps: tuple[str, ...], engine: str | None = None
+) -> config.Config:
+    return config.load(config_path, listen=listen, apps=apps, engine=engine)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="sockgate")
+def main() -> None:
+    """One local HTTP endpoint in front of many apps on Unix domain sockets."""
+
+
+@main.command()
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path(config.DEFAULT_FILE),
+    show_default=True,
+    help="Where to write the config.",
+)
+@click.option("--force", is_flag=True, help="Overwrite an existing config file.")
+def init(config_path: Path, force: bool) -> None:
+    """Write a commented sockgate.toml and the working-directory layout."""
+    try:
+        created = scaffold.write(config_path, force=force)
+    except FileExistsError:
+        click.echo(f"sockgate: {config_path} exists; pass --force to overwrite it", err=True)
+        sys.exit(EXIT_INVALID)
+    for path in created:
+        click.echo(f"created {path}")
+    click.echo("next: edit the [apps] tables, then `sockgate check` and `sockgate run`")
+
+
+@main.command()
+@_config_options
+@click.option("--strict", is_flag=True, help="Apps that are down are errors too.")
+@_handle_errors
+def check(
+    config_path: Path | None, listen: str | None, apps: tuple[str, ...], strict: bool
+) -> None:
+    """Validate the config and probe every app's socket."""
+    cfg = _load(config_path, listen, apps)
+    where = cfg.source or "command line"
+    click.echo(f"config ok: {where}")
+    click.echo(f"listen {cfg.listen}, workdir {cfg.workdir}, engine {cfg.engine}")
+    reports = asyncio.run(probe.probe_all(cfg))
+    click.echo(_report_table(reports))
+    down = [r for r in reports if not r.ok]
+    if down:
+        word = "error" if strict else "warning"
+        click.echo(f"{word}: {len(down)} of {len(reports)} apps are not answering", err=True)
+        if strict:
+            sys.exit(EXIT_INVALID)
+
+
+def _report_table(reports: list[probe.AppReport]) -> str:
+    rows = [("APP", "PREFIX", "SOCKET", "STATE")]
+    for r in reports:
+        state = f"ok ({r.status})" if r.ok else r.state + (f": {r.detail}" if r.detail else "")
+        rows.append((r.app.name, r.app.prefix, str(r.app.socket), state))
+    if len(rows) == 1:
+        return "no apps configured"
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True))
+        + "  "
+        + row[3]
+        for row in rows
+    )
+
+
+@main.command()
+@_config_options
+@click.option("-v", "--verbose", is_flag=True, help="Debug messages too.")
+@_handle_errors
+def run(config_path: Path | None, listen: str | None, apps: tuple[str, ...], verbose: bool) -> None:
+    """Run in the foreground; Ctrl-C stops it."""
+    cfg = _load(config_path, listen, apps)
+    configure(cfg.error_log, verbose=verbose)
+    if not cfg.listen.is_loopback:
+        click.echo(
+            f"sockgate: warning: listening on {cfg.listen} makes every app reachable from the "
+            "network",
+            err=True,
+        )
+    sys.exit(server.run(cfg))
+
+
+@main.command()
+@click.option("--listen", default=config.DEFAULT_LISTEN, show_default=True, metavar="HOST:PORT")
+@_handle_errors
+def demo(listen: str) -> None:
+    """Two demo apps on Unix sockets behind the proxy; Ctrl-C stops everything."""
+    from .demo.run import run_demo
+
+    sys.exit(run_demo(listen, echo=click.echo))

@@ -1,0 +1,317 @@
+"""sockgate.toml: parsed once, validated, frozen. Nothing after `load()` sees a raw dict."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .errors import ConfigError
+from .units import parse_duration, parse_size
+
+DEFAULT_FILE = "sockgate.toml"
+DEFAULT_LISTEN = "127.0.0.1:8080"
+# sun_path is 108 bytes including the terminating NUL.
+MAX_SOCKET_PATH = 107
+ENGINES = ("builtin", "nginx")
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+# Characters a prefix may hold: unreserved and sub-delims of RFC 3986, no '%' (two spellings of
+# one path would route differently) and nothing nginx would need quoted.
+_PREFIX = re.compile(r"/(?:[A-Za-z0-9._~!$&'()*+,;=:@-]+/)*")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Listen:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @property
+    def is_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    connect: float = 5.0
+    read: float = 3600.0
+    send: float = 3600.0
+    client_header: float = 60.0
+    keepalive: float = 75.0
+    shutdown: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class App:
+    name: str
+    socket: Path
+    prefix: str
+    strip_prefix: bool = True
+    max_body_size: int | None = None
+
+    @property
+    def mount(self) -> str:
+        """The prefix without its trailing slash: "/app1" for "/app1/", "" for "/"."""
+        return self.prefix[:-1]
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    source: Path | None
+    listen: Listen
+    workdir: Path
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    apps: tuple[App, ...] = ()
+    max_body_size: int | None = None
+    engine: str = "builtin"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.workdir / "logs"
+
+    @property
+    def access_log(self) -> Path:
+        return self.logs_dir / "access.log"
+
+    @property
+    def error_log(self) -> Path:
+        return self.logs_dir / "error.log"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.workdir / "sockgate.pid"
+
+    def body_limit(self, app: App) -> int | None:
+        limit = app.max_body_size if app.max_body_size is not None else self.max_body_size
+        return limit or None
+
+
+# --- loading ----------------------------------------------------------------------------------
+
+
+def load(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    listen: str | None = None,
+    apps: Sequence[str] = (),
+    engine: str | None = None,
+) -> Config:
+    """Read and validate a config file, then apply command-line overrides.
+
+    With no path, `sockgate.toml` in the current directory is used if it exists; with no file
+    at all, `apps` (NAME=SOCKET strings) must name at least one app.
+    """
+    file = Path(path) if path is not None else Path(DEFAULT_FILE)
+    if path is not None or file.exists():
+        raw = _read_toml(file)
+        reader, source = _Reader(str(file), file.resolve().parent), file.resolve()
+    elif apps:
+        raw, reader, source = {}, _Reader("--app", Path.cwd()), None
+    else:
+        raise ConfigError(
+            f"no {DEFAULT_FILE} in {Path.cwd()}: run `sockgate init`, pass -c PATH, "
+            "or name apps with --app NAME=SOCKET"
+        )
+    config = reader.config(raw, source)
+    return _apply_overrides(config, listen=listen, apps=apps, engine=engine)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError("file not found", source=str(path)) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", source=str(path)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", source=str(path)) from None
+
+
+def _apply_overrides(
+    config: Config, *, listen: str | None, apps: Sequence[str], engine: str | None
+) -> Config:
+    updates: dict[str, Any] = {}
+    cli = _Reader("command line", Path.cwd())
+    if listen is not None:
+        updates["listen"] = cli.listen("--listen", listen)
+    if engine is not None:
+        updates["engine"] = cli.engine("--engine", engine)
+    if apps:
+        by_name = {app.name: app for app in config.apps}
+        for spec in apps:
+            name, sep, socket = spec.partition("=")
+            if not sep or not name or not socket:
+                raise ConfigError(f"expected NAME=SOCKET, got {spec!r}", source="--app")
+            by_name[name] = cli.app(f"--app {name}", name, {"socket": socket})
+        updates["apps"] = cli.check_apps(tuple(by_name.values()))
+    if not updates:
+        return config
+    fields = {name: getattr(config, name) for name in config.__dataclass_fields__}
+    return Config(**(fields | updates))
+
+
+class _Reader:
+    """Validates one source; every error names it, the dotted key, the value and the expectation."""
+
+    def __init__(self, source: str, base: Path) -> None:
+        self.source = source
+        self.base = base
+
+    def fail(self, key: str, message: str) -> ConfigError:
+        return ConfigError(message, source=self.source, key=key)
+
+    def config(self, raw: Mapping[str, Any], source: Path | None) -> Config:
+        known = {"listen", "workdir", "timeouts", "apps", "max_body_size", "engine"}
+        self.no_unknown("", raw, known)
+        apps_raw = self.table("apps", raw.get("apps", {}))
+        apps = tuple(
+            self.app(f"apps.{name}", name, self.table(f"apps.{name}", body))
+            for name, body in apps_raw.items()
+        )
+        return Config(
+            source=source,
+            listen=self.listen("listen", raw.get("listen", DEFAULT_LISTEN)),
+            workdir=self.path("workdir", raw.get("workdir", ".")),
+            timeouts=self.timeouts(self.table("timeouts", raw.get("timeouts", {}))),
+            apps=self.check_apps(apps),
+            max_body_size=self.opt(raw, "max_body_size", "max_body_size", self.size),
+            engine=self.engine("engine", raw.get("engine", "builtin")),
+        )
+
+    def no_unknown(self, where: str, raw: Mapping[str, Any], known: set[str]) -> None:
+        for key in raw:
+            if key not in known:
+                dotted = f"{where}.{key}" if where else key
+                expected = ", ".join(sorted(known))
+                raise self.fail(dotted, f"unknown key (expected one of: {expected})")
+
+    def table(self, key: str, value: object) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail(key, f"expected a table, got {_kind(value)} {value!r}")
+        return value
+
+    def string(self, key: str, value: object) -> str:
+        if not isinstance(value, str):
+            raise self.fail(key, f"expected a string, got {_kind(value)} {value!r}")
+        return value
+
+    def boolean(self, key: str, value: object) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(key, f"expected true or false, got {_kind(value)} {value!r}")
+        return value
+
+    def size(self, key: str, value: object) -> int:
+        try:
+            return parse_size(value)
+        except ValueError as exc:
+            raise self.fail(key, f"{value!r}: {exc}") from None
+
+    def duration(self, key: str, value: object) -> float:
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            raise self.fail(key, f"{value!r}: {exc}") from None
+
+    def opt(
+        self, raw: Mapping[str, Any], name: str, key: str, conv: Callable[[str, object], T]
+    ) -> T | None:
+        return conv(key, raw[name]) if name in raw else None
+
+    def path(self, key: str, value: object) -> Path:
+        text = self.string(key, value)
+        if not text or "\0" in text:
+            raise self.fail(key, f"{text!r}: expected a path")
+        return (self.base / Path(text).expanduser()).resolve()
+
+    def engine(self, key: str, value: object) -> str:
+        text = self.string(key, value)
+        if text not in ENGINES:
+            raise self.fail(key, f"{text!r}: expected one of {', '.join(ENGINES)}")
+        return text
+
+    def listen(self, key: str, value: object) -> Listen:
+        text = self.string(key, value).strip()
+        match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([^:\[\]\s]+):(\d{1,5})", text)
+        if match is None:
+            raise self.fail(key, f"{text!r}: expected HOST:PORT or [IPV6]:PORT")
+        host = match.group(1) or match.group(3)
+        port = int(match.group(2) or match.group(4))
+        if not 1 <= port <= 65535:
+            raise self.fail(key, f"{text!r}: port must be between 1 and 65535")
+        if match.group(1):
+            try:
+                ipaddress.IPv6Address(host)
+            except ValueError:
+                raise self.fail(key, f"{text!r}: {host!r} is not an IPv6 address") from None
+        return Listen(host, port)
+
+    def timeouts(self, raw: Mapping[str, Any]) -> Timeouts:
+        names = set(Timeouts.__dataclass_fields__)
+        self.no_unknown("timeouts", raw, names)
+        values = {name: self.duration(f"timeouts.{name}", raw[name]) for name in raw}
+        for name, seconds in values.items():
+            if seconds == 0:
+                raise self.fail(f"timeouts.{name}", "must be greater than zero")
+        return Timeouts(**values)
+
+    def app(self, key: str, name: str, raw: Mapping[str, Any]) -> App:
+        if not _NAME.fullmatch(name):
+            raise self.fail(key, f"{name!r}: app names use letters, digits, '_', '.', '-'")
+        self.no_unknown(key, raw, {"socket", "prefix", "strip_prefix", "max_body_size"})
+        if "socket" not in raw:
+            raise self.fail(f"{key}.socket", "missing: every app needs the path of its socket")
+        socket = self.path(f"{key}.socket", raw["socket"])
+        if len(os.fsencode(socket)) > MAX_SOCKET_PATH:
+            raise self.fail(
+                f"{key}.socket",
+                f"{str(socket)!r} is {len(os.fsencode(socket))} bytes; the kernel limit for a "
+                f"Unix socket path is {MAX_SOCKET_PATH}: move the socket or use a shorter path",
+            )
+        prefix = self.string(f"{key}.prefix", raw.get("prefix", f"/{name}/"))
+        if not _PREFIX.fullmatch(prefix) or any(s in (".", "..") for s in prefix.split("/")):
+            raise self.fail(
+                f"{key}.prefix",
+                f"{prefix!r}: expected a path that starts and ends with '/', such as '/{name}/', "
+                "without '.' or '..' segments, '//', '%' or spaces",
+            )
+        return App(
+            name=name,
+            socket=socket,
+            prefix=prefix,
+            strip_prefix=self.boolean(f"{key}.strip_prefix", raw.get("strip_prefix", True)),
+            max_body_size=self.opt(raw, "max_body_size", f"{key}.max_body_size", self.size),
+        )
+
+    def check_apps(self, apps: tuple[App, ...]) -> tuple[App, ...]:
+        seen: dict[str, str] = {}
+        for app in apps:
+            if app.prefix in seen:
+                raise self.fail(
+                    f"apps.{app.name}.prefix",
+                    f"{app.prefix!r} is already the prefix of app {seen[app.prefix]!r}; "
+                    "each app needs its own prefix",
+                )
+            seen[app.prefix] = app.name
+        return apps
+
+
+def _kind(value: object) -> str:
+    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "array"}.get(
+        type(value), "table" if isinstance(value, dict) else type(value).__name__
+    )

@@ -1,0 +1,145 @@
+"""The exception tree, and the one table that maps a fault to the HTTP status a client sees."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+
+class SockgateError(Exception):
+    """Base of every error sockgate raises on purpose."""
+
+
+class ConfigError(SockgateError):
+    """The configuration is invalid. The message names the file, the key and what was expected."""
+
+    def __init__(self, message: str, *, source: str = "", key: str = "") -> None:
+        self.source = source
+        self.key = key
+        where = ": ".join(part for part in (source, key) if part)
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+# --- faults of a client's request -------------------------------------------------------------
+
+
+class ClientError(SockgateError):
+    """The client sent something we refuse to forward. `status` is what it gets back."""
+
+    status = HTTPStatus.BAD_REQUEST
+
+
+class BadRequest(ClientError):
+    status = HTTPStatus.BAD_REQUEST
+
+
+class UriTooLong(ClientError):
+    status = HTTPStatus.REQUEST_URI_TOO_LONG
+
+
+class HeadTooLarge(ClientError):
+    status = HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE
+
+
+class VersionNotSupported(ClientError):
+    status = HTTPStatus.HTTP_VERSION_NOT_SUPPORTED
+
+
+class BodyTooLarge(ClientError):
+    status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+
+
+class ClientTimeout(ClientError):
+    status = HTTPStatus.REQUEST_TIMEOUT
+
+
+class ClientGone(SockgateError):
+    """The client closed or reset its connection; nobody is left to answer."""
+
+
+# --- faults on the way to an app ---------------------------------------------------------------
+
+
+class UpstreamError(SockgateError):
+    """Talking to an app failed. `fault` is a short name used in pages, logs and `check`."""
+
+    fault = "upstream error"
+    state = "error"  # the short word `sockgate check` shows
+
+    def __init__(self, app: str, socket: str, detail: str = "") -> None:
+        self.app = app
+        self.socket = socket
+        self.detail = detail
+        text = f"app {app!r} at {socket}: {self.fault}"
+        super().__init__(f"{text} ({detail})" if detail else text)
+
+
+class SocketMissing(UpstreamError):
+    fault = "socket file missing"
+    state = "missing"
+
+
+class NotASocket(UpstreamError):
+    fault = "not a socket"
+    state = "not a socket"
+
+
+class NothingListening(UpstreamError):
+    fault = "nothing listening (stale socket file)"
+    state = "stale"
+
+
+class SocketPermissionDenied(UpstreamError):
+    fault = "permission denied"
+    state = "permission denied"
+
+
+class SocketPathTooLong(UpstreamError):
+    fault = "socket path too long"
+    state = "path too long"
+
+
+class ConnectFailed(UpstreamError):
+    fault = "connect failed"
+
+
+class ConnectTimeout(UpstreamError):
+    fault = "timed out connecting"
+    state = "timeout"
+
+
+class AppClosedEarly(UpstreamError):
+    fault = "app closed the connection without answering"
+
+
+class AppBadResponse(UpstreamError):
+    fault = "app answered something that is not valid HTTP"
+
+
+class AppReadTimeout(UpstreamError):
+    fault = "app did not answer in time"
+
+
+class AppSendTimeout(UpstreamError):
+    fault = "app stopped reading the request body"
+
+
+class AppCutShort(UpstreamError):
+    """The response had started; the only honest thing left is to close the client connection."""
+
+    fault = "app cut the response short"
+
+
+_STATUS: dict[type[UpstreamError], HTTPStatus] = {
+    ConnectTimeout: HTTPStatus.GATEWAY_TIMEOUT,
+    AppReadTimeout: HTTPStatus.GATEWAY_TIMEOUT,
+    AppSendTimeout: HTTPStatus.GATEWAY_TIMEOUT,
+}
+
+
+def status_for(error: SockgateError) -> HTTPStatus:
+    """The status a client gets for `error`: the one place this rule lives."""
+    if isinstance(error, ClientError):
+        return error.status
+    if isinstance(error, UpstreamError):
+        return _STATUS.get(type(error), HTTPStatus.BAD_GATEWAY)
+    return HTTPStatus.INTERNAL_SERVER_ERROR

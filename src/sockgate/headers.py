@@ -1,0 +1,81 @@
+"""Header policy in both directions: what is hop-by-hop, what the app is told about the client."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from .config import App
+from .http1 import Framing, Headers, RequestHead
+
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"content-length",  # framing is decided again for each hop
+    }
+)
+# Set by sockgate from what it knows; a client's own values would be spoofing.
+_OURS = frozenset({b"x-real-ip", b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-prefix"})
+
+
+def connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
+    tokens: set[bytes] = set()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            tokens.update(t.strip().lower() for t in value.split(b",") if t.strip())
+    return tokens
+
+
+def _end_to_end(headers: Headers, drop: frozenset[bytes] = frozenset()) -> Headers:
+    """Headers without hop-by-hop ones, those that Connection names (never Host), and `drop`."""
+    named = connection_tokens(headers) - {b"host"}
+    return [
+        (name, value)
+        for name, value in headers
+        if (lower := name.lower()) not in HOP_BY_HOP and lower not in named and lower not in drop
+    ]
+
+
+def to_app(
+    head: RequestHead, app: App, *, client_ip: str, default_host: bytes, scheme: bytes = b"http"
+) -> Headers:
+    """The request headers the app receives."""
+    headers = _end_to_end(head.headers, _OURS)
+    forwarded_for = [v for n, v in headers if n.lower() == b"x-forwarded-for"]
+    headers = [(n, v) for n, v in headers if n.lower() != b"x-forwarded-for"]
+    ip = client_ip.encode()
+    host = head.host if head.host is not None else default_host
+    if head.host is None:
+        headers.append((b"Host", host))
+    headers += [
+        (b"X-Real-IP", ip),
+        (b"X-Forwarded-For", b", ".join([*forwarded_for, ip])),
+        (b"X-Forwarded-Proto", scheme),
+        (b"X-Forwarded-Host", host),
+    ]
+    if app.strip_prefix and app.mount:
+        headers.append((b"X-Forwarded-Prefix", app.mount.encode()))
+    if head.upgrade:
+        upgrade = next(v for n, v in head.headers if n.lower() == b"upgrade")
+        headers += [(b"Connection", b"upgrade"), (b"Upgrade", upgrade)]
+    elif head.framing is Framing.CHUNKED:
+        headers.append((b"Transfer-Encoding", b"chunked"))
+    elif head.framing is Framing.LENGTH:
+        headers.append((b"Content-Length", b"%d" % (head.content_length or 0)))
+    return headers
+
+
+def to_client(headers: Headers, *, upgrade: bool) -> Headers:
+    """The app's response headers the client receives, before framing headers are added."""
+    kept = _end_to_end(headers)
+    if upgrade:
+        value = next((v for n, v in headers if n.lower() == b"upgrade"), None)
+        kept += [(b"Connection", b"upgrade")]
+        if value is not None:
+            kept.append((b"Upgrade", value))
+    return kept

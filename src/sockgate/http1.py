@@ -1,0 +1,329 @@
+"""HTTP/1.1 framing without I/O: bytes in, small events out; heads and chunks back to bytes.
+
+llhttp (through httptools) does the parsing. On top of it we refuse what llhttp tolerates but a
+proxy must not forward: Transfer-Encoding other than a single `chunked`, several Host headers,
+HTTP/0.9 and 2.0 request lines, non-origin-form targets, oversized targets and heads, and
+upgrade requests that carry a body (llhttp would treat that body as tunnel bytes).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from enum import Enum, auto
+from typing import Any
+
+import httptools
+
+from .errors import (
+    BadRequest,
+    ClientError,
+    HeadTooLarge,
+    UriTooLong,
+    VersionNotSupported,
+)
+
+MAX_TARGET = 8 * 1024
+MAX_HEAD = 64 * 1024
+# Per header line: ": " and CRLF around name and value.
+_LINE_OVERHEAD = 4
+
+Headers = list[tuple[bytes, bytes]]
+
+
+class Framing(Enum):
+    NONE = auto()  # no body at all (no framing headers, or HEAD, 1xx, 204, 304)
+    LENGTH = auto()  # Content-Length, which may be 0
+    CHUNKED = auto()  # Transfer-Encoding: chunked
+    UNTIL_CLOSE = auto()  # responses only: the body ends when the app closes
+
+
+@dataclass(slots=True)
+class RequestHead:
+    method: bytes
+    target: bytes
+    version: bytes  # b"1.1" or b"1.0"
+    headers: Headers
+    keep_alive: bool
+    upgrade: bool
+    framing: Framing
+    content_length: int | None
+    host: bytes | None
+    expect_continue: bool
+
+
+@dataclass(slots=True)
+class ResponseHead:
+    status: int
+    reason: bytes
+    headers: Headers
+    keep_alive: bool
+    framing: Framing
+    content_length: int | None
+
+    @property
+    def informational(self) -> bool:
+        return 100 <= self.status < 200 and self.status != 101
+
+
+@dataclass(slots=True)
+class Data:
+    data: bytes
+
+
+@dataclass(slots=True)
+class EndOfMessage:
+    pass
+
+
+@dataclass(slots=True)
+class Upgrade:
+    """The parser handed over: `trailing` holds bytes that already belong to the new protocol."""
+
+    trailing: bytes
+
+
+@dataclass(slots=True)
+class ProtocolError:
+    """What was received cannot be forwarded. `reason` says why, for pages and logs."""
+
+    reason: str
+    error: ClientError
+
+
+Event = RequestHead | ResponseHead | Data | EndOfMessage | Upgrade | ProtocolError
+END = EndOfMessage()
+
+
+class _Stop(Exception):
+    """Raised from a callback to stop llhttp after a head that has no body (HEAD responses)."""
+
+
+class _Parser:
+    """Shared callback plumbing: llhttp calls back, we queue events."""
+
+    def __init__(self, max_head: int) -> None:
+        self.events: deque[Event] = deque()
+        self.dead = False
+        self._max_head = max_head
+        self._in_head = False
+        self._head_size = 0
+        self._incomplete_head_bytes = 0
+        self._headers: Headers = []
+        self._te: bytes | None = None
+        self._content_length: int | None = None
+        self._hosts: list[bytes] = []
+
+    # --- llhttp callbacks
+    def on_message_begin(self) -> None:
+        self._in_head = True
+        self._head_size = 0
+        self._headers = []
+        self._te = None
+        self._content_length = None
+        self._hosts = []
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._grow(len(name) + len(value) + _LINE_OVERHEAD)
+        lower = name.lower()
+        if lower == b"transfer-encoding":
+            if value.strip().lower() != b"chunked":
+                self._bad(f"Transfer-Encoding {value.decode('latin-1')!r}: only 'chunked'")
+            self._te = value
+        elif lower == b"content-length":
+            self._content_length = int(value)
+        elif lower == b"host":
+            self._hosts.append(value)
+        self._headers.append((name, value))
+
+    def on_body(self, body: bytes) -> None:
+        self.events.append(Data(body))
+
+    def on_message_complete(self) -> None:
+        self.events.append(END)
+
+    # --- helpers
+    def _grow(self, size: int) -> None:
+        self._head_size += size
+        if self._head_size > self._max_head:
+            raise HeadTooLarge(f"head larger than {self._max_head} bytes")
+
+    def _bad(self, reason: str) -> None:
+        raise BadRequest(reason)
+
+    def _framing(self, no_body: bool) -> Framing:
+        if no_body:
+            return Framing.NONE
+        if self._te is not None:
+            return Framing.CHUNKED
+        if self._content_length is not None:
+            return Framing.LENGTH
+        return Framing.UNTIL_CLOSE
+
+    def _feed(self, parser: Any, data: bytes) -> None:
+        if self.dead:
+            return
+        try:
+            parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self.dead = True
+            self.events.append(Upgrade(data[exc.args[0] :]))
+        except httptools.HttpParserError as exc:
+            self.dead = True
+            cause = exc.__context__
+            if isinstance(cause, _Stop):
+                return
+            if isinstance(cause, ClientError):
+                self.events.append(ProtocolError(str(cause), cause))
+            else:
+                reason = str(exc) or type(exc).__name__
+                self.events.append(ProtocolError(reason, BadRequest(reason)))
+        else:
+            if self._in_head:
+                # A head still open at the end of a feed: bound what llhttp buffers for it.
+                self._incomplete_head_bytes += len(data)
+                if self._incomplete_head_bytes > self._max_head:
+                    self.dead = True
+                    error = HeadTooLarge(f"head larger than {self._max_head} bytes")
+                    self.events.append(ProtocolError(str(error), error))
+
+    def _head_done(self) -> None:
+        self._in_head = False
+        self._incomplete_head_bytes = 0
+
+
+class RequestParser(_Parser):
+    """Requests from a client, in order; pipelined requests queue up as events."""
+
+    def __init__(self, *, max_target: int = MAX_TARGET, max_head: int = MAX_HEAD) -> None:
+        super().__init__(max_head)
+        self._max_target = max_target
+        self._target = b""
+        self._parser = httptools.HttpRequestParser(self)
+
+    def feed(self, data: bytes) -> None:
+        self._feed(self._parser, data)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._target = b""
+
+    def on_url(self, url: bytes) -> None:
+        self._target += url
+        if len(self._target) > self._max_target:
+            raise UriTooLong(f"request target longer than {self._max_target} bytes")
+        self._grow(len(url))
+
+    def on_headers_complete(self) -> None:
+        self._head_done()
+        parser = self._parser
+        version = parser.get_http_version().encode()
+        if version not in (b"1.1", b"1.0"):
+            raise VersionNotSupported(f"HTTP/{version.decode()} is not supported")
+        method: bytes = parser.get_method()
+        target = self._target
+        if not target.startswith(b"/"):
+            self._bad("request target must be a path starting with '/' (origin-form)")
+        if len(self._hosts) > 1:
+            self._bad("more than one Host header")
+        if version == b"1.1" and not self._hosts:
+            self._bad("HTTP/1.1 request without a Host header")
+        upgrade = bool(parser.should_upgrade())
+        framing = self._framing(no_body=False)
+        if framing is Framing.UNTIL_CLOSE:
+            framing = Framing.NONE  # a request without framing headers has no body
+        if upgrade and framing is not Framing.NONE:
+            self._bad("an upgrade request must not carry a body")
+        expect = any(
+            n.lower() == b"expect" and v.strip().lower() == b"100-continue"
+            for n, v in self._headers
+        )
+        self.events.append(
+            RequestHead(
+                method=method,
+                target=target,
+                version=version,
+                headers=self._headers,
+                keep_alive=bool(parser.should_keep_alive()),
+                upgrade=upgrade,
+                framing=framing,
+                content_length=self._content_length,
+                host=self._hosts[0] if self._hosts else None,
+                expect_continue=expect,
+            )
+        )
+
+
+class ResponseParser(_Parser):
+    """One app connection's responses. Set `head_request` before each HEAD exchange."""
+
+    def __init__(self, *, max_head: int = MAX_HEAD) -> None:
+        super().__init__(max_head)
+        self.head_request = False
+        self._reason = b""
+        self._head: ResponseHead | None = None
+        self._parser = httptools.HttpResponseParser(self)
+
+    def feed(self, data: bytes) -> None:
+        self._feed(self._parser, data)
+
+    @property
+    def framing(self) -> Framing | None:
+        """Framing of the response being read; None before its head."""
+        return self._head.framing if self._head else None
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._reason = b""
+        self._head = None
+
+    def on_status(self, reason: bytes) -> None:
+        self._reason += reason
+        self._grow(len(reason))
+
+    def on_headers_complete(self) -> None:
+        self._head_done()
+        parser = self._parser
+        if parser.get_http_version() not in ("1.1", "1.0"):
+            self._bad(f"HTTP/{parser.get_http_version()} status line")
+        status: int = parser.get_status_code()
+        no_body = self.head_request or status < 200 or status in (204, 304)
+        self._head = ResponseHead(
+            status=status,
+            reason=self._reason,
+            headers=self._headers,
+            keep_alive=bool(parser.should_keep_alive()),
+            framing=self._framing(no_body),
+            content_length=self._content_length,
+        )
+        self.events.append(self._head)
+        if self.head_request and status >= 200:
+            # llhttp cannot be told that a HEAD response has no body; stop it here. The
+            # connection is then not reused, since nothing says where the next response starts.
+            self.events.append(END)
+            raise _Stop
+
+
+# --- serialising ------------------------------------------------------------------------------
+
+LAST_CHUNK = b"0\r\n\r\n"
+
+
+def request_head(method: bytes, target: bytes, headers: Headers) -> bytes:
+    lines = [method, b" ", target, b" HTTP/1.1\r\n"]
+    for name, value in headers:
+        lines += (name, b": ", value, b"\r\n")
+    lines.append(b"\r\n")
+    return b"".join(lines)
+
+
+def response_head(status: int, reason: bytes, headers: Headers, version: bytes = b"1.1") -> bytes:
+    lines = [b"HTTP/", version, b" %d " % status, reason, b"\r\n"]
+    for name, value in headers:
+        lines += (name, b": ", value, b"\r\n")
+    lines.append(b"\r\n")
+    return b"".join(lines)
+
+
+def chunk_header(size: int) -> bytes:
+    return b"%x\r\n" % size

@@ -1,0 +1,59 @@
+"""Responses sockgate writes itself: redirects and error pages, as HTML or plain text."""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from http import HTTPStatus
+
+from .http1 import Headers, response_head
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    status: int
+    title: str
+    detail: str = ""
+    app: str | None = None
+    socket: str | None = None
+    location: bytes | None = None
+
+
+def wants_html(headers: Headers) -> bool:
+    return any(n.lower() == b"accept" and b"text/html" in v for n, v in headers)
+
+
+def render(page: Page, *, as_html: bool, close: bool, head_only: bool = False) -> bytes:
+    """The whole response: head and body, ready to write."""
+    reason = HTTPStatus(page.status).phrase
+    lines = [f"{page.status} {reason}: {page.title}"]
+    if page.app is not None:
+        lines.append(f"app: {page.app}")
+    if page.socket is not None:
+        lines.append(f"socket: {page.socket}")
+    if page.detail:
+        lines.append(page.detail)
+    if as_html:
+        items = "".join(f"<p>{html.escape(line)}</p>\n" for line in lines[1:])
+        body = (
+            "<!doctype html>\n<html><head><meta charset=utf-8>"
+            f"<title>{page.status} {html.escape(reason)}</title></head>\n<body>\n"
+            f"<h1>{page.status} {html.escape(reason)}</h1>\n"
+            f"<p><b>{html.escape(page.title)}</b></p>\n"
+            f"{items}<hr><p>sockgate</p>\n</body></html>\n"
+        ).encode()
+        ctype = b"text/html; charset=utf-8"
+    else:
+        body = ("\n".join(lines) + "\n").encode()
+        ctype = b"text/plain; charset=utf-8"
+    headers: Headers = [
+        (b"Content-Type", ctype),
+        (b"Content-Length", b"%d" % len(body)),
+        (b"Cache-Control", b"no-store"),
+    ]
+    if page.location is not None:
+        headers.append((b"Location", page.location))
+    if close:
+        headers.append((b"Connection", b"close"))
+    head = response_head(page.status, reason.encode(), headers)
+    return head if head_only else head + body

@@ -1,0 +1,62 @@
+"""`sockgate check`'s look at each app: can its socket be reached, and what does GET / answer."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from . import errors, http1
+from .config import App, Config
+from .upstream import AppConnection, Upstream
+
+
+@dataclass(frozen=True, slots=True)
+class AppReport:
+    app: App
+    state: str  # "ok", or the fault's short name: missing, stale, permission denied, ...
+    detail: str = ""
+    status: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.state == "ok"
+
+
+async def probe_app(app: App, timeout: float) -> AppReport:  # noqa: ASYNC109 - also connect's
+    upstream = Upstream(app, timeout)
+    try:
+        conn = AppConnection(await upstream.connect())
+    except errors.UpstreamError as exc:
+        return AppReport(app, exc.state, exc.detail)
+    try:
+        conn.stream.write(
+            http1.request_head(
+                b"GET",
+                b"/",
+                [
+                    (b"Host", b"localhost"),
+                    (b"User-Agent", b"sockgate-check"),
+                    (b"Connection", b"close"),
+                ],
+            )
+        )
+        async with asyncio.timeout(timeout):
+            while True:
+                event = await conn.next_event()
+                if event is None:
+                    return AppReport(app, "error", errors.AppClosedEarly.fault)
+                if isinstance(event, http1.ProtocolError):
+                    return AppReport(app, "error", f"not HTTP: {event.reason}")
+                if isinstance(event, http1.ResponseHead) and not event.informational:
+                    return AppReport(app, "ok", status=event.status)
+    except TimeoutError:
+        return AppReport(app, "timeout", f"no answer to GET / within {timeout:g}s")
+    except ConnectionError as exc:
+        return AppReport(app, "error", str(exc))
+    finally:
+        conn.close()
+
+
+async def probe_all(config: Config) -> list[AppReport]:
+    timeout = config.timeouts.connect
+    return list(await asyncio.gather(*(probe_app(app, timeout) for app in config.apps)))

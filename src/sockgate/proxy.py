@@ -1,0 +1,594 @@
+"""One client connection: read requests, route them, forward, stream back, upgrade.
+
+Every exchange ends in exactly one of: a complete response, a page sockgate writes itself
+(before any byte of the app's response), or a closed client connection (after it started).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from enum import Enum, auto
+
+from . import errors, headers, http1, pages, routing, tunnel
+from .accesslog import AccessLog
+from .config import App, Config
+from .http1 import Event, Framing, RequestHead, ResponseHead
+from .stream import Stream
+from .upstream import AppConnection, ConnState, Upstream
+
+log = logging.getLogger(__name__)
+
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
+# nginx logs an exchange the client abandoned as 499.
+CLIENT_CLOSED = 499
+
+
+class Engine:
+    """What every connection shares: config, routes, app pools, logs."""
+
+    def __init__(self, config: Config, access_log: AccessLog | None = None) -> None:
+        self.config = config
+        self.router = routing.Router(config.apps)
+        self.upstreams = {app.name: Upstream(app, config.timeouts.connect) for app in config.apps}
+        self.access_log = access_log or AccessLog(None)
+        self.default_host = str(config.listen).encode()
+
+    def close(self) -> None:
+        for upstream in self.upstreams.values():
+            upstream.close()
+
+
+class ClientState(Enum):
+    WAITING = auto()  # for a request head
+    ACTIVE = auto()  # an exchange is under way
+    TUNNEL = auto()  # upgraded: bytes flow both ways
+    CLOSED = auto()
+
+
+@dataclass(slots=True)
+class _Exchange:
+    head: RequestHead
+    started: float = field(default_factory=time.time)
+    app: App | None = None
+    status: int = 0
+    sent: int = 0
+    pump_error: errors.SockgateError | None = None
+    body_done: bool = False
+    client_left: bool = False
+
+
+class _Retry(Exception):
+    """The app closed a reused connection before reading our request: send it again."""
+
+
+class ClientConnection:
+    def __init__(self, stream: Stream, engine: Engine) -> None:
+        self.stream = stream
+        self.engine = engine
+        self.timeouts = engine.config.timeouts
+        self.parser = http1.RequestParser()
+        self.state = ClientState.WAITING
+        self.closing = False
+        peer = stream.peer()
+        self.client_ip = peer[0] if isinstance(peer, tuple) else "unix"
+
+    def __repr__(self) -> str:
+        return f"<ClientConnection {self.client_ip} {self.state.name}>"
+
+    async def run(self) -> None:
+        try:
+            first = True
+            while not self.closing:
+                self.state = ClientState.WAITING
+                head = await self._read_head(first)
+                if head is None:
+                    return
+                first = False
+                self.state = ClientState.ACTIVE
+                if not await self._exchange(head):
+                    return
+        except (ConnectionError, errors.ClientGone) as exc:
+            log.debug("client %s gone: %s", self.client_ip, exc)
+        finally:
+            self.state = ClientState.CLOSED
+            self.stream.close()
+
+    def shutdown(self) -> None:
+        """Stop after what is under way: now if idle or tunnelling, else after the exchange."""
+        self.closing = True
+        if self.state in (ClientState.WAITING, ClientState.TUNNEL):
+            self.stream.abort()
+
+    # --- reading from the client
+    async def _next_event(self) -> Event | None:
+        parser = self.parser
+        while not parser.events:
+            data = await self.stream.read()
+            if not data:
+                return None
+            parser.feed(data)
+        return parser.events.popleft()
+
+    async def _read_head(self, first: bool) -> RequestHead | None:
+        t = self.timeouts
+        started = bool(self.parser.events)
+        try:
+            async with asyncio.timeout(t.client_header if first else t.keepalive) as scope:
+                while not self.parser.events:
+                    data = await self.stream.read()
+                    if not data:
+                        return None
+                    if not started:
+                        started = True
+                        scope.reschedule(asyncio.get_running_loop().time() + t.client_header)
+                    self.parser.feed(data)
+        except TimeoutError:
+            if started:
+                error = errors.ClientTimeout("the request head did not arrive in time")
+                self._refuse(error, None)
+            return None
+        event = self.parser.events.popleft()
+        if isinstance(event, http1.ProtocolError):
+            self._refuse(event.error, None)
+            return None
+        assert isinstance(event, RequestHead), event
+        return event
+
+    def _refuse(self, error: errors.ClientError, head: RequestHead | None) -> None:
+        """Answer a request we will not forward, and close."""
+        page = pages.Page(error.status, str(error))
+        self._write_page(page, head, close=True)
+        if head is None:
+            self._log_line(b"-", page.status, time.time(), None, None)
+
+    # --- one exchange
+    async def _exchange(self, head: RequestHead) -> bool:
+        """Handle one request; True if the connection can carry another."""
+        ex = _Exchange(head)
+        try:
+            decision = self.engine.router.route(head.target)
+            if isinstance(decision, routing.Forward):
+                return await self._forward(ex, decision)
+            return self._answer_locally(ex, decision)
+        finally:
+            self._log(ex)
+
+    def _answer_locally(self, ex: _Exchange, decision: routing.Decision) -> bool:
+        head = ex.head
+        if isinstance(decision, routing.Redirect):
+            page = pages.Page(301, "this app lives under its prefix", location=decision.location)
+        elif isinstance(decision, routing.Rejected):
+            page = pages.Page(400, decision.reason)
+        else:
+            page = pages.Page(404, "no app is routed at this path", detail=_routes(self.engine))
+        keep = self._can_continue(head)
+        if keep:
+            self._skip_end_of_request()
+        ex.status = page.status
+        ex.sent = self._write_page(page, head, close=not keep)
+        return keep
+
+    def _can_continue(self, head: RequestHead) -> bool:
+        return (
+            head.keep_alive
+            and not head.upgrade
+            and head.framing is Framing.NONE
+            and not self.parser.dead
+            and not self.closing
+        )
+
+    def _skip_end_of_request(self) -> None:
+        event = self.parser.events.popleft()
+        assert isinstance(event, http1.EndOfMessage), event
+
+    def _write_page(self, page: pages.Page, head: RequestHead | None, *, close: bool) -> int:
+        as_html = head is not None and pages.wants_html(head.headers)
+        head_only = head is not None and head.method == b"HEAD"
+        data = pages.render(page, as_html=as_html, close=close, head_only=head_only)
+        try:
+            self.stream.write(data)
+        except ConnectionError:
+            return 0
+        return len(data)
+
+    # --- forwarding
+    async def _forward(self, ex: _Exchange, route: routing.Forward) -> bool:
+        head, app = ex.head, route.app
+        ex.app = app
+        limit = self.engine.config.body_limit(app)
+        if (
+            limit is not None
+            and head.framing is Framing.LENGTH
+            and (head.content_length or 0) > limit
+        ):
+            return self._fail(ex, errors.BodyTooLarge(f"the body is larger than {limit} bytes"))
+        upstream = self.engine.upstreams[app.name]
+        request = http1.request_head(
+            head.method,
+            route.target,
+            headers.to_app(
+                head, app, client_ip=self.client_ip, default_host=self.engine.default_host
+            ),
+        )
+        retryable = head.method in IDEMPOTENT and head.framing is Framing.NONE
+        for attempt in (1, 2):
+            try:
+                conn = await upstream.acquire(retryable=retryable or attempt == 2)
+            except errors.UpstreamError as exc:
+                return self._fail(ex, exc)
+            try:
+                return await self._over(ex, upstream, conn, request, retry_ok=attempt == 1)
+            except _Retry:
+                log.info("%s: reused connection was closed by the app; retrying", app.name)
+        raise AssertionError("unreachable")
+
+    async def _over(
+        self,
+        ex: _Exchange,
+        upstream: Upstream,
+        conn: AppConnection,
+        request: bytes,
+        *,
+        retry_ok: bool,
+    ) -> bool:
+        """One attempt on one app connection."""
+        head = ex.head
+        conn.parser.head_request = head.method == b"HEAD"
+        pump: asyncio.Task[None] | None = None
+        self.stream.on_eof = lambda: self._client_eof(ex, conn)
+        try:
+            try:
+                conn.stream.write(request)
+            except ConnectionError:
+                conn.close()
+                if retry_ok and conn.reused:
+                    raise _Retry from None
+                return self._fail(ex, _closed_early(conn, upstream))
+            if head.framing is not Framing.NONE:
+                pump = asyncio.create_task(self._pump_body(ex, conn))
+            else:
+                self._skip_end_of_request()
+                ex.body_done = True
+            return await self._relay(ex, upstream, conn, retry_ok=retry_ok)
+        finally:
+            self.stream.on_eof = None
+            if conn.state is ConnState.ACTIVE:
+                conn.close()
+            if pump is not None and not pump.done():
+                pump.cancel()
+                await asyncio.gather(pump, return_exceptions=True)
+
+    def _client_eof(self, ex: _Exchange, conn: AppConnection) -> None:
+        # Like nginx: a client that closes while its response is under way has gone; stop the
+        # app's work (an SSE stream sees its client leave at once), unless bytes still queued
+        # show a pipelining client that only half-closed.
+        if not self.stream.has_buffered or self.stream.closed:
+            ex.client_left = True
+            conn.close()
+
+    async def _pump_body(self, ex: _Exchange, conn: AppConnection) -> None:
+        """The request body, client to app, as it arrives. Failures abort the app connection
+        and are kept in `ex.pump_error` for the response side to report."""
+        assert ex.app is not None
+        limit = self.engine.config.body_limit(ex.app)
+        chunked = ex.head.framing is Framing.CHUNKED
+        total = 0
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(self.timeouts.client_header):
+                        event = await self._next_event()
+                except TimeoutError:
+                    raise errors.ClientTimeout("the request body stalled") from None
+                if event is None:
+                    raise errors.ClientGone("client closed during the request body")
+                if isinstance(event, http1.ProtocolError):
+                    raise event.error
+                if isinstance(event, http1.EndOfMessage):
+                    if chunked:
+                        conn.stream.write(http1.LAST_CHUNK)
+                    ex.body_done = True
+                    return
+                assert isinstance(event, http1.Data)
+                total += len(event.data)
+                if limit is not None and total > limit:
+                    raise errors.BodyTooLarge(f"the body is larger than {limit} bytes")
+                if chunked:
+                    conn.stream.writelines(
+                        [http1.chunk_header(len(event.data)), event.data, b"\r\n"]
+                    )
+                else:
+                    conn.stream.write(event.data)
+                try:
+                    async with asyncio.timeout(self.timeouts.send):
+                        await conn.stream.drain()
+                except TimeoutError:
+                    raise _send_timeout(conn, ex) from None
+        except (errors.ClientError, errors.ClientGone, errors.AppSendTimeout) as exc:
+            ex.pump_error = exc
+            conn.close()
+        except ConnectionError:
+            pass  # the app closed while reading: the response side reports what it said
+
+    async def _relay(
+        self, ex: _Exchange, upstream: Upstream, conn: AppConnection, *, retry_ok: bool
+    ) -> bool:
+        try:
+            response = await self._response_head(ex, upstream, conn, retry_ok=retry_ok)
+        except errors.SockgateError as exc:
+            conn.close()
+            return self._fail(ex, exc)
+        if response.status == 101:
+            return await self._upgrade(ex, conn, response)
+        return await self._stream_response(ex, upstream, conn, response)
+
+    async def _response_head(
+        self, ex: _Exchange, upstream: Upstream, conn: AppConnection, *, retry_ok: bool
+    ) -> ResponseHead:
+        while True:
+            event = await self._app_event(ex, upstream, conn, retry_ok=retry_ok)
+            if isinstance(event, http1.EndOfMessage):
+                continue  # the end of a 1xx
+            if not isinstance(event, ResponseHead):
+                raise _bad_response(upstream, f"unexpected {type(event).__name__} before a head")
+            if event.status == 101 and not ex.head.upgrade:
+                raise _bad_response(upstream, "101 to a request that did not ask to upgrade")
+            if not event.informational:
+                return event
+            if ex.head.version == b"1.1":
+                self._write_client(
+                    http1.response_head(
+                        event.status, event.reason, headers.to_client(event.headers, upgrade=False)
+                    )
+                )
+
+    async def _app_event(
+        self, ex: _Exchange, upstream: Upstream, conn: AppConnection, *, retry_ok: bool
+    ) -> Event:
+        """The next event of the app's response before its head is through, errors named."""
+        try:
+            async with asyncio.timeout(self.timeouts.read):
+                event = await conn.next_event()
+        except TimeoutError:
+            raise self._blame(ex) or _read_timeout(upstream, self.timeouts.read) from None
+        except ConnectionError:
+            # On a Unix socket a reset means the app closed with our request unread.
+            if retry_ok and conn.reused and conn.received == 0 and not _body_started(ex):
+                raise _Retry from None
+            raise self._blame(ex) or _closed_early(conn, upstream) from None
+        if event is None:
+            blame = self._blame(ex)
+            if blame is not None:
+                raise blame
+            if retry_ok and conn.reused and conn.received == 0 and _resendable(ex):
+                raise _Retry
+            raise _closed_early(conn, upstream)
+        if isinstance(event, http1.ProtocolError):
+            raise _bad_response(upstream, event.reason)
+        return event
+
+    def _blame(self, ex: _Exchange) -> errors.SockgateError | None:
+        """When the app side failed because the client side did: the client's fault."""
+        if ex.client_left:
+            return errors.ClientGone("client closed the connection")
+        return ex.pump_error
+
+    async def _stream_response(
+        self, ex: _Exchange, upstream: Upstream, conn: AppConnection, response: ResponseHead
+    ) -> bool:
+        head = ex.head
+        framing, out = _client_framing(head, response)
+        keep = (
+            head.keep_alive
+            and not head.upgrade
+            and not self.closing
+            and not self.parser.dead
+            and framing is not Framing.UNTIL_CLOSE
+        )
+        if not keep:
+            out.append((b"Connection", b"close"))
+        elif head.version == b"1.0":
+            out.append((b"Connection", b"keep-alive"))
+        ex.status = response.status
+        self._write_client(http1.response_head(response.status, response.reason, out))
+        try:
+            await self._stream_body(ex, upstream, conn, response, framing)
+        except (errors.UpstreamError, errors.ClientGone, ConnectionError) as exc:
+            # The head is out: the only honest signal left is to close without finishing.
+            self._note_fault(ex, exc)
+            conn.close()
+            self.stream.abort()
+            return False
+        finished = ex.body_done and response.keep_alive and not conn.parser.dead
+        if finished and response.framing is not Framing.UNTIL_CLOSE:
+            upstream.release(conn)
+        else:
+            conn.close()
+        return keep and ex.body_done
+
+    async def _stream_body(
+        self,
+        ex: _Exchange,
+        upstream: Upstream,
+        conn: AppConnection,
+        response: ResponseHead,
+        framing: Framing,
+    ) -> None:
+        chunked = framing is Framing.CHUNKED
+        while True:
+            try:
+                async with asyncio.timeout(self.timeouts.read):
+                    event = await conn.next_event()
+            except TimeoutError:
+                raise self._blame(ex) or _read_timeout(upstream, self.timeouts.read) from None
+            if event is None:
+                if response.framing is not Framing.UNTIL_CLOSE:
+                    raise self._blame(ex) or errors.AppCutShort(
+                        upstream.app.name, str(upstream.app.socket), "the body was incomplete"
+                    )
+                event = http1.END  # close-delimited: the app's close is the end
+            if isinstance(event, http1.EndOfMessage):
+                if chunked:
+                    self._write_client(http1.LAST_CHUNK)
+                return
+            if isinstance(event, http1.ProtocolError):
+                raise errors.AppCutShort(upstream.app.name, str(upstream.app.socket), event.reason)
+            assert isinstance(event, http1.Data), event
+            data = event.data
+            ex.sent += len(data)
+            if chunked:
+                self._write_client_lines([http1.chunk_header(len(data)), data, b"\r\n"])
+            else:
+                self._write_client(data)
+            try:
+                async with asyncio.timeout(self.timeouts.send):
+                    await self.stream.drain()
+            except TimeoutError:
+                raise errors.ClientGone("client stopped reading the response") from None
+
+    async def _upgrade(self, ex: _Exchange, conn: AppConnection, response: ResponseHead) -> bool:
+        ex.status = 101
+        self.stream.on_eof = None  # half-closes are part of the tunnelled protocol
+        self._write_client(
+            http1.response_head(
+                101, response.reason, headers.to_client(response.headers, upgrade=True)
+            )
+        )
+        for source, stream in (
+            (self.parser.events, self.stream),
+            (conn.parser.events, conn.stream),
+        ):
+            for event in source:
+                if isinstance(event, http1.Upgrade):
+                    stream.unread(event.trailing)
+            source.clear()
+        self.state = ClientState.TUNNEL
+        try:
+            await tunnel.splice(self.stream, conn.stream, self.timeouts.read)
+        except TimeoutError:
+            log.info("%s: idle tunnel closed after %gs", ex.app and ex.app.name, self.timeouts.read)
+        finally:
+            conn.close()
+        return False
+
+    # --- answers and errors
+    def _fail(self, ex: _Exchange, error: errors.SockgateError) -> bool:
+        """Answer with sockgate's own page for `error` (nothing of a response was sent yet)."""
+        self._note_fault(ex, error)
+        if isinstance(error, errors.ClientGone):
+            return False
+        status = errors.status_for(error)
+        if isinstance(error, errors.UpstreamError):
+            page = pages.Page(status, error.fault, error.detail, error.app, error.socket)
+        else:
+            page = pages.Page(status, str(error))
+        ex.sent = self._write_page(page, ex.head, close=True)
+        return False
+
+    def _note_fault(self, ex: _Exchange, error: BaseException) -> None:
+        if isinstance(error, errors.ClientGone | ConnectionError):
+            ex.status = ex.status or CLIENT_CLOSED
+            return
+        if isinstance(error, errors.SockgateError):
+            ex.status = ex.status or errors.status_for(error)
+        if isinstance(error, errors.UpstreamError):
+            log.error("%s (request %s)", error, _request_line(ex.head).decode("latin-1"))
+
+    def _write_client(self, data: bytes) -> None:
+        self.stream.write(data)
+
+    def _write_client_lines(self, parts: list[bytes]) -> None:
+        self.stream.writelines(parts)
+
+    def _log(self, ex: _Exchange) -> None:
+        self._log_line(
+            _request_line(ex.head),
+            ex.status,
+            ex.started,
+            ex.head,
+            ex.app.name if ex.app else None,
+            ex.sent,
+        )
+
+    def _log_line(
+        self,
+        request_line: bytes,
+        status: int,
+        started: float,
+        head: RequestHead | None,
+        app: str | None,
+        sent: int = 0,
+    ) -> None:
+        found = {n.lower(): v for n, v in head.headers} if head else {}
+        self.engine.access_log.log(
+            client=self.client_ip,
+            request_line=request_line,
+            status=status,
+            sent=sent,
+            referer=found.get(b"referer"),
+            user_agent=found.get(b"user-agent"),
+            started=started,
+            app=app,
+        )
+
+
+def _client_framing(head: RequestHead, response: ResponseHead) -> tuple[Framing, http1.Headers]:
+    out = headers.to_client(response.headers, upgrade=False)
+    if response.framing is Framing.NONE:
+        if (
+            response.content_length is not None
+            and response.status >= 200
+            and response.status != 204
+        ):
+            out.append((b"Content-Length", b"%d" % response.content_length))
+        return Framing.NONE, out
+    if response.framing is Framing.LENGTH:
+        out.append((b"Content-Length", b"%d" % (response.content_length or 0)))
+        return Framing.LENGTH, out
+    if head.version == b"1.1":
+        out.append((b"Transfer-Encoding", b"chunked"))
+        return Framing.CHUNKED, out
+    return Framing.UNTIL_CLOSE, out
+
+
+def _request_line(head: RequestHead) -> bytes:
+    return b"%s %s HTTP/%s" % (head.method, head.target, head.version)
+
+
+def _routes(engine: Engine) -> str:
+    apps = engine.router.apps
+    if not apps:
+        return "no apps are configured"
+    return "routes: " + ", ".join(f"{a.prefix} -> {a.name}" for a in apps)
+
+
+def _body_started(ex: _Exchange) -> bool:
+    return ex.head.framing is not Framing.NONE
+
+
+def _resendable(ex: _Exchange) -> bool:
+    return ex.head.method in IDEMPOTENT and not _body_started(ex)
+
+
+def _closed_early(conn: AppConnection, upstream: Upstream) -> errors.UpstreamError:
+    app = upstream.app
+    if conn.received:
+        return errors.AppBadResponse(app.name, str(app.socket), "closed in the middle of the head")
+    return errors.AppClosedEarly(app.name, str(app.socket))
+
+
+def _bad_response(upstream: Upstream, reason: str) -> errors.UpstreamError:
+    return errors.AppBadResponse(upstream.app.name, str(upstream.app.socket), reason)
+
+
+def _read_timeout(upstream: Upstream, seconds: float) -> errors.UpstreamError:
+    app = upstream.app
+    return errors.AppReadTimeout(app.name, str(app.socket), f"silent for {seconds:g}s")
+
+
+def _send_timeout(conn: AppConnection, ex: _Exchange) -> errors.UpstreamError:
+    assert ex.app is not None
+    return errors.AppSendTimeout(ex.app.name, str(ex.app.socket), "the app stopped reading")

@@ -1,0 +1,70 @@
+"""Which app a request target belongs to, and the target the app sees. Pure: bytes in, a decision
+out."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .config import App
+
+# Dot segments, also percent-encoded, and encoded slashes that could make one.
+_DOT_SEGMENT = re.compile(rb"(?:^|/)(?:\.|%2e){1,2}(?:/|$)", re.IGNORECASE)
+_ENCODED_SLASH = re.compile(rb"%2f", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    app: App
+    target: bytes  # what the app receives: path (stripped or not) and the query, byte-exact
+
+
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    location: bytes  # "/app1/" (with the query) for "/app1"
+
+
+@dataclass(frozen=True, slots=True)
+class NotFound:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    reason: str
+
+
+Decision = Forward | Redirect | NotFound | Rejected
+
+
+class Router:
+    """Longest prefix wins, whatever the order of the apps in the file."""
+
+    def __init__(self, apps: Sequence[App]) -> None:
+        ordered = sorted(apps, key=lambda app: len(app.prefix), reverse=True)
+        self._prefixes = [(app.prefix.encode(), app) for app in ordered]
+        self._mounts = {app.mount.encode(): app for app in ordered if app.mount}
+
+    @property
+    def apps(self) -> list[App]:
+        return [app for _, app in self._prefixes]
+
+    def route(self, target: bytes) -> Decision:
+        path, sep, query = target.partition(b"?")
+        if has_dot_segment(path):
+            return Rejected("the path has '.' or '..' segments")
+        mount = self._mounts.get(path)
+        if mount is not None:
+            return Redirect(mount.prefix.encode() + sep + query)
+        for prefix, app in self._prefixes:
+            if path.startswith(prefix):
+                if app.strip_prefix:
+                    # Keep the prefix's last '/' so the app's path starts with one: no '//' added.
+                    return Forward(app, target[len(prefix) - 1 :])
+                return Forward(app, target)
+        return NotFound()
+
+
+def has_dot_segment(path: bytes) -> bool:
+    return _DOT_SEGMENT.search(_ENCODED_SLASH.sub(b"/", path)) is not None

@@ -1,0 +1,176 @@
+"""A connection as a byte stream over an asyncio transport, with backpressure both ways.
+
+One small protocol serves client and app connections: `await read()` returns the next bytes
+(b"" at end of stream), `write()` queues, `await drain()` waits while the peer is slow,
+`write_eof()` half-closes. Reading pauses the transport while too much is buffered, so a fast
+sender never fills our memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from typing import Any, cast
+
+# Read buffering beyond this pauses the transport until the reader catches up.
+READ_HIGH_WATER = 256 * 1024
+WRITE_HIGH_WATER = 256 * 1024
+
+
+class Stream(asyncio.Protocol):
+    def __init__(self, on_connect: Callable[[Stream], None] | None = None) -> None:
+        self.transport: asyncio.Transport | None = None
+        self._on_connect = on_connect
+        self._buffer: deque[bytes] = deque()
+        self._buffered = 0
+        self._eof = False
+        self._lost = False
+        self._error: BaseException | None = None
+        self._read_waiter: asyncio.Future[None] | None = None
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._reading_paused = False
+        self._writing_paused = False
+        self.idle = False
+        # Called once when the peer closes or the connection is lost, even if nobody reads.
+        self.on_eof: Callable[[], None] | None = None
+
+    def __repr__(self) -> str:
+        state = "lost" if self._lost else "eof" if self._eof else "open"
+        return f"<Stream {state} buffered={self._buffered}>"
+
+    # --- asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        if self._on_connect is not None:
+            self._on_connect(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.idle:
+            # A pooled app connection that speaks unasked is broken: drop it.
+            self.abort()
+            return
+        self._buffer.append(data)
+        self._buffered += len(data)
+        if self._buffered > READ_HIGH_WATER and not self._reading_paused:
+            self._reading_paused = True
+            self._transport().pause_reading()
+        self._wake_reader()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self._wake_reader()
+        self._notify_eof()
+        # Keep our side open: the peer may half-close and still read what we send.
+        return not self.idle
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._eof = self._lost = True
+        self._error = exc
+        self._wake_reader()
+        waiter, self._drain_waiter = self._drain_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        self._notify_eof()
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        waiter, self._drain_waiter = self._drain_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # --- the stream API
+    @property
+    def at_eof(self) -> bool:
+        """The peer closed (or the connection is gone) and everything buffered was read."""
+        return self._eof and not self._buffer
+
+    @property
+    def closed(self) -> bool:
+        return self._lost or self.transport is None or self.transport.is_closing()
+
+    @property
+    def has_buffered(self) -> bool:
+        return bool(self._buffer)
+
+    def peer(self) -> Any:
+        return self._transport().get_extra_info("peername")
+
+    async def read(self) -> bytes:
+        """The next bytes received; b"" once the peer has closed. Raises the transport's error."""
+        while not self._buffer:
+            if self._eof:
+                if self._error is not None:
+                    raise self._error
+                return b""
+            self._read_waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._read_waiter
+            finally:
+                self._read_waiter = None
+        data = self._buffer.popleft()
+        self._buffered -= len(data)
+        if self._reading_paused and self._buffered <= READ_HIGH_WATER // 4:
+            self._reading_paused = False
+            if not self._lost:
+                self._transport().resume_reading()
+        return data
+
+    def unread(self, data: bytes) -> None:
+        """Put bytes back in front, for the next read (bytes that belong to a tunnel)."""
+        if data:
+            self._buffer.appendleft(data)
+            self._buffered += len(data)
+
+    def write(self, data: bytes) -> None:
+        if self.closed:
+            raise ConnectionResetError("connection closed")
+        self._transport().write(data)
+
+    def writelines(self, parts: list[bytes]) -> None:
+        if self.closed:
+            raise ConnectionResetError("connection closed")
+        self._transport().writelines(parts)
+
+    async def drain(self) -> None:
+        if self._lost:
+            raise ConnectionResetError("connection lost")
+        if not self._writing_paused:
+            return
+        self._drain_waiter = asyncio.get_running_loop().create_future()
+        await self._drain_waiter
+        if self._lost:
+            raise ConnectionResetError("connection lost")
+
+    def write_eof(self) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing() and transport.can_write_eof():
+            transport.write_eof()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    # --- internals
+    def _transport(self) -> asyncio.Transport:
+        assert self.transport is not None, "stream used before connection_made"
+        return self.transport
+
+    def _wake_reader(self) -> None:
+        waiter = self._read_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _notify_eof(self) -> None:
+        callback, self.on_eof = self.on_eof, None
+        if callback is not None:
+            callback()

@@ -1,0 +1,172 @@
+"""Connections to apps: connect with named faults, a keep-alive pool per app socket."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import pwd
+import stat
+import time
+from collections import deque
+from enum import Enum, auto
+
+from . import errors
+from .config import MAX_SOCKET_PATH, App
+from .http1 import Event, ResponseParser
+from .stream import Stream
+
+# Idle app connections kept per app; more are closed when released.
+MAX_IDLE = 32
+# A request that cannot be retried (it has a body, or is not idempotent) takes a pooled
+# connection only if it went idle this recently: apps close idle connections after a few seconds
+# (gunicorn: 2 s) and a close that crosses our request on the wire cannot be told apart from a
+# crash.
+FRESH_ENOUGH = 1.0
+
+
+class ConnState(Enum):
+    ACTIVE = auto()  # carrying an exchange
+    IDLE = auto()  # in the pool
+    CLOSED = auto()
+
+
+class AppConnection:
+    """One connection to an app: its stream and the parser for what the app sends back."""
+
+    def __init__(self, stream: Stream, reused: bool = False) -> None:
+        self.stream = stream
+        self.parser = ResponseParser()
+        self.state = ConnState.ACTIVE
+        self.reused = reused
+        self.idle_since = 0.0
+        self.received = 0  # bytes of the current response so far
+
+    def __repr__(self) -> str:
+        return f"<AppConnection {self.state.name} reused={self.reused} {self.stream!r}>"
+
+    async def next_event(self) -> Event | None:
+        """The next response event, or None when the app closed the connection."""
+        parser = self.parser
+        while not parser.events:
+            data = await self.stream.read()
+            if not data:
+                return None
+            self.received += len(data)
+            parser.feed(data)
+        return parser.events.popleft()
+
+    def close(self) -> None:
+        self.state = ConnState.CLOSED
+        self.stream.abort()
+
+
+class Upstream:
+    """The pool for one app socket."""
+
+    def __init__(self, app: App, connect_timeout: float) -> None:
+        self.app = app
+        self.connect_timeout = connect_timeout
+        self._idle: deque[AppConnection] = deque()
+
+    def __repr__(self) -> str:
+        return f"<Upstream {self.app.name} idle={len(self._idle)}>"
+
+    async def acquire(self, *, retryable: bool) -> AppConnection:
+        """A pooled connection if a usable one is there, else a new one."""
+        now = time.monotonic()
+        while self._idle:
+            conn = self._idle.pop()  # the most recently used is the least likely to be closed
+            if conn.stream.closed or conn.stream.at_eof or conn.stream.has_buffered:
+                conn.close()
+                continue
+            if not retryable and now - conn.idle_since > FRESH_ENOUGH:
+                conn.close()
+                continue
+            conn.stream.idle = False
+            conn.state = ConnState.ACTIVE
+            conn.reused = True
+            conn.received = 0
+            conn.parser = ResponseParser()
+            return conn
+        return AppConnection(await self.connect())
+
+    def release(self, conn: AppConnection) -> None:
+        """Back to the pool after a complete exchange on a connection the app keeps open."""
+        if conn.stream.closed or conn.stream.has_buffered or len(self._idle) >= MAX_IDLE:
+            conn.close()
+            return
+        conn.state = ConnState.IDLE
+        conn.idle_since = time.monotonic()
+        conn.stream.idle = True
+        self._idle.append(conn)
+
+    def close(self) -> None:
+        while self._idle:
+            self._idle.pop().close()
+
+    async def connect(self) -> Stream:
+        path = str(self.app.socket)
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                _, stream = await loop.create_unix_connection(Stream, path)
+        except TimeoutError:
+            raise errors.ConnectTimeout(
+                self.app.name, path, f"no answer within {self.connect_timeout:g}s"
+            ) from None
+        except OSError as exc:
+            raise diagnose(self.app, exc) from None
+        return stream
+
+
+def diagnose(app: App, exc: OSError) -> errors.UpstreamError:
+    """Turn a failed connect into the fault a user can act on."""
+    path = str(app.socket)
+    name = app.name
+    if len(os.fsencode(path)) > MAX_SOCKET_PATH or "too long" in str(exc):
+        return errors.SocketPathTooLong(name, path, f"the kernel limit is {MAX_SOCKET_PATH} bytes")
+    if isinstance(exc, FileNotFoundError):
+        parent = app.socket.parent
+        detail = "" if parent.is_dir() else f"its directory {parent} does not exist"
+        return errors.SocketMissing(name, path, detail or "is the app running?")
+    if isinstance(exc, PermissionError):
+        return errors.SocketPermissionDenied(name, path, permission_detail(app))
+    if isinstance(exc, ConnectionRefusedError) or exc.errno == errno.ENOTSOCK:
+        kind = file_kind(path)
+        if kind != "socket":
+            return errors.NotASocket(name, path, f"it is a {kind}")
+        return errors.NothingListening(name, path, "the app is not running or is restarting")
+    return errors.ConnectFailed(name, path, exc.strerror or str(exc))
+
+
+def file_kind(path: str) -> str:
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return "missing file"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISDIR(mode):
+        return "directory"
+    if stat.S_ISREG(mode):
+        return "regular file"
+    return "special file"
+
+
+def permission_detail(app: App) -> str:
+    me = f"sockgate runs as uid {os.geteuid()}"
+    try:
+        st = os.stat(app.socket)
+    except PermissionError:
+        return f"cannot even look at {app.socket.parent} (no search permission); {me}"
+    except OSError as exc:
+        return f"{exc.strerror}; {me}"
+    return f"mode {stat.filemode(st.st_mode)}, owner {_user(st.st_uid)}; {me}"
+
+
+def _user(uid: int) -> str:
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
