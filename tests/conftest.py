@@ -1,0 +1,77 @@
+"""Shared fixtures: short socket paths, the proxy as a real process, scripted and real apps."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.proc import Proxy, Uvicorn, write_config
+from tests.support.rawapp import Handler, RawApp, respond_ok
+
+
+@pytest.fixture
+def tmp() -> Iterator[Path]:
+    """A short directory under /tmp: Unix socket paths must stay under 107 bytes."""
+    path = Path(tempfile.mkdtemp(prefix="sg", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+ProxyFactory = Callable[..., Proxy]
+
+
+@pytest.fixture
+def make_proxy(tmp: Path) -> Iterator[ProxyFactory]:
+    """Start `sockgate run` for some apps: make_proxy({"app1": socket_path}, extra="...")."""
+    started: list[Proxy] = []
+
+    def factory(
+        apps: dict[str, Path | dict[str, object]], extra: str = "", timeouts: str = ""
+    ) -> Proxy:
+        lines = ['listen = "127.0.0.1:0"', 'workdir = "work"', extra, "[timeouts]", timeouts]
+        for name, spec in apps.items():
+            lines.append(f"[apps.{name}]")
+            if isinstance(spec, Path):
+                spec = {"socket": spec}
+            for key, value in spec.items():
+                literal = str(value).lower() if isinstance(value, bool) else f'"{value}"'
+                lines.append(f"{key} = {literal}")
+        path = write_config(tmp / f"sockgate{len(started)}.toml", "\n".join(lines) + "\n")
+        proxy = Proxy(path).start()
+        started.append(proxy)
+        return proxy
+
+    yield factory
+    for proxy in started:
+        code = proxy.stop()
+        assert code == 0, f"sockgate exited with {code}"
+
+
+RawFactory = Callable[..., RawApp]
+
+
+@pytest.fixture
+def raw_app(tmp: Path) -> Iterator[RawFactory]:
+    """A scripted app on a Unix socket that records exact bytes: raw_app(handler, name="a")."""
+    apps: list[RawApp] = []
+
+    def factory(handler: Handler = respond_ok, name: str = "raw") -> RawApp:
+        app = RawApp(tmp / f"{name}.sock", handler).__enter__()
+        apps.append(app)
+        return app
+
+    yield factory
+    for app in apps:
+        app.__exit__(None, None, None)
+
+
+@pytest.fixture
+def starlette_sock(tmp: Path) -> Iterator[Path]:
+    """The Starlette test app under uvicorn --uds; yields its socket path."""
+    path = tmp / "st.sock"
+    with Uvicorn("tests.apps.starlette_app:app", path):
+        yield path

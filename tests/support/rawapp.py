@@ -1,0 +1,167 @@
+"""A scriptable app on a Unix socket, in a background thread, that records the exact bytes it
+receives. Requests are delimited with httptools (llhttp), never by hand."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httptools
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+@dataclass
+class Request:
+    method: bytes
+    target: bytes
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    raw: bytes  # the exact bytes of this request as received
+
+    def header(self, name: bytes) -> bytes | None:
+        found = [v for n, v in self.headers if n.lower() == name.lower()]
+        return found[0] if found else None
+
+    def header_all(self, name: bytes) -> list[bytes]:
+        return [v for n, v in self.headers if n.lower() == name.lower()]
+
+
+class RequestReader:
+    """Feeds bytes to llhttp and yields complete requests with their raw bytes."""
+
+    def __init__(self) -> None:
+        self._parser = httptools.HttpRequestParser(self)
+        self._done: list[Request] = []
+        self._raw = bytearray()
+        self._target = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._body = bytearray()
+        self.upgraded: bytes | None = None
+
+    def on_message_begin(self) -> None:
+        self._target, self._headers, self._body = b"", [], bytearray()
+
+    def on_url(self, url: bytes) -> None:
+        self._target += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+
+    def on_body(self, body: bytes) -> None:
+        self._body += body
+
+    def on_message_complete(self) -> None:
+        self._done.append(
+            Request(
+                self._parser.get_method(), self._target, self._headers, bytes(self._body), b""
+            )
+        )
+
+    def feed(self, data: bytes) -> list[Request]:
+        self._raw += data
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self.upgraded = data[exc.args[0] :]
+        done, self._done = self._done, []
+        for request in done:
+            request.raw = bytes(self._raw)
+            self._raw.clear()
+        return done
+
+
+Handler = Callable[["Conn"], Awaitable[None]]
+
+
+@dataclass
+class Conn:
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    app: RawApp
+    received: bytearray = field(default_factory=bytearray)
+    _requests: RequestReader = field(default_factory=RequestReader)
+    _pending: list[Request] = field(default_factory=list)
+
+    async def request(self) -> Request | None:
+        """The next complete request on this connection, None at end of stream."""
+        while not self._pending:
+            data = await self.reader.read(65536)
+            if not data:
+                return None
+            self.received += data
+            self.app.record(data)
+            self._pending += self._requests.feed(data)
+        request = self._pending.pop(0)
+        self.app.requests.append(request)
+        self.app.request_seen.set()
+        return request
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+
+async def respond_ok(conn: Conn) -> None:
+    """Answer every request on the connection with a fixed 200, keeping it alive."""
+    while await conn.request() is not None:
+        await conn.send(OK)
+
+
+class RawApp:
+    """Run with `with RawApp(path, handler) as app:`; `handler(conn)` serves one connection."""
+
+    def __init__(self, path: Path, handler: Handler = respond_ok) -> None:
+        self.path = path
+        self.handler = handler
+        self.requests: list[Request] = []
+        self.raw = bytearray()
+        self.connections = 0
+        self.request_seen = threading.Event()
+        self.closed = threading.Event()  # set when a connection ends
+        self._lock = threading.Lock()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._server: asyncio.AbstractServer | None = None
+
+    def record(self, data: bytes) -> None:
+        with self._lock:
+            self.raw += data
+
+    def __enter__(self) -> RawApp:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+    async def _start(self) -> None:
+        self._server = await asyncio.start_unix_server(self._serve, path=str(self.path))
+
+    async def _stop(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in asyncio.all_tasks():
+            if task is not asyncio.current_task():
+                task.cancel()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            await self.handler(Conn(reader, writer, self))
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+            self.closed.set()
