@@ -252,8 +252,9 @@ class _Reader:
             raise self.fail(key, f"{text!r}: expected HOST:PORT or [IPV6]:PORT")
         host = match.group(1) or match.group(3)
         port = int(match.group(2) or match.group(4))
-        if not 1 <= port <= 65535:
-            raise self.fail(key, f"{text!r}: port must be between 1 and 65535")
+        if not 0 <= port <= 65535:
+            # 0 asks the kernel for a free port; the bound port is logged at startup.
+            raise self.fail(key, f"{text!r}: port must be between 0 and 65535")
         if match.group(1):
             try:
                 ipaddress.IPv6Address(host)

@@ -90,7 +90,7 @@ class ClientConnection:
                 self.state = ClientState.ACTIVE
                 if not await self._exchange(head):
                     return
-        except (ConnectionError, errors.ClientGone) as exc:
+        except (OSError, errors.ClientGone) as exc:
             log.debug("client %s gone: %s", self.client_ip, exc)
         finally:
             self.state = ClientState.CLOSED
@@ -216,7 +216,7 @@ class ClientConnection:
         retryable = head.method in IDEMPOTENT and head.framing is Framing.NONE
         for attempt in (1, 2):
             try:
-                conn = await upstream.acquire(retryable=retryable or attempt == 2)
+                conn = await upstream.acquire(retryable=retryable, fresh=attempt == 2)
             except errors.UpstreamError as exc:
                 return self._fail(ex, exc)
             try:

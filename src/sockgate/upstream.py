@@ -72,10 +72,10 @@ class Upstream:
     def __repr__(self) -> str:
         return f"<Upstream {self.app.name} idle={len(self._idle)}>"
 
-    async def acquire(self, *, retryable: bool) -> AppConnection:
-        """A pooled connection if a usable one is there, else a new one."""
+    async def acquire(self, *, retryable: bool, fresh: bool = False) -> AppConnection:
+        """A usable pooled connection unless `fresh` is asked; else a new one."""
         now = time.monotonic()
-        while self._idle:
+        while self._idle and not fresh:
             conn = self._idle.pop()  # the most recently used is the least likely to be closed
             if conn.stream.closed or conn.stream.at_eof or conn.stream.has_buffered:
                 conn.close()

@@ -20,7 +20,9 @@ async def echo(request: Request) -> Response:
             "path": request.url.path,
             "raw_path": request.scope["raw_path"].decode("latin-1"),
             "query": request.url.query,
-            "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in request.scope["headers"]],
+            "headers": [
+                [k.decode("latin-1"), v.decode("latin-1")] for k, v in request.scope["headers"]
+            ],
             "body_len": len(body),
             "body_head": body[:64].decode("latin-1"),
         }
@@ -36,7 +38,9 @@ async def events(request: Request) -> Response:
             yield f"id: {i}\ndata: {json.dumps({'i': i})}\n\n".encode()
             await asyncio.sleep(gap)
 
-    return StreamingResponse(gen(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    return StreamingResponse(
+        gen(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+    )
 
 
 async def big(request: Request) -> Response:
@@ -47,8 +51,9 @@ async def big(request: Request) -> Response:
         for _ in range(size // len(block)):
             yield block
 
-    return StreamingResponse(gen(), media_type="application/octet-stream",
-                             headers={"Content-Length": str(size)})
+    return StreamingResponse(
+        gen(), media_type="application/octet-stream", headers={"Content-Length": str(size)}
+    )
 
 
 async def upload(request: Request) -> Response:
@@ -74,6 +79,10 @@ app = Starlette(
         Route("/big", big),
         Route("/upload", upload, methods=["POST", "PUT"]),
         WebSocketRoute("/ws", ws),
-        Route("/{path:path}", echo, methods=["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH"]),
+        Route(
+            "/{path:path}",
+            echo,
+            methods=["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH"],
+        ),
     ]
 )

@@ -32,7 +32,9 @@ def read_until(proc: subprocess.Popen[bytes], pattern: re.Pattern[str], deadline
             seen.append(line)
             if pattern.search(line):
                 return "".join(seen)
-    raise AssertionError(f"no line matching {pattern.pattern!r} within {deadline}s:\n" + "".join(seen))
+    raise AssertionError(
+        f"no line matching {pattern.pattern!r} within {deadline}s:\n" + "".join(seen)
+    )
 
 
 class Proxy:
@@ -111,9 +113,20 @@ class Uvicorn:
         root = Path(__file__).resolve().parents[2]
         env = os.environ | {"PYTHONPATH": str(root)}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", self.target, "--uds", str(self.path),
-             "--log-level", "warning", "--no-access-log"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                self.target,
+                "--uds",
+                str(self.path),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         wait_for_socket(self.path, self.proc)
         return self

@@ -58,9 +58,7 @@ class RequestReader:
 
     def on_message_complete(self) -> None:
         self._done.append(
-            Request(
-                self._parser.get_method(), self._target, self._headers, bytes(self._body), b""
-            )
+            Request(self._parser.get_method(), self._target, self._headers, bytes(self._body), b"")
         )
 
     def feed(self, data: bytes) -> list[Request]:
