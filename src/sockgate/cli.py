@@ -15,6 +15,8 @@ import click
 from . import __version__, config, probe, scaffold, server
 from .errors import ConfigError, SockgateError
 from .logsetup import configure
+from .nginx import render as nginx_render
+from .nginx import run as nginx_run
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -23,6 +25,11 @@ EXIT_ERROR = 2
 
 
 def _config_options(func: F) -> F:
+    func = click.option(
+        "--engine",
+        type=click.Choice(config.ENGINES),
+        help="Override `engine`: the built-in asyncio engine or user-mode nginx.",
+    )(func)
     func = click.option(
         "--app",
         "apps",
@@ -47,6 +54,9 @@ def _handle_errors(func: F) -> F:
             return func(*args, **kwargs)
         except ConfigError as exc:
             click.echo(f"sockgate: config error: {exc}", err=True)
+            sys.exit(EXIT_INVALID)
+        except nginx_run.NginxConfigRejected as exc:
+            click.echo(f"sockgate: {exc}", err=True)
             sys.exit(EXIT_INVALID)
         except SockgateError as exc:
             click.echo(f"sockgate: {exc}", err=True)
@@ -95,13 +105,20 @@ def init(config_path: Path, force: bool) -> None:
 @click.option("--strict", is_flag=True, help="Apps that are down are errors too.")
 @_handle_errors
 def check(
-    config_path: Path | None, listen: str | None, apps: tuple[str, ...], strict: bool
+    config_path: Path | None,
+    listen: str | None,
+    apps: tuple[str, ...],
+    engine: str | None,
+    strict: bool,
 ) -> None:
-    """Validate the config and probe every app's socket."""
-    cfg = _load(config_path, listen, apps)
+    """Validate the config and probe every app's socket (and run `nginx -t` for that engine)."""
+    cfg = _load(config_path, listen, apps, engine)
     where = cfg.source or "command line"
     click.echo(f"config ok: {where}")
     click.echo(f"listen {cfg.listen}, workdir {cfg.workdir}, engine {cfg.engine}")
+    if cfg.engine == "nginx":
+        nginx_run.test_config(cfg)
+        click.echo(f"nginx -t ok: {nginx_render.conf_path(cfg)}")
     reports = asyncio.run(probe.probe_all(cfg))
     click.echo(_report_table(reports))
     down = [r for r in reports if not r.ok]
@@ -132,9 +149,15 @@ def _report_table(reports: list[probe.AppReport]) -> str:
 @_config_options
 @click.option("-v", "--verbose", is_flag=True, help="Debug messages too.")
 @_handle_errors
-def run(config_path: Path | None, listen: str | None, apps: tuple[str, ...], verbose: bool) -> None:
+def run(
+    config_path: Path | None,
+    listen: str | None,
+    apps: tuple[str, ...],
+    engine: str | None,
+    verbose: bool,
+) -> None:
     """Run in the foreground; Ctrl-C stops it."""
-    cfg = _load(config_path, listen, apps)
+    cfg = _load(config_path, listen, apps, engine)
     configure(cfg.error_log, verbose=verbose)
     if not cfg.listen.is_loopback:
         click.echo(
@@ -142,7 +165,25 @@ def run(config_path: Path | None, listen: str | None, apps: tuple[str, ...], ver
             "network",
             err=True,
         )
+    if cfg.engine == "nginx":
+        sys.exit(nginx_run.run(cfg))
     sys.exit(server.run(cfg))
+
+
+@main.group()
+def nginx() -> None:
+    """The nginx engine: the same config rendered for user-mode nginx."""
+
+
+@nginx.command("render")
+@_config_options
+@_handle_errors
+def nginx_render_command(
+    config_path: Path | None, listen: str | None, apps: tuple[str, ...], engine: str | None
+) -> None:
+    """Print the nginx.conf that `run --engine nginx` would write."""
+    cfg = _load(config_path, listen, apps, engine)
+    click.echo(nginx_run.render_here(cfg), nl=False)
 
 
 @main.command()

@@ -1,0 +1,1 @@
+"""The nginx engine: render the reference user-mode nginx setup from a Config, and run it."""

@@ -1,0 +1,214 @@
+"""Run the rendered config on the system's nginx, in the foreground, under `workdir` (layer 4).
+
+nginx is a child process in our process group: signals sent to sockgate are passed on to it, and
+sockgate exits with nginx's status. Nothing is written outside `workdir`.
+"""
+
+from __future__ import annotations
+
+import grp
+import logging
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+
+from ..config import Config
+from ..errors import ConfigError, SockgateError
+from .render import TEMP_DIRS, command_line, conf_path, pid_path, render, temp_path
+
+logger = logging.getLogger(__name__)
+
+# Where nginx lives when it is not on PATH: Debian puts it in /usr/sbin, which an ordinary
+# user's PATH lacks; source builds default to /usr/local.
+FALLBACK_PATHS = ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx")
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+TEST_TIMEOUT = 30.0
+
+
+class NginxNotFound(SockgateError):
+    """No nginx to run."""
+
+
+class NginxConfigRejected(SockgateError):
+    """`nginx -t` refused the rendered config; `message` is what nginx said."""
+
+    def __init__(self, conf: Path, message: str) -> None:
+        self.conf = conf
+        self.message = message
+        super().__init__(f"nginx rejected {conf}:\n{message}")
+
+
+def find_nginx() -> str:
+    """The path of the nginx binary. Raises NginxNotFound, saying how to install it."""
+    found = shutil.which("nginx")
+    if found:
+        return found
+    for path in FALLBACK_PATHS:
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    raise NginxNotFound(
+        "nginx is not installed (not on PATH, nor in /usr/sbin): install it with "
+        "`apt-get install nginx-light`, `dnf install nginx` or `brew install nginx`, "
+        "or use the built-in engine"
+    )
+
+
+def render_here(config: Config) -> str:
+    """nginx.conf as `run` writes it for the account sockgate runs as."""
+    user = _worker_account()
+    return render(config, run_as_root=user is not None, user=user)
+
+
+def prepare(config: Config) -> Path:
+    """Create the directories under workdir and write conf/nginx.conf; return its path."""
+    # Render first: a config nginx cannot take leaves nothing half-written behind.
+    text = render_here(config)
+    conf = conf_path(config)
+    try:
+        for directory in (conf.parent, config.logs_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        for name in TEMP_DIRS:
+            temp_path(config, name).mkdir(parents=True, exist_ok=True)
+        # Replace, not overwrite: an nginx reloading now reads the old file or the new one.
+        partial = conf.with_name(conf.name + ".partial")
+        partial.write_text(text, encoding="utf-8")
+        partial.replace(conf)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write {exc.filename}: {exc.strerror}",
+            source=str(config.source or ""),
+            key="workdir",
+        ) from None
+    return conf
+
+
+def test_config(config: Config) -> None:
+    """Write the config and have nginx check it. Raises NginxConfigRejected with nginx's words."""
+    _check(find_nginx(), config, prepare(config))
+
+
+def run(config: Config) -> int:
+    """Run nginx in the foreground until it exits; return its exit status.
+
+    SIGINT, SIGTERM, SIGHUP and SIGQUIT are passed on to nginx (stop, stop, reload, graceful
+    stop); a stop by signal exits 0. Call from the main thread: it installs signal handlers.
+    """
+    nginx = find_nginx()
+    conf = prepare(config)
+    _check(nginx, config, conf)
+    if os.geteuid() == 0:
+        logger.warning(
+            "running as root: nginx workers run as %s too, so they can reach the app sockets "
+            "(nginx would otherwise drop them to nobody); run sockgate as an ordinary user "
+            "to avoid this",
+            _worker_account(),
+        )
+    args = [*command_line(config, conf, nginx), "-g", "daemon off;"]
+    logger.info(
+        "starting nginx for http://%s with %s (logs in %s)", config.listen, conf, config.logs_dir
+    )
+    status = _run_foreground(args)
+    if status != 0:
+        logger.error("nginx exited with status %d; see %s", status, config.error_log)
+    return status
+
+
+def _worker_account() -> str | None:
+    """NAME:GROUP for nginx's workers when we run as root (the `user` directive), else None.
+
+    As root, nginx drops its workers to `nobody`, which cannot connect to sockets that root or
+    another user owns. The workers take the account sockgate runs as, root included: it reaches
+    exactly the sockets the built-in engine would. (nginx needs names, not numbers.)
+    """
+    if os.geteuid() != 0:
+        return None
+    try:
+        account = pwd.getpwuid(os.geteuid())
+        return f"{account.pw_name}:{grp.getgrgid(account.pw_gid).gr_name}"
+    except KeyError:
+        # No passwd or group entry (bare containers): nginx -t will say what it misses.
+        return "root"
+
+
+def _check(nginx: str, config: Config, conf: Path) -> None:
+    args = [*command_line(config, conf, nginx), "-t"]
+    pid = pid_path(config)
+    had_pid = pid.exists()
+    try:
+        done = subprocess.run(
+            args, capture_output=True, text=True, errors="replace", timeout=TEST_TIMEOUT
+        )
+    except subprocess.TimeoutExpired:
+        raise NginxConfigRejected(conf, f"nginx -t did not finish in {TEST_TIMEOUT:g}s") from None
+    except OSError as exc:
+        raise NginxNotFound(f"cannot run {nginx}: {exc.strerror}") from None
+    finally:
+        # nginx -t proves it can write the pid file by leaving an empty one behind; a stale pid
+        # file would make it look as if nginx were running.
+        if not had_pid and pid.exists() and pid.stat().st_size == 0:
+            pid.unlink(missing_ok=True)
+    message = done.stderr.strip()
+    if done.returncode != 0:
+        raise NginxConfigRejected(conf, message or f"nginx -t exited with {done.returncode}")
+    for line in message.splitlines():
+        if "[warn]" in line:
+            logger.warning("%s", line)
+
+
+def _run_foreground(args: list[str]) -> int:
+    forwarder = _SignalForwarder()
+    with forwarder.installed():
+        # nginx listens before it installs its signal handlers, so a signal in between would
+        # kill it outright (a reload would become a crash). Started with the signals blocked,
+        # nginx holds them until its master loop unblocks them, handlers in place.
+        unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
+        try:
+            child = subprocess.Popen(args)
+        except OSError as exc:
+            raise NginxNotFound(f"cannot run {args[0]}: {exc.strerror}") from None
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
+        forwarder.attach(child)
+        status = child.wait()
+    # Killed by a signal nginx did not handle: report it the way a shell would.
+    return status if status >= 0 else 128 - status
+
+
+class _SignalForwarder:
+    """Passes FORWARDED_SIGNALS on to the child; holds any that arrive before it exists."""
+
+    def __init__(self) -> None:
+        self._child: subprocess.Popen[bytes] | None = None
+        self._pending: list[int] = []
+
+    def __repr__(self) -> str:
+        pid = self._child.pid if self._child else None
+        return f"<_SignalForwarder child={pid} pending={self._pending}>"
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        previous = {signum: signal.signal(signum, self._handle) for signum in FORWARDED_SIGNALS}
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def attach(self, child: subprocess.Popen[bytes]) -> None:
+        self._child = child
+        for signum in self._pending:
+            child.send_signal(signum)
+        self._pending.clear()
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self._child is None:
+            self._pending.append(signum)
+        else:
+            logger.debug("passing signal %d on to nginx (pid %d)", signum, self._child.pid)
+            self._child.send_signal(signum)

@@ -1,0 +1,322 @@
+"""nginx.conf rendering: golden files, refused values, quoting.
+
+Set SOCKGATE_UPDATE_GOLDEN=1 to rewrite the golden files, then read the diff before committing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sockgate import config as sgconfig
+from sockgate.config import App, Config, Listen, Timeouts
+from sockgate.errors import ConfigError
+from sockgate.nginx.render import render
+from sockgate.nginx.tree import Directive, block, directive, quote, serialise
+
+GOLDEN = Path(__file__).parent / "golden"
+MiB = 1024**2
+
+RICH = Config(
+    source=Path("/srv/sg/sockgate.toml"),
+    listen=Listen("127.0.0.1", 8099),
+    workdir=Path("/srv/sg"),
+    timeouts=Timeouts(connect=1.5, read=600, send=90, client_header=30, keepalive=15),
+    apps=(
+        App("app1", Path("/run/sg/app1.sock"), "/app1/", max_body_size=10 * MiB),
+        App("api", Path("/run/sg/api.sock"), "/api/v2/", strip_prefix=False),
+        App("home", Path("/run/sg/home.sock"), "/"),
+    ),
+    max_body_size=1024 * MiB,
+)
+MINIMAL = Config(
+    source=None,
+    listen=Listen("127.0.0.1", 8080),
+    workdir=Path("/srv/sg"),
+    apps=(App("app1", Path("/srv/sg/app1.sock"), "/app1/"),),
+)
+
+RICH_TOML = """\
+listen = "127.0.0.1:8099"
+workdir = "/srv/sg"
+max_body_size = "1g"
+
+[timeouts]
+connect = "1500ms"
+read = "10m"
+send = "90s"
+client_header = "30s"
+keepalive = "15s"
+
+[apps.app1]
+socket = "/run/sg/app1.sock"
+max_body_size = "10m"
+
+[apps.api]
+socket = "/run/sg/api.sock"
+prefix = "/api/v2/"
+strip_prefix = false
+
+[apps.home]
+socket = "/run/sg/home.sock"
+prefix = "/"
+"""
+
+
+def assert_golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if os.environ.get("SOCKGATE_UPDATE_GOLDEN") == "1":
+        path.write_text(text, encoding="utf-8")
+    assert text == path.read_text(encoding="utf-8")
+
+
+def with_app(config: Config, **changes: Any) -> Config:
+    app = dataclasses.replace(config.apps[0], **changes)
+    return dataclasses.replace(config, apps=(app, *config.apps[1:]))
+
+
+# --- golden files -----------------------------------------------------------------------------
+
+
+def test_rich_config_matches_golden() -> None:
+    assert_golden("rich.conf", render(RICH))
+
+
+def test_minimal_config_as_root_matches_golden() -> None:
+    assert_golden("minimal_root.conf", render(MINIMAL, run_as_root=True, user="root:root"))
+
+
+def test_loading_the_toml_renders_the_same(tmp_path: Path) -> None:
+    file = tmp_path / "sockgate.toml"
+    file.write_text(RICH_TOML, encoding="utf-8")
+    loaded = sgconfig.load(file)
+    assert render(dataclasses.replace(loaded, source=RICH.source)) == render(RICH)
+
+
+# --- what the golden files show, said once more where it matters --------------------------------
+
+
+def location(text: str, *args: str) -> str:
+    """The body of the location block with these arguments."""
+    head = re.escape(" ".join(("location", *args)))
+    match = re.search(rf"^ +{head} \{{\n(.*?)^ +\}}", text, re.MULTILINE | re.DOTALL)
+    assert match, f"no location {args} in:\n{text}"
+    return match.group(1)
+
+
+def test_strip_prefix_puts_a_uri_in_proxy_pass_and_sets_the_prefix_header() -> None:
+    body = location(render(RICH), "/app1/")
+    assert "proxy_pass http://sockgate_app1/;" in body
+    assert "proxy_set_header X-Forwarded-Prefix /app1;" in body
+
+
+def test_keeping_the_prefix_leaves_the_uri_alone_and_drops_the_prefix_header() -> None:
+    body = location(render(RICH), "/api/v2/")
+    assert "proxy_pass http://sockgate_api;" in body
+    assert 'proxy_set_header X-Forwarded-Prefix "";' in body
+
+
+def test_the_bare_prefix_redirects_keeping_the_query() -> None:
+    body = location(render(RICH), "=", "/app1")
+    assert "return 301 /app1/$is_args$args;" in body
+
+
+def test_a_catch_all_app_gets_no_redirect_and_no_404_location() -> None:
+    text = render(RICH)
+    assert "proxy_pass http://sockgate_home;" in location(text, "/")
+    assert 'location = ""' not in text
+    assert "return 404;" not in text
+
+
+def test_without_a_catch_all_app_other_paths_are_404() -> None:
+    assert "return 404;" in location(render(MINIMAL), "/")
+
+
+def test_body_limits_come_from_the_app_then_the_config_then_unlimited() -> None:
+    text = render(RICH)
+    assert "client_max_body_size 10m;" in location(text, "/app1/")
+    assert "client_max_body_size 1g;" in location(text, "/api/v2/")
+    assert "client_max_body_size 0;" in location(render(MINIMAL), "/app1/")
+
+
+def test_every_path_is_absolute_and_under_workdir_or_a_socket() -> None:
+    text = render(RICH)
+    paths = re.findall(r"(?<![\w:])/(?:srv|run|var|etc|tmp|usr)\S*", text)
+    assert paths
+    assert all(p.startswith(("/srv/sg/", "/run/sg/")) for p in paths), paths
+    assert "./" not in text
+
+
+def test_no_user_directive_unless_running_as_root() -> None:
+    assert not re.search(r"^user ", render(MINIMAL), re.MULTILINE)
+    assert re.search(r"^user root;$", render(MINIMAL, run_as_root=True), re.MULTILINE)
+    assert re.search(
+        r"^user alice staff;$", render(MINIMAL, run_as_root=True, user="alice:staff"), re.M
+    )
+
+
+def test_quoted_prefix_is_quoted_everywhere_it_appears() -> None:
+    text = render(with_app(MINIMAL, prefix="/it's;here/"))
+    assert 'location = "/it\'s;here" {' in text
+    body = location(text, '"/it\'s;here/"')
+    assert 'proxy_set_header X-Forwarded-Prefix "/it\'s;here";' in body
+
+
+# --- refused values ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("char", [";", "{", "}", '"', "'", " ", "\t", "\n", "$", "\\", "#"])
+def test_socket_path_with_nginx_syntax_is_refused(char: str) -> None:
+    socket = Path(f"/run/sg/a{char}b.sock")
+    with pytest.raises(ConfigError) as caught:
+        render(with_app(MINIMAL, socket=socket))
+    assert caught.value.key == "apps.app1.socket"
+    assert repr(str(socket)) in str(caught.value)
+
+
+def test_non_utf8_socket_path_is_refused() -> None:
+    socket = Path(os.fsdecode(b"/run/sg/\xff.sock"))
+    with pytest.raises(ConfigError, match="UTF-8") as caught:
+        render(with_app(MINIMAL, socket=socket))
+    assert caught.value.key == "apps.app1.socket"
+
+
+def test_relative_socket_path_is_refused() -> None:
+    with pytest.raises(ConfigError, match="absolute") as caught:
+        render(with_app(MINIMAL, socket=Path("run/app1.sock")))
+    assert caught.value.key == "apps.app1.socket"
+
+
+def test_workdir_with_a_space_is_refused_and_the_error_names_the_file() -> None:
+    config = dataclasses.replace(RICH, workdir=Path("/srv/my sg"))
+    with pytest.raises(ConfigError) as caught:
+        render(config)
+    assert caught.value.key == "workdir"
+    assert str(caught.value).startswith("/srv/sg/sockgate.toml: workdir: '/srv/my sg'")
+
+
+def test_prefix_with_a_dollar_is_refused() -> None:
+    # '$' is a valid prefix character, but nginx would expand it in `return` and the header.
+    with pytest.raises(ConfigError, match="variable") as caught:
+        render(with_app(MINIMAL, prefix="/a$b/"))
+    assert caught.value.key == "apps.app1.prefix"
+
+
+@pytest.mark.parametrize("host", ["a;b", "*", "host{", "-x"])
+def test_listen_host_nginx_cannot_take_is_refused(host: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        render(dataclasses.replace(MINIMAL, listen=Listen(host, 8080)))
+    assert caught.value.key == "listen"
+
+
+def test_app_names_differing_only_in_case_are_refused() -> None:
+    apps = (App("web", Path("/run/a.sock"), "/a/"), App("Web", Path("/run/b.sock"), "/b/"))
+    with pytest.raises(ConfigError, match="only in case") as caught:
+        render(dataclasses.replace(MINIMAL, apps=apps))
+    assert caught.value.key == "apps.Web"
+
+
+@pytest.mark.parametrize("user", ["", "root;", "root:", "a b", "root:wheel:x"])
+def test_bad_user_is_refused(user: str) -> None:
+    with pytest.raises(ValueError, match="user name"):
+        render(MINIMAL, run_as_root=True, user=user)
+
+
+# --- the tree and its quoting ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("arg", "expected"),
+    [
+        ("abc", "abc"),
+        ("/run/sg/app1.sock", "/run/sg/app1.sock"),
+        ("$http_host", "$http_host"),
+        ("/app1/$is_args$args", "/app1/$is_args$args"),
+        ("café", "café"),
+        ("a#b", '"a#b"'),
+        ("", '""'),
+        ("a b", '"a b"'),
+        ("a;b", '"a;b"'),
+        ("{", '"{"'),
+        ("}", '"}"'),
+        ("#x", '"#x"'),
+        ('say "hi"', "'say \"hi\"'"),
+        ("it's", '"it\'s"'),
+        ('it\'s "x"', '"it\'s \\"x\\""'),
+        ("a\\b", '"a\\\\b"'),
+        ("a\tb\nc\rd", '"a\\tb\\nc\\rd"'),
+        ("\x01", '"\x01"'),
+    ],
+)
+def test_quote(arg: str, expected: str) -> None:
+    assert quote(arg) == expected
+
+
+def test_quote_refuses_nul() -> None:
+    with pytest.raises(ValueError, match="NUL"):
+        quote("a\0b")
+
+
+def nginx_token(text: str) -> str:
+    """Read `text` back as nginx's lexer (ngx_conf_read_token) reads one argument."""
+    if text[:1] not in ("'", '"'):
+        assert not re.search(r"[\s;{}\"']", text), text
+        return text
+    mark, out, i = text[0], [], 1
+    while text[i] != mark:
+        if text[i] == "\\" and text[i + 1] in "\"'\\tnr":
+            out.append({"t": "\t", "n": "\n", "r": "\r"}.get(text[i + 1], text[i + 1]))
+            i += 2
+        else:
+            out.append(text[i])
+            i += 1
+    assert i == len(text) - 1, f"text after the closing quote: {text!r}"
+    return "".join(out)
+
+
+@given(st.text(alphabet=st.characters(exclude_characters="\0")))
+def test_quote_round_trips_through_nginx_lexing(arg: str) -> None:
+    assert nginx_token(quote(arg)) == arg
+
+
+def test_serialise_nests_blocks_and_places_comments() -> None:
+    tree = [
+        directive("worker_processes", "1"),
+        directive("pid", "/a b/nginx.pid", comment="why:\ntwo lines"),
+        block(
+            "http",
+            body=[
+                directive("proxy_set_header", "Host", "$http_host", comment="keep the port"),
+                directive("proxy_set_header", "X-Empty", ""),
+                block("map", "$a", "$b", body=[directive("", "")]),
+            ],
+        ),
+        Directive("empty", block=()),
+    ]
+    assert serialise(tree) == (
+        "worker_processes 1;\n"
+        "\n"
+        "# why:\n"
+        "# two lines\n"
+        'pid "/a b/nginx.pid";\n'
+        "\n"
+        "http {\n"
+        "    # keep the port\n"
+        "    proxy_set_header Host $http_host;\n"
+        '    proxy_set_header X-Empty "";\n'
+        "\n"
+        "    map $a $b {\n"
+        '        "" "";\n'
+        "    }\n"
+        "}\n"
+        "\n"
+        "empty {\n"
+        "}\n"
+    )
