@@ -268,7 +268,7 @@ class _Reader:
         values = {name: self.duration(f"timeouts.{name}", raw[name]) for name in raw}
         for name, seconds in values.items():
             if seconds == 0:
-                raise self.fail(f"timeouts.{name}", "must be greater than zero")
+                raise self.fail(f"timeouts.{name}", f"{raw[name]!r}: must be greater than zero")
         return Timeouts(**values)
 
     def app(self, key: str, name: str, raw: Mapping[str, Any]) -> App:

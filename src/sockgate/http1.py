@@ -107,6 +107,8 @@ class _Parser:
         self.dead = False
         self._max_head = max_head
         self._in_head = False
+        self._in_trailers = False
+        self._begun = 0  # messages begun, to tell one open head from the next
         self._head_size = 0
         self._incomplete_head_bytes = 0
         self._headers: Headers = []
@@ -117,6 +119,8 @@ class _Parser:
     # --- llhttp callbacks
     def on_message_begin(self) -> None:
         self._in_head = True
+        self._in_trailers = False
+        self._begun += 1
         self._head_size = 0
         self._headers = []
         self._te = None
@@ -125,6 +129,8 @@ class _Parser:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._grow(len(name) + len(value) + _LINE_OVERHEAD)
+        if self._in_trailers:
+            return  # trailer fields are dropped: they must never join the head handed out
         lower = name.lower()
         if lower == b"transfer-encoding":
             if value.strip().lower() != b"chunked":
@@ -161,8 +167,9 @@ class _Parser:
         return Framing.UNTIL_CLOSE
 
     def _feed(self, parser: Any, data: bytes) -> None:
-        if self.dead:
+        if self.dead or not data:
             return
+        open_head = self._begun if self._in_head else -1
         try:
             parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -179,8 +186,9 @@ class _Parser:
                 reason = str(exc) or type(exc).__name__
                 self.events.append(ProtocolError(reason, BadRequest(reason)))
         else:
-            if self._in_head:
-                # A head still open at the end of a feed: bound what llhttp buffers for it.
+            if self._in_head and self._begun == open_head:
+                # The same head was open before and after this feed, so all of it was head:
+                # bound what llhttp buffers for a head that never ends.
                 self._incomplete_head_bytes += len(data)
                 if self._incomplete_head_bytes > self._max_head:
                     self.dead = True
@@ -189,6 +197,7 @@ class _Parser:
 
     def _head_done(self) -> None:
         self._in_head = False
+        self._in_trailers = True
         self._incomplete_head_bytes = 0
 
 

@@ -20,7 +20,7 @@ class Page:
 
 
 def wants_html(headers: Headers) -> bool:
-    return any(n.lower() == b"accept" and b"text/html" in v for n, v in headers)
+    return any(n.lower() == b"accept" and b"text/html" in v.lower() for n, v in headers)
 
 
 def render(page: Page, *, as_html: bool, close: bool, head_only: bool = False) -> bytes:

@@ -1,0 +1,337 @@
+"""Header policy: what the app is told about the client, and hop-by-hop removal both ways."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sockgate.config import App
+from sockgate.headers import HOP_BY_HOP, connection_tokens, to_app, to_client
+from sockgate.http1 import Framing, Headers, RequestHead, RequestParser
+
+APP1 = App("app1", Path("/s/app1.sock"), "/app1/")
+KEEP = App("keep", Path("/s/keep.sock"), "/keep/", strip_prefix=False)
+ROOT = App("root", Path("/s/root.sock"), "/")
+DEFAULT_HOST = b"127.0.0.1:8080"
+
+
+def parse(raw: bytes) -> RequestHead:
+    parser = RequestParser()
+    parser.feed(raw)
+    head = parser.events[0]
+    assert isinstance(head, RequestHead), list(parser.events)
+    return head
+
+
+def request(*headers: bytes, line: bytes = b"GET /app1/x HTTP/1.1", body: bytes = b"") -> bytes:
+    return line + b"\r\n" + b"".join(h + b"\r\n" for h in headers) + b"\r\n" + body
+
+
+def app_headers(
+    raw: bytes, app: App = APP1, client_ip: str = "127.0.0.1", scheme: bytes = b"http"
+) -> Headers:
+    return to_app(parse(raw), app, client_ip=client_ip, default_host=DEFAULT_HOST, scheme=scheme)
+
+
+def values(headers: Headers, name: bytes) -> list[bytes]:
+    return [v for n, v in headers if n.lower() == name.lower()]
+
+
+def names(headers: Headers) -> set[bytes]:
+    return {n.lower() for n, _ in headers}
+
+
+# --- to_app -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("host", [b"localhost:8080", b"127.0.0.1:8080", b"[::1]:9000", b"Ex.COM"])
+def test_host_is_kept_exactly_with_its_port(host: bytes) -> None:
+    headers = app_headers(request(b"Host: " + host))
+    assert values(headers, b"Host") == [host]
+    assert values(headers, b"X-Forwarded-Host") == [host]
+
+
+def test_missing_host_gets_the_default() -> None:
+    headers = app_headers(request(line=b"GET /app1/ HTTP/1.0"))
+    assert values(headers, b"Host") == [DEFAULT_HOST]
+    assert values(headers, b"X-Forwarded-Host") == [DEFAULT_HOST]
+
+
+@pytest.mark.parametrize("ip", ["127.0.0.1", "::1", "192.0.2.7"])
+def test_x_real_ip_and_forwarded_for(ip: str) -> None:
+    headers = app_headers(request(b"Host: h"), client_ip=ip)
+    assert values(headers, b"X-Real-IP") == [ip.encode()]
+    assert values(headers, b"X-Forwarded-For") == [ip.encode()]
+
+
+def test_x_forwarded_for_is_appended_to_the_clients_values() -> None:
+    headers = app_headers(
+        request(
+            b"Host: h",
+            b"X-Forwarded-For: 203.0.113.1",
+            b"Accept: */*",
+            b"x-forwarded-for: 198.51.100.2, 198.51.100.3",
+        ),
+        client_ip="127.0.0.1",
+    )
+    assert values(headers, b"X-Forwarded-For") == [
+        b"203.0.113.1, 198.51.100.2, 198.51.100.3, 127.0.0.1"
+    ]
+
+
+@pytest.mark.parametrize("scheme", [b"http", b"https"])
+def test_x_forwarded_proto(scheme: bytes) -> None:
+    assert values(app_headers(request(b"Host: h"), scheme=scheme), b"X-Forwarded-Proto") == [scheme]
+
+
+def test_client_sent_forwarding_headers_are_replaced_not_duplicated() -> None:
+    headers = app_headers(
+        request(
+            b"Host: real:8080",
+            b"X-Real-IP: 6.6.6.6",
+            b"X-Forwarded-Proto: https",
+            b"X-Forwarded-Host: evil.example",
+            b"X-Forwarded-Prefix: /evil",
+            b"x-real-ip: 7.7.7.7",
+        ),
+        client_ip="127.0.0.1",
+    )
+    assert values(headers, b"X-Real-IP") == [b"127.0.0.1"]
+    assert values(headers, b"X-Forwarded-Proto") == [b"http"]
+    assert values(headers, b"X-Forwarded-Host") == [b"real:8080"]
+    assert values(headers, b"X-Forwarded-Prefix") == [b"/app1"]
+
+
+@pytest.mark.parametrize(
+    ("app", "prefix"),
+    [
+        (APP1, [b"/app1"]),
+        (App("n", Path("/n.sock"), "/a/b/"), [b"/a/b"]),
+        (KEEP, []),  # not stripped: nothing to tell
+        (ROOT, []),  # "/" strips nothing
+    ],
+)
+def test_x_forwarded_prefix_only_when_something_was_stripped(app: App, prefix: list[bytes]) -> None:
+    headers = app_headers(request(b"Host: h", b"X-Forwarded-Prefix: /spoof"), app=app)
+    assert values(headers, b"X-Forwarded-Prefix") == prefix
+
+
+def test_end_to_end_headers_pass_in_order_with_their_case() -> None:
+    headers = app_headers(
+        request(b"Host: h", b"Accept: text/html", b"cookie: a=1", b"X-Custom: 1", b"X-Custom: 2")
+    )
+    assert headers[:5] == [
+        (b"Host", b"h"),
+        (b"Accept", b"text/html"),
+        (b"cookie", b"a=1"),
+        (b"X-Custom", b"1"),
+        (b"X-Custom", b"2"),
+    ]
+
+
+def test_hop_by_hop_headers_are_removed() -> None:
+    headers = app_headers(
+        request(
+            b"Host: h",
+            b"Connection: keep-alive, X-Secret, x-other",
+            b"X-Secret: s",
+            b"X-Other: o",
+            b"Keep-Alive: timeout=5",
+            b"Proxy-Connection: keep-alive",
+            b"TE: trailers",
+            b"Trailer: X-Sum",
+            b"Upgrade: h2c",
+            b"Accept: */*",
+        )
+    )
+    present = names(headers)
+    for name in (
+        b"connection",
+        b"x-secret",
+        b"x-other",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"upgrade",
+        b"transfer-encoding",
+        b"content-length",
+    ):
+        assert name not in present, name
+    assert values(headers, b"Accept") == [b"*/*"]
+    assert values(headers, b"Host") == [b"h"]
+
+
+def test_several_connection_headers_all_count() -> None:
+    headers = app_headers(
+        request(b"Host: h", b"Connection: X-A", b"Connection: X-B", b"X-A: 1", b"X-B: 2")
+    )
+    assert not names(headers) & {b"x-a", b"x-b", b"connection"}
+
+
+@pytest.mark.parametrize(
+    "connection", [b"Connection: host", b"Connection: Host, close", b"Connection: HOST"]
+)
+def test_connection_cannot_remove_host(connection: bytes) -> None:
+    headers = app_headers(request(b"Host: h:1", connection))
+    assert values(headers, b"Host") == [b"h:1"]
+
+
+def test_chunked_framing_is_set_again() -> None:
+    headers = app_headers(
+        request(
+            b"Host: h",
+            b"Transfer-Encoding: chunked",
+            line=b"POST /app1/ HTTP/1.1",
+            body=b"0\r\n\r\n",
+        )
+    )
+    assert values(headers, b"Transfer-Encoding") == [b"chunked"]
+    assert values(headers, b"Content-Length") == []
+
+
+def test_content_length_is_set_again_from_framing() -> None:
+    headers = app_headers(
+        request(b"Host: h", b"content-length: 5", line=b"POST /app1/ HTTP/1.1", body=b"hello")
+    )
+    assert values(headers, b"Content-Length") == [b"5"]
+    assert values(headers, b"Transfer-Encoding") == []
+
+
+def test_content_length_zero_is_kept() -> None:
+    headers = app_headers(request(b"Host: h", b"Content-Length: 0", line=b"POST /app1/ HTTP/1.1"))
+    assert values(headers, b"Content-Length") == [b"0"]
+
+
+def test_no_body_no_framing_headers() -> None:
+    headers = app_headers(request(b"Host: h"))
+    assert not names(headers) & {b"content-length", b"transfer-encoding"}
+
+
+def test_upgrade_request_gets_connection_upgrade_and_its_upgrade() -> None:
+    headers = app_headers(
+        request(
+            b"Host: h",
+            b"Connection: keep-alive, Upgrade",
+            b"Upgrade: websocket",
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+            b"Sec-WebSocket-Version: 13",
+        )
+    )
+    assert values(headers, b"Connection") == [b"upgrade"]
+    assert values(headers, b"Upgrade") == [b"websocket"]
+    assert values(headers, b"Sec-WebSocket-Key") == [b"dGhlIHNhbXBsZSBub25jZQ=="]
+    assert values(headers, b"Sec-WebSocket-Version") == [b"13"]
+    assert not names(headers) & {b"content-length", b"transfer-encoding"}
+
+
+def test_upgrade_header_without_connection_upgrade_is_dropped() -> None:
+    head = parse(request(b"Host: h", b"Upgrade: websocket"))
+    assert head.upgrade is False
+    headers = to_app(head, APP1, client_ip="::1", default_host=DEFAULT_HOST)
+    assert values(headers, b"Upgrade") == []
+    assert values(headers, b"Connection") == []
+
+
+def test_to_app_works_on_a_head_built_directly() -> None:
+    head = RequestHead(
+        method=b"PUT",
+        target=b"/app1/x",
+        version=b"1.1",
+        headers=[(b"Host", b"h"), (b"Content-Length", b"3"), (b"Connection", b"close")],
+        keep_alive=False,
+        upgrade=False,
+        framing=Framing.LENGTH,
+        content_length=3,
+        host=b"h",
+        expect_continue=False,
+    )
+    headers = to_app(head, APP1, client_ip="10.0.0.1", default_host=DEFAULT_HOST)
+    assert headers == [
+        (b"Host", b"h"),
+        (b"X-Real-IP", b"10.0.0.1"),
+        (b"X-Forwarded-For", b"10.0.0.1"),
+        (b"X-Forwarded-Proto", b"http"),
+        (b"X-Forwarded-Host", b"h"),
+        (b"X-Forwarded-Prefix", b"/app1"),
+        (b"Content-Length", b"3"),
+    ]
+
+
+def test_to_app_does_not_mutate_the_head() -> None:
+    head = parse(request(b"Host: h", b"Connection: x-a", b"X-A: 1"))
+    before = list(head.headers)
+    to_app(head, APP1, client_ip="::1", default_host=DEFAULT_HOST)
+    assert head.headers == before
+
+
+# --- to_client --------------------------------------------------------------------------------
+
+
+def test_to_client_removes_hop_by_hop_and_what_connection_names() -> None:
+    kept = to_client(
+        [
+            (b"Content-Type", b"text/plain"),
+            (b"Connection", b"close, X-Internal"),
+            (b"X-Internal", b"secret"),
+            (b"Keep-Alive", b"timeout=5"),
+            (b"Proxy-Connection", b"x"),
+            (b"TE", b"trailers"),
+            (b"Trailer", b"X-Sum"),
+            (b"Upgrade", b"h2c"),
+            (b"Transfer-Encoding", b"chunked"),
+            (b"Content-Length", b"5"),
+            (b"Set-Cookie", b"a=1"),
+            (b"Set-Cookie", b"b=2"),
+        ],
+        upgrade=False,
+    )
+    assert kept == [
+        (b"Content-Type", b"text/plain"),
+        (b"Set-Cookie", b"a=1"),
+        (b"Set-Cookie", b"b=2"),
+    ]
+
+
+def test_to_client_upgrade_keeps_upgrade_and_sets_connection_upgrade() -> None:
+    kept = to_client(
+        [
+            (b"Connection", b"Upgrade, X-Drop"),
+            (b"Upgrade", b"websocket"),
+            (b"X-Drop", b"1"),
+            (b"Sec-WebSocket-Accept", b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+        ],
+        upgrade=True,
+    )
+    assert kept == [
+        (b"Sec-WebSocket-Accept", b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+        (b"Connection", b"upgrade"),
+        (b"Upgrade", b"websocket"),
+    ]
+
+
+def test_to_client_keeps_headers_connection_does_not_name() -> None:
+    kept = to_client([(b"Connection", b"x-a"), (b"X-A", b"1"), (b"X-B", b"2")], upgrade=False)
+    assert kept == [(b"X-B", b"2")]
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def test_connection_tokens() -> None:
+    headers = [(b"Connection", b" Keep-Alive ,X-A,, "), (b"connection", b"x-b"), (b"X-C", b"y")]
+    assert connection_tokens(headers) == {b"keep-alive", b"x-a", b"x-b"}
+
+
+def test_hop_by_hop_set() -> None:
+    assert {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    } <= HOP_BY_HOP
+    assert b"host" not in HOP_BY_HOP

@@ -1,0 +1,129 @@
+"""The layer table of STYLE.md, kept true: a module imports only from its own layer or lower.
+
+A new module fails here until it is placed in LAYERS on purpose.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import sockgate
+
+LAYERS: dict[int, set[str]] = {
+    0: {"errors", "units"},
+    1: {"config", "routing", "headers", "http1", "pages", "scaffold", "nginx.render", "nginx.tree"},
+    2: {"stream", "upstream", "tunnel", "accesslog", "probe"},
+    3: {"proxy"},
+    4: {"server", "nginx.run", "demo.launcher", "demo.apps", "logsetup"},
+    5: {"cli", "__main__", "demo.run"},
+}
+LAYER_OF = {name: layer for layer, names in LAYERS.items() for name in names}
+ROOT = Path(sockgate.__file__).parent
+FILES = {".".join(p.relative_to(ROOT).with_suffix("").parts): p for p in ROOT.rglob("*.py")}
+PACKAGES = {
+    name.removesuffix("__init__").rstrip(".") for name in FILES if name.endswith("__init__")
+}
+MODULES = sorted(name for name in FILES if not name.endswith("__init__"))
+# Layers 0 and 1 are pure: no event loop, no sockets, no processes, no threads.
+IMPURE = {"asyncio", "socket", "selectors", "subprocess", "threading", "signal", "uvloop"}
+
+
+def resolve(importer: str, node: ast.Import | ast.ImportFrom) -> list[str]:
+    """The sockgate modules (or packages) an import statement reaches."""
+    if isinstance(node, ast.Import):
+        bases = [a.name.split(".") for a in node.names]
+        return [".".join(b[1:]) for b in bases if b[0] == "sockgate"]
+    if node.level:
+        package = importer.split(".")[:-1]
+        base = package[: len(package) - (node.level - 1)]
+    elif node.module and node.module.split(".")[0] == "sockgate":
+        base = []
+    else:
+        return []
+    parts = [
+        p for p in (node.module or "").split(".") if p and not (not node.level and p == "sockgate")
+    ]
+    target = ".".join(base + parts)
+    found = []
+    for alias in node.names:
+        sub = f"{target}.{alias.name}" if target else alias.name
+        found.append(sub if sub in FILES or sub in PACKAGES else target)
+    return found
+
+
+def imports(module: str) -> list[tuple[int, str]]:
+    tree = ast.parse(FILES[module].read_text(encoding="utf-8"))
+    return [
+        (node.lineno, target)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for target in resolve(module, node)
+    ]
+
+
+def test_the_package_was_found() -> None:
+    assert {"errors", "config", "http1", "proxy", "server", "cli"} <= set(MODULES)
+
+
+def test_every_module_has_a_layer() -> None:
+    unplaced = [name for name in MODULES if name not in LAYER_OF]
+    assert unplaced == [], f"place these modules in LAYERS (and in STYLE.md): {unplaced}"
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_imports_only_from_its_layer_or_lower(module: str) -> None:
+    layer = LAYER_OF.get(module)
+    if layer is None:
+        pytest.fail(f"{module} is not in the layer table")
+    bad = sorted(
+        {
+            f"line {line}: {target} (layer {LAYER_OF.get(target, '?')})"
+            for line, target in imports(module)
+            if target not in PACKAGES and LAYER_OF.get(target, 99) > layer
+        }
+    )
+    assert bad == [], f"{module} (layer {layer}) imports from above: {bad}"
+
+
+@pytest.mark.parametrize("module", [m for m in MODULES if LAYER_OF.get(m, 99) <= 1])
+def test_pure_layers_do_no_io(module: str) -> None:
+    tree = ast.parse(FILES[module].read_text(encoding="utf-8"))
+    used = {
+        name.split(".")[0]
+        for node in ast.walk(tree)
+        for name in (
+            [a.name for a in node.names]
+            if isinstance(node, ast.Import)
+            else [node.module or ""]
+            if isinstance(node, ast.ImportFrom) and not node.level
+            else []
+        )
+    }
+    assert used & IMPURE == set()
+    calls = {
+        n.func.id
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+    }
+    assert "print" not in calls
+
+
+def test_resolve_understands_every_import_form() -> None:
+    def targets(source: str, importer: str) -> list[str]:
+        node = ast.parse(source).body[0]
+        assert isinstance(node, ast.Import | ast.ImportFrom)
+        return resolve(importer, node)
+
+    assert targets("from .errors import ConfigError", "config") == ["errors"]
+    assert targets("from . import errors, http1", "proxy") == ["errors", "http1"]
+    assert targets("from . import __version__", "cli") == [""]
+    assert targets("from ..config import App", "nginx.render") == ["config"]
+    assert targets("from .tree import block", "nginx.render") == ["nginx.tree"]
+    assert targets("from .. import config", "demo.run") == ["config"]
+    assert targets("from sockgate.cli import main", "__main__") == ["cli"]
+    assert targets("import sockgate.proxy", "server") == ["proxy"]
+    assert targets("from sockgate import proxy", "server") == ["proxy"]
+    assert targets("import asyncio", "server") == []
