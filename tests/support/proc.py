@@ -10,10 +10,34 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 LISTENING = re.compile(r"listening on http://(\[[^\]]+\]|[^:/]+):(\d+)/")
+NGINX_STARTING = re.compile(r"starting nginx for http://(\[[^\]]+\]|[^:/]+):(\d+)")
+
+
+def free_port() -> int:
+    """A loopback port free right now (nginx cannot report a port the kernel picked)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], deadline: float = 20) -> None:
+    end = time.monotonic() + deadline
+    delay = 0.01
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise AssertionError(f"proxy exited with {proc.returncode} before listening")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(delay)  # a connect retry with backoff: nothing else signals readiness
+            delay = min(delay * 2, 0.2)
+    raise AssertionError(f"nothing listens on port {port} after {deadline}s")
 
 
 def read_until(proc: subprocess.Popen[bytes], pattern: re.Pattern[str], deadline: float) -> str:
@@ -38,15 +62,31 @@ def read_until(proc: subprocess.Popen[bytes], pattern: re.Pattern[str], deadline
 
 
 class Proxy:
-    """`sockgate run` in a child process on a free loopback port."""
+    """`sockgate run` in a child process on a free loopback port. Its stderr is drained by a
+    thread (a full pipe would block the proxy) and kept: `output()`."""
 
-    def __init__(self, config_path: Path, *extra: str, cwd: Path | None = None) -> None:
+    def __init__(
+        self, config_path: Path, *extra: str, cwd: Path | None = None, engine: str = "builtin"
+    ) -> None:
         self.config_path = config_path
+        self.engine = engine
         self.args = [sys.executable, "-m", "sockgate", "run", "-c", str(config_path), *extra]
         self.cwd = cwd or config_path.parent
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.startup_log = ""
+        self._lines: list[str] = []
+        self._drain: threading.Thread | None = None
+
+    def output(self) -> str:
+        """Everything the proxy wrote to stderr so far."""
+        return self.startup_log + "".join(self._lines)
+
+    def _drain_stderr(self) -> None:
+        assert self.proc is not None
+        assert self.proc.stderr is not None
+        for line in iter(self.proc.stderr.readline, b""):
+            self._lines.append(line.decode(errors="replace"))
 
     @property
     def url(self) -> str:
@@ -56,10 +96,15 @@ class Proxy:
         self.proc = subprocess.Popen(
             self.args, cwd=self.cwd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL
         )
-        self.startup_log = read_until(self.proc, LISTENING, 20)
-        match = LISTENING.search(self.startup_log)
+        ready = NGINX_STARTING if self.engine == "nginx" else LISTENING
+        self.startup_log = read_until(self.proc, ready, 20)
+        match = ready.search(self.startup_log)
         assert match is not None
         self.port = int(match.group(2))
+        self._drain = threading.Thread(target=self._drain_stderr, daemon=True)
+        self._drain.start()
+        if self.engine == "nginx":
+            wait_for_port(self.port, self.proc)
         return self
 
     def stop(self, sig: int = signal.SIGINT, timeout: float = 15) -> int:
@@ -72,6 +117,8 @@ class Proxy:
             if self.proc.poll() is None:
                 self.proc.kill()
                 self.proc.wait()
+            if self._drain is not None:
+                self._drain.join(5)
             if self.proc.stderr is not None:
                 self.proc.stderr.close()
         return code
