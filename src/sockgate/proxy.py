@@ -205,6 +205,10 @@ class ClientConnection:
             and (head.content_length or 0) > limit
         ):
             return self._fail(ex, errors.BodyTooLarge(f"the body is larger than {limit} bytes"))
+        queued = self._queued_error()
+        if queued is not None:
+            # The body is already known to be malformed: the app never sees this request.
+            return self._fail(ex, queued)
         upstream = self.engine.upstreams[app.name]
         request = http1.request_head(
             head.method,
@@ -260,6 +264,15 @@ class ClientConnection:
             if pump is not None and not pump.done():
                 pump.cancel()
                 await asyncio.gather(pump, return_exceptions=True)
+
+    def _queued_error(self) -> errors.ClientError | None:
+        """A framing error already parsed within the current request's body."""
+        for event in self.parser.events:
+            if isinstance(event, http1.EndOfMessage):
+                return None
+            if isinstance(event, http1.ProtocolError):
+                return event.error
+        return None
 
     def _client_eof(self, ex: _Exchange, conn: AppConnection) -> None:
         # Like nginx: a client that closes while its response is under way has gone; stop the

@@ -10,6 +10,7 @@ import stat
 import time
 from collections import deque
 from enum import Enum, auto
+from pathlib import Path
 
 from . import errors
 from .config import MAX_SOCKET_PATH, App
@@ -156,13 +157,26 @@ def file_kind(path: str) -> str:
 
 def permission_detail(app: App) -> str:
     me = f"sockgate runs as uid {os.geteuid()}"
+    blocked = _unsearchable_parent(app.socket)
+    if blocked is not None:
+        return f"cannot enter {blocked}: {_mode_owner(blocked)}; {me}"
+    return f"{_mode_owner(app.socket)}; {me}"
+
+
+def _unsearchable_parent(path: Path) -> Path | None:
+    """The first directory on the way to `path` that we may not enter, if any."""
+    for parent in reversed(path.parents):
+        if not os.access(parent, os.X_OK, effective_ids=os.access in os.supports_effective_ids):
+            return parent
+    return None
+
+
+def _mode_owner(path: Path) -> str:
     try:
-        st = os.stat(app.socket)
-    except PermissionError:
-        return f"cannot even look at {app.socket.parent} (no search permission); {me}"
+        st = os.stat(path)
     except OSError as exc:
-        return f"{exc.strerror}; {me}"
-    return f"mode {stat.filemode(st.st_mode)}, owner {_user(st.st_uid)}; {me}"
+        return exc.strerror or str(exc)
+    return f"mode {stat.filemode(st.st_mode)}, owner {_user(st.st_uid)}"
 
 
 def _user(uid: int) -> str:
