@@ -17,7 +17,7 @@ LAYERS: dict[int, set[str]] = {
     1: {"config", "routing", "headers", "http1", "pages", "scaffold", "nginx.render", "nginx.tree"},
     2: {"stream", "upstream", "tunnel", "accesslog", "probe"},
     3: {"proxy"},
-    4: {"server", "nginx.run", "demo.launcher", "demo.apps", "logsetup"},
+    4: {"server", "supervisor", "nginx.run", "demo.launcher", "demo.apps", "logsetup"},
     5: {"cli", "__main__", "demo.run"},
 }
 LAYER_OF = {name: layer for layer, names in LAYERS.items() for name in names}

@@ -6,18 +6,27 @@ Lines are buffered and flushed shortly after, so logging costs no write syscall 
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import time
 from pathlib import Path
-from typing import TextIO
 
 FLUSH_DELAY = 0.2
+MAX_BUFFERED = 256  # lines
+_SAFE = re.compile(rb"[\x20\x21\x23-\x5b\x5d-\x7e]*")
 
 
 class AccessLog:
+    """Whole lines reach the file in single O_APPEND writes, so several worker processes can
+    share it without tearing each other's lines."""
+
     def __init__(self, path: Path | None) -> None:
-        self._file: TextIO | None = (
-            path.open("a", encoding="utf-8", buffering=1 << 16) if path else None
+        self._fd: int | None = (
+            os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            if path
+            else None
         )
+        self._lines: list[str] = []
         self._flush_handle: asyncio.TimerHandle | None = None
         self._stamp_second = -1
         self._stamp = ""
@@ -34,7 +43,7 @@ class AccessLog:
         started: float,
         app: str | None,
     ) -> None:
-        if self._file is None:
+        if self._fd is None:
             return
         now = time.time()
         line = (
@@ -42,22 +51,27 @@ class AccessLog:
             f'"{_text(referer) if referer else "-"}" "{_text(user_agent) if user_agent else "-"}" '
             f"rt={now - started:.3f} app={app or '-'}\n"
         )
-        self._file.write(line)
-        if self._flush_handle is None:
+        self._lines.append(line)
+        if len(self._lines) >= MAX_BUFFERED:
+            self.flush()
+        elif self._flush_handle is None:
             self._flush_handle = asyncio.get_running_loop().call_later(FLUSH_DELAY, self.flush)
 
     def flush(self) -> None:
-        self._flush_handle = None
-        if self._file is not None:
-            self._file.flush()
-
-    def close(self) -> None:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
+            self._flush_handle = None
+        if self._fd is not None and self._lines:
+            data = "".join(self._lines).encode()
+            self._lines.clear()
+            while data:
+                data = data[os.write(self._fd, data) :]
+
+    def close(self) -> None:
         self.flush()
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def _timestamp(self, now: float) -> str:
         second = int(now)
@@ -69,6 +83,8 @@ class AccessLog:
 
 def _text(value: bytes) -> str:
     # Like nginx: bytes that could forge a log line or break the quoting are escaped as \xHH.
+    if _SAFE.fullmatch(value):
+        return value.decode("ascii")
     return "".join(
         chr(b) if 0x20 <= b < 0x7F and b not in (0x22, 0x5C) else f"\\x{b:02X}" for b in value
     )

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import click
 
-from . import __version__, config, probe, scaffold, server
+from . import __version__, config, probe, scaffold, supervisor
 from .errors import ConfigError, SockgateError
 from .logsetup import configure
 from .nginx import render as nginx_render
@@ -167,7 +167,7 @@ def run(
         )
     if cfg.engine == "nginx":
         sys.exit(nginx_run.run(cfg))
-    sys.exit(server.run(cfg))
+    sys.exit(supervisor.run(cfg))
 
 
 @main.group()

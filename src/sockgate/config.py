@@ -19,6 +19,7 @@ DEFAULT_LISTEN = "127.0.0.1:8080"
 # sun_path is 108 bytes including the terminating NUL.
 MAX_SOCKET_PATH = 107
 ENGINES = ("builtin", "nginx")
+MAX_WORKERS = 64
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 # Characters a prefix may hold: unreserved and sub-delims of RFC 3986, no '%' (two spellings of
@@ -79,6 +80,7 @@ class Config:
     apps: tuple[App, ...] = ()
     max_body_size: int | None = None
     engine: str = "builtin"
+    workers: int = 1
 
     @property
     def logs_dir(self) -> Path:
@@ -177,7 +179,7 @@ class _Reader:
         return ConfigError(message, source=self.source, key=key)
 
     def config(self, raw: Mapping[str, Any], source: Path | None) -> Config:
-        known = {"listen", "workdir", "timeouts", "apps", "max_body_size", "engine"}
+        known = {"listen", "workdir", "timeouts", "apps", "max_body_size", "engine", "workers"}
         self.no_unknown("", raw, known)
         apps_raw = self.table("apps", raw.get("apps", {}))
         apps = tuple(
@@ -192,7 +194,13 @@ class _Reader:
             apps=self.check_apps(apps),
             max_body_size=self.opt(raw, "max_body_size", "max_body_size", self.size),
             engine=self.engine("engine", raw.get("engine", "builtin")),
+            workers=self.workers("workers", raw.get("workers", 1)),
         )
+
+    def workers(self, key: str, value: object) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_WORKERS:
+            raise self.fail(key, f"{value!r}: expected a whole number from 1 to {MAX_WORKERS}")
+        return value
 
     def no_unknown(self, where: str, raw: Mapping[str, Any], known: set[str]) -> None:
         for key in raw:

@@ -23,8 +23,8 @@ def wants_html(headers: Headers) -> bool:
     return any(n.lower() == b"accept" and b"text/html" in v.lower() for n, v in headers)
 
 
-def render(page: Page, *, as_html: bool, close: bool, head_only: bool = False) -> bytes:
-    """The whole response: head and body, ready to write."""
+def render(page: Page, *, as_html: bool, close: bool) -> tuple[bytes, bytes]:
+    """The response head and body, ready to write (a HEAD request gets the head alone)."""
     reason = HTTPStatus(page.status).phrase
     lines = [f"{page.status} {reason}: {page.title}"]
     if page.app is not None:
@@ -55,5 +55,4 @@ def render(page: Page, *, as_html: bool, close: bool, head_only: bool = False) -
         headers.append((b"Location", page.location))
     if close:
         headers.append((b"Connection", b"close"))
-    head = response_head(page.status, reason.encode(), headers)
-    return head if head_only else head + body
+    return response_head(page.status, reason.encode(), headers), body

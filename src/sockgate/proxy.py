@@ -185,14 +185,15 @@ class ClientConnection:
         assert isinstance(event, http1.EndOfMessage), event
 
     def _write_page(self, page: pages.Page, head: RequestHead | None, *, close: bool) -> int:
+        """Write a page of our own; returns the body bytes sent, as the access log counts them."""
         as_html = head is not None and pages.wants_html(head.headers)
-        head_only = head is not None and head.method == b"HEAD"
-        data = pages.render(page, as_html=as_html, close=close, head_only=head_only)
+        response, body = pages.render(page, as_html=as_html, close=close)
+        with_body = head is None or head.method != b"HEAD"
         try:
-            self.stream.write(data)
+            self.stream.write(response + body if with_body else response)
         except ConnectionError:
             return 0
-        return len(data)
+        return len(body) if with_body else 0
 
     # --- forwarding
     async def _forward(self, ex: _Exchange, route: routing.Forward) -> bool:
@@ -218,6 +219,9 @@ class ClientConnection:
             ),
         )
         retryable = head.method in IDEMPOTENT and head.framing is Framing.NONE
+        if head.framing is Framing.NONE:
+            self._skip_end_of_request()
+            ex.body_done = True
         for attempt in (1, 2):
             try:
                 conn = await upstream.acquire(retryable=retryable, fresh=attempt == 2)
@@ -253,9 +257,6 @@ class ClientConnection:
                 return self._fail(ex, _closed_early(conn, upstream))
             if head.framing is not Framing.NONE:
                 pump = asyncio.create_task(self._pump_body(ex, conn))
-            else:
-                self._skip_end_of_request()
-                ex.body_done = True
             return await self._relay(ex, upstream, conn, retry_ok=retry_ok)
         finally:
             self.stream.on_eof = None
@@ -276,9 +277,12 @@ class ClientConnection:
 
     def _client_eof(self, ex: _Exchange, conn: AppConnection) -> None:
         # Like nginx: a client that closes while its response is under way has gone; stop the
-        # app's work (an SSE stream sees its client leave at once), unless bytes still queued
-        # show a pipelining client that only half-closed.
-        if not self.stream.has_buffered or self.stream.closed:
+        # app's work (an SSE stream sees its client leave at once), unless requests still
+        # queued show a pipelining client that only half-closed: those are answered.
+        pipelined = self.stream.has_buffered or any(
+            isinstance(event, RequestHead) for event in self.parser.events
+        )
+        if self.stream.closed or not pipelined:
             ex.client_left = True
             conn.close()
 

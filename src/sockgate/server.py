@@ -26,8 +26,9 @@ log = logging.getLogger(__name__)
 
 
 class Server:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, sock: socket.socket | None = None) -> None:
         self.config = config
+        self._sock = sock
         self.engine = Engine(config, AccessLog(config.access_log))
         self.connections: dict[ClientConnection, asyncio.Task[None]] = {}
         self.stopping = asyncio.Event()
@@ -41,15 +42,20 @@ class Server:
         loop = asyncio.get_running_loop()
         listen = self.config.listen
         try:
-            self._server = await loop.create_server(
-                lambda: Stream(self._accepted),
-                host=listen.host,
-                port=listen.port,
-                reuse_address=True,
-                backlog=1024,
-            )
+            if self._sock is not None:
+                self._server = await loop.create_server(
+                    lambda: Stream(self._accepted), sock=self._sock, backlog=1024
+                )
+            else:
+                self._server = await loop.create_server(
+                    lambda: Stream(self._accepted),
+                    host=listen.host,
+                    port=listen.port,
+                    reuse_address=True,
+                    backlog=1024,
+                )
         except OSError as exc:
-            raise SockgateError(_bind_error(str(listen), exc)) from None
+            raise SockgateError(bind_error(str(listen), exc)) from None
         sock = self._server.sockets[0]
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.address = sock.getsockname()[:2]
@@ -82,9 +88,19 @@ class Server:
         self.engine.access_log.close()
 
 
-async def serve(config: Config, *, on_ready: Callable[[Server], None] | None = None) -> None:
-    """Run until SIGINT or SIGTERM; a second signal skips the drain."""
-    server = Server(config)
+async def serve(
+    config: Config,
+    *,
+    on_ready: Callable[[Server], None] | None = None,
+    sock: socket.socket | None = None,
+    worker: bool = False,
+) -> None:
+    """Run until SIGINT or SIGTERM; a second signal skips the drain.
+
+    A `worker` (one of several processes, see supervisor) serves `sock` and leaves the pid file
+    and the startup banner to its supervisor.
+    """
+    server = Server(config, sock)
     loop = asyncio.get_running_loop()
     force = asyncio.Event()
 
@@ -94,17 +110,16 @@ async def serve(config: Config, *, on_ready: Callable[[Server], None] | None = N
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
     config.logs_dir.mkdir(parents=True, exist_ok=True)
-    with PidFile(config.pid_file):
+    with contextlib.nullcontext() if worker else PidFile(config.pid_file):
         await server.start()
-        host, port = server.address or ("?", 0)
-        shown = f"[{host}]" if ":" in host else host
-        log.info("listening on http://%s:%d/ with %d apps", shown, port, len(config.apps))
-        for app in config.apps:
-            log.info("  %s -> %s (%s)", app.prefix, app.socket, app.name)
+        if not worker:
+            host, port = server.address or ("?", 0)
+            log_banner(config, host, port)
         if on_ready is not None:
             on_ready(server)
         await server.stopping.wait()
-        log.info("stopping: finishing requests under way (up to %gs)", config.timeouts.shutdown)
+        if not worker:
+            log.info("stopping: finishing requests under way (up to %gs)", config.timeouts.shutdown)
         drain = asyncio.ensure_future(server.shutdown(config.timeouts.shutdown))
         forced = asyncio.ensure_future(force.wait())
         await asyncio.wait([drain, forced], return_when=asyncio.FIRST_COMPLETED)
@@ -113,10 +128,25 @@ async def serve(config: Config, *, on_ready: Callable[[Server], None] | None = N
             await server.shutdown(0)
         forced.cancel()
         await asyncio.gather(drain, forced, return_exceptions=True)
-    log.info("stopped")
+    if not worker:
+        log.info("stopped")
 
 
-def run(config: Config, *, on_ready: Callable[[Server], None] | None = None) -> int:
+def log_banner(config: Config, host: str, port: int) -> None:
+    """The line tests and users wait for, then the routes."""
+    shown = f"[{host}]" if ":" in host else host
+    log.info("listening on http://%s:%d/ with %d apps", shown, port, len(config.apps))
+    for app in config.apps:
+        log.info("  %s -> %s (%s)", app.prefix, app.socket, app.name)
+
+
+def run(
+    config: Config,
+    *,
+    on_ready: Callable[[Server], None] | None = None,
+    sock: socket.socket | None = None,
+    worker: bool = False,
+) -> int:
     """Run the engine in this process, on uvloop when it is installed."""
     try:
         import uvloop
@@ -125,7 +155,7 @@ def run(config: Config, *, on_ready: Callable[[Server], None] | None = None) -> 
     except ImportError:
         factory = None
     with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(serve(config, on_ready=on_ready))
+        runner.run(serve(config, on_ready=on_ready, sock=sock, worker=worker))
     return 0
 
 
@@ -164,7 +194,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _bind_error(listen: str, exc: OSError) -> str:
+def bind_error(listen: str, exc: OSError) -> str:
     if exc.errno == errno.EADDRINUSE:
         return (
             f"cannot listen on {listen}: address already in use (another server runs there; "

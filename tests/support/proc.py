@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import selectors
 import signal
 import socket
 import subprocess
@@ -40,27 +39,6 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], deadline: float = 20
     raise AssertionError(f"nothing listens on port {port} after {deadline}s")
 
 
-def read_until(proc: subprocess.Popen[bytes], pattern: re.Pattern[str], deadline: float) -> str:
-    """Read the process's stderr until a line matches; return everything read so far."""
-    assert proc.stderr is not None
-    seen: list[str] = []
-    with selectors.DefaultSelector() as sel:
-        sel.register(proc.stderr, selectors.EVENT_READ)
-        end = time.monotonic() + deadline
-        while (left := end - time.monotonic()) > 0:
-            if not sel.select(left):
-                break
-            line = proc.stderr.readline().decode(errors="replace")
-            if not line:
-                break
-            seen.append(line)
-            if pattern.search(line):
-                return "".join(seen)
-    raise AssertionError(
-        f"no line matching {pattern.pattern!r} within {deadline}s:\n" + "".join(seen)
-    )
-
-
 class Proxy:
     """`sockgate run` in a child process on a free loopback port. Its stderr is drained by a
     thread (a full pipe would block the proxy) and kept: `output()`."""
@@ -76,17 +54,41 @@ class Proxy:
         self.port = 0
         self.startup_log = ""
         self._lines: list[str] = []
+        self._new_line = threading.Condition()
+        self._eof = False
         self._drain: threading.Thread | None = None
 
     def output(self) -> str:
         """Everything the proxy wrote to stderr so far."""
-        return self.startup_log + "".join(self._lines)
+        with self._new_line:
+            return "".join(self._lines)
+
+    def wait_for_output(self, pattern: re.Pattern[str] | str, deadline: float = 20) -> str:
+        """Until a line of the proxy's stderr matches; returns all output up to then."""
+        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
+        with self._new_line:
+            found = self._new_line.wait_for(
+                lambda: (
+                    any(regex.search(line) for line in self._lines)
+                    or (self.proc is not None and self.proc.poll() is not None and self._eof)
+                ),
+                timeout=deadline,
+            )
+            text = "".join(self._lines)
+        if not found or not regex.search(text):
+            raise AssertionError(f"no line matching {regex.pattern!r} in {deadline}s:\n{text}")
+        return text
 
     def _drain_stderr(self) -> None:
         assert self.proc is not None
         assert self.proc.stderr is not None
         for line in iter(self.proc.stderr.readline, b""):
-            self._lines.append(line.decode(errors="replace"))
+            with self._new_line:
+                self._lines.append(line.decode(errors="replace"))
+                self._new_line.notify_all()
+        with self._new_line:
+            self._eof = True
+            self._new_line.notify_all()
 
     @property
     def url(self) -> str:
@@ -96,13 +98,13 @@ class Proxy:
         self.proc = subprocess.Popen(
             self.args, cwd=self.cwd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL
         )
+        self._drain = threading.Thread(target=self._drain_stderr, daemon=True)
+        self._drain.start()
         ready = NGINX_STARTING if self.engine == "nginx" else LISTENING
-        self.startup_log = read_until(self.proc, ready, 20)
+        self.startup_log = self.wait_for_output(ready, 20)
         match = ready.search(self.startup_log)
         assert match is not None
         self.port = int(match.group(2))
-        self._drain = threading.Thread(target=self._drain_stderr, daemon=True)
-        self._drain.start()
         if self.engine == "nginx":
             wait_for_port(self.port, self.proc)
         return self

@@ -1,0 +1,284 @@
+"""Client-side helpers for the proxy tests: a raw TCP client that parses what the proxy sends
+back with llhttp (httptools), and small building blocks for scripted raw-app handlers.
+
+Everything waits on bytes, events or deadlines; nothing sleeps to synchronise."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httptools
+
+from tests.support.rawapp import Conn
+
+DEADLINE = 10.0
+
+
+# --- the client side ------------------------------------------------------------------------
+
+
+def request_bytes(
+    target: str | bytes,
+    method: str = "GET",
+    *,
+    host: str | bytes = "127.0.0.1",
+    headers: Iterable[tuple[str, str]] = (),
+    body: bytes = b"",
+    version: str = "1.1",
+    content_length: bool | None = None,
+) -> bytes:
+    """One request as bytes. A Content-Length is added when there is a body (or when asked)."""
+    raw_target = target if isinstance(target, bytes) else target.encode()
+    raw_host = host if isinstance(host, bytes) else host.encode()
+    lines = [method.encode() + b" " + raw_target + b" HTTP/" + version.encode()]
+    if raw_host:
+        lines.append(b"Host: " + raw_host)
+    lines += [f"{name}: {value}".encode() for name, value in headers]
+    if content_length or (content_length is None and body):
+        lines.append(b"Content-Length: %d" % len(body))
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+def chunked(*parts: bytes) -> bytes:
+    """A chunked body made of `parts`, with the last chunk."""
+    return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts if p) + b"0\r\n\r\n"
+
+
+@dataclass
+class Response:
+    """One response as the client saw it; filled in as bytes arrive."""
+
+    status: int = 0
+    reason: bytes = b""
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    body: bytearray = field(default_factory=bytearray)
+    head_done: bool = False
+    complete: bool = False
+
+    def header(self, name: str) -> bytes | None:
+        found = self.header_all(name)
+        return found[0] if found else None
+
+    def header_all(self, name: str) -> list[bytes]:
+        key = name.lower().encode()
+        return [v for n, v in self.headers if n.lower() == key]
+
+    def names(self) -> set[str]:
+        return {n.decode("latin-1").lower() for n, _ in self.headers}
+
+
+class RawClient:
+    """A TCP connection to the proxy. Responses are delimited by llhttp, never by hand; after a
+    101 the bytes that follow are kept in `tunnel` untouched."""
+
+    def __init__(self, port: int, timeout: float = DEADLINE) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.responses: list[Response] = []
+        self.tunnel = bytearray()
+        self.upgraded = False
+        self.eof = False
+        self.received = bytearray()
+        self._taken = 0
+        self._current: Response | None = None
+        self._parser = httptools.HttpResponseParser(self)
+
+    def __enter__(self) -> RawClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    # --- llhttp callbacks
+    def on_message_begin(self) -> None:
+        self._current = Response()
+        self.responses.append(self._current)
+
+    def on_status(self, status: bytes) -> None:
+        assert self._current is not None
+        self._current.reason += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        assert self._current is not None
+        self._current.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        assert self._current is not None
+        self._current.status = self._parser.get_status_code()
+        self._current.head_done = True
+
+    def on_body(self, body: bytes) -> None:
+        assert self._current is not None
+        self._current.body += body
+
+    def on_message_complete(self) -> None:
+        assert self._current is not None
+        self._current.complete = True
+
+    # --- reading
+    def _feed(self, data: bytes) -> None:
+        self.received += data
+        if self.upgraded:
+            self.tunnel += data
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self.upgraded = True
+            self.tunnel += data[exc.args[0] :]
+
+    def read_once(self) -> bool:
+        """One recv into the parser; False at end of stream (a reset counts as the end)."""
+        if self.eof:
+            return False
+        try:
+            data = self.sock.recv(65536)
+        except ConnectionResetError:
+            data = b""
+        if not data:
+            self.eof = True
+            return False
+        self._feed(data)
+        return True
+
+    def wait(self, predicate: Callable[[], bool], what: str) -> None:
+        """Read until `predicate()` holds; the socket timeout bounds each recv."""
+        while not predicate():
+            if not self.read_once():
+                raise AssertionError(
+                    f"connection closed before {what}; received {bytes(self.received)!r}"
+                )
+
+    def head(self) -> Response:
+        """The next response whose head is complete (its body may still be arriving)."""
+        index = self._taken
+        self.wait(
+            lambda: len(self.responses) > index and self.responses[index].head_done,
+            f"response head #{index + 1}",
+        )
+        self._taken += 1
+        return self.responses[index]
+
+    def response(self) -> Response:
+        """The next complete response."""
+        response = self.head()
+        self.wait(lambda: response.complete, f"the end of the {response.status} response")
+        return response
+
+    def body_until(self, response: Response, needle: bytes) -> None:
+        self.wait(lambda: needle in response.body, f"{needle!r} in the body")
+
+    def tunnel_until(self, needle: bytes) -> None:
+        self.wait(lambda: needle in self.tunnel, f"{needle!r} through the tunnel")
+
+    def read_to_close(self) -> bytes:
+        """Read until the proxy closes; returns everything received on this connection."""
+        while self.read_once():
+            pass
+        return bytes(self.received)
+
+    def closed_by_peer(self) -> bool:
+        """True when the proxy has closed: the next recv sees the end within the timeout."""
+        self.read_to_close()
+        return self.eof
+
+
+# --- the app side ---------------------------------------------------------------------------
+
+
+async def read_head(conn: Conn) -> tuple[bytes, bytes]:
+    """Read a request head from the raw connection (recording the bytes); returns the head
+    (without the blank line) and whatever followed it in the same reads."""
+    buf = bytearray()
+    while b"\r\n\r\n" not in buf:
+        data = await conn.reader.read(65536)
+        if not data:
+            raise ConnectionResetError("the proxy closed before a whole head")
+        conn.received += data
+        conn.app.record(data)
+        buf += data
+    head, _, rest = bytes(buf).partition(b"\r\n\r\n")
+    return head, rest
+
+
+async def read_exactly(conn: Conn, already: bytes, size: int) -> bytes:
+    """`size` bytes of body, `already` included, recording what is read."""
+    buf = bytearray(already)
+    while len(buf) < size:
+        data = await conn.reader.read(65536)
+        if not data:
+            raise ConnectionResetError("the proxy closed in the middle of the body")
+        conn.received += data
+        conn.app.record(data)
+        buf += data
+    return bytes(buf)
+
+
+def head_header(head: bytes, name: bytes) -> bytes | None:
+    for line in head.split(b"\r\n")[1:]:
+        key, _, value = line.partition(b":")
+        if key.strip().lower() == name.lower():
+            return value.strip()
+    return None
+
+
+async def wait_gate(gate: threading.Event, seconds: float = DEADLINE) -> bool:
+    """Wait in an app handler for a threading.Event set by the test; False if it never was."""
+    return await asyncio.get_running_loop().run_in_executor(None, gate.wait, seconds)
+
+
+def vm_kib(pid: int, key: str) -> int:
+    """A memory figure of a process from /proc/<pid>/status, in KiB (VmHWM, VmRSS)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {key} in /proc/{pid}/status")
+
+
+class RequestWatcher:
+    """What an app receives, fed to llhttp as it arrives: head, decoded body so far, end."""
+
+    def __init__(self) -> None:
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.body = bytearray()
+        self.head_done = False
+        self.complete = False
+        self._parser = httptools.HttpRequestParser(self)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self.head_done = True
+
+    def on_body(self, body: bytes) -> None:
+        self.body += body
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+
+    def header(self, name: bytes) -> bytes | None:
+        found = [v for n, v in self.headers if n.lower() == name.lower()]
+        return found[0] if found else None
+
+    async def read_until(self, conn: Conn, predicate: Callable[[RequestWatcher], bool]) -> bool:
+        """Read from the app connection (recording bytes) until `predicate(self)`; False if
+        the proxy closed first."""
+        while not predicate(self):
+            data = await conn.reader.read(65536)
+            if not data:
+                return False
+            conn.received += data
+            conn.app.record(data)
+            self._parser.feed_data(data)
+        return True
