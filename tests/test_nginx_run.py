@@ -322,7 +322,8 @@ def test_sigint_stops_nginx_cleanly(proxy: Proxy) -> None:
         assert "running as root" in proxy.output()
     access = (proxy.workdir / "logs" / "access.log").read_text()
     line = next(line for line in access.splitlines() if '"GET /app1/ ' in line)
-    assert line.split()[-1] == "app1"
+    assert line.split()[-1] == "app=app1"
+    assert (proxy.workdir / "sockgate.pid").exists() is False
 
 
 def test_sigquit_stops_nginx_gracefully(proxy: Proxy) -> None:
@@ -338,7 +339,8 @@ def test_hup_reloads_and_term_stops_through_sockgate(proxy: Proxy) -> None:
     errors = (proxy.workdir / "logs" / "error.log").read_text()
     # nginx names the sender: sockgate itself, so each signal went through the forwarder.
     assert f"signal 1 (SIGHUP) received from {proxy.process.pid}" in errors
-    assert f"signal 15 (SIGTERM) received from {proxy.process.pid}" in errors
+    # SIGTERM asks nginx for its graceful stop, like the built-in engine's drain: SIGQUIT.
+    assert f"signal 3 (SIGQUIT) received from {proxy.process.pid}" in errors
 
 
 def test_unwritable_workdir_is_a_config_error(workdir: Path) -> None:

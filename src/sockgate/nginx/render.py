@@ -28,10 +28,11 @@ _UNSAFE_IN_PATH = re.compile(r"[\s;{}\"'\\#$]|[\x00-\x1f\x7f]")
 _HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?")
 _ACCOUNT = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 
-# nginx's `combined` format plus the request time and the app that served the request.
+# nginx's `combined` format plus the request time and the app, spelled as the built-in engine
+# spells them, so one log reader serves both engines.
 LOG_FORMAT = (
     '$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent '
-    '"$http_referer" "$http_user_agent" $request_time $sockgate_app'
+    '"$http_referer" "$http_user_agent" rt=$request_time app=$sockgate_app'
 )
 
 
@@ -99,6 +100,11 @@ def _main_context(config: Config, *, run_as_root: bool, user: str | None) -> lis
         )
     main += [
         directive("pid", str(pid_path(config))),
+        directive(
+            "worker_shutdown_timeout",
+            _duration(config.timeouts.shutdown),
+            comment="A graceful stop lets requests under way finish for timeouts.shutdown.",
+        ),
         directive(
             "error_log",
             str(config.error_log),
@@ -190,6 +196,11 @@ def _server(config: Config) -> list[Directive]:
         directive("server_name", "localhost"),
         directive("client_header_timeout", _duration(timeouts.client_header)),
         directive("keepalive_timeout", _duration(timeouts.keepalive)),
+        directive(
+            "merge_slashes",
+            "off",
+            comment="The app gets the path as the client wrote it; `//` is not folded.",
+        ),
         directive(
             "absolute_redirect",
             "off",

@@ -6,6 +6,7 @@ sockgate exits with nginx's status. Nothing is written outside `workdir`.
 
 from __future__ import annotations
 
+import ctypes
 import grp
 import logging
 import os
@@ -14,12 +15,13 @@ import shutil
 import signal
 import subprocess
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import FrameType
 
 from ..config import Config
 from ..errors import ConfigError, SockgateError
+from ..server import PidFile
 from .render import TEMP_DIRS, command_line, conf_path, pid_path, render, temp_path
 
 logger = logging.getLogger(__name__)
@@ -113,7 +115,8 @@ def run(config: Config) -> int:
     logger.info(
         "starting nginx for http://%s with %s (logs in %s)", config.listen, conf, config.logs_dir
     )
-    status = _run_foreground(args)
+    with PidFile(config.pid_file):
+        status = _run_foreground(args)
     if status != 0:
         logger.error("nginx exited with status %d; see %s", status, config.error_log)
     return status
@@ -169,7 +172,9 @@ def _run_foreground(args: list[str]) -> int:
         # nginx holds them until its master loop unblocks them, handlers in place.
         unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
         try:
-            child = subprocess.Popen(args)
+            # Its own process group: a terminal's Ctrl-C reaches sockgate alone, which turns it
+            # into nginx's graceful stop; PR_SET_PDEATHSIG still ends nginx with sockgate.
+            child = subprocess.Popen(args, process_group=0, preexec_fn=_die_with_parent)
         except OSError as exc:
             raise NginxNotFound(f"cannot run {args[0]}: {exc.strerror}") from None
         finally:
@@ -180,12 +185,24 @@ def _run_foreground(args: list[str]) -> int:
     return status if status >= 0 else 128 - status
 
 
+def _die_with_parent() -> None:
+    with suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+# The first SIGINT or SIGTERM asks nginx for its graceful stop (SIGQUIT: requests under way
+# finish, up to worker_shutdown_timeout), as the built-in engine does; a second one stops it now.
+_GRACEFUL = {signal.SIGINT: signal.SIGQUIT, signal.SIGTERM: signal.SIGQUIT}
+_PR_SET_PDEATHSIG = 1
+
+
 class _SignalForwarder:
     """Passes FORWARDED_SIGNALS on to the child; holds any that arrive before it exists."""
 
     def __init__(self) -> None:
         self._child: subprocess.Popen[bytes] | None = None
         self._pending: list[int] = []
+        self._stopping = False
 
     def __repr__(self) -> str:
         pid = self._child.pid if self._child else None
@@ -203,12 +220,19 @@ class _SignalForwarder:
     def attach(self, child: subprocess.Popen[bytes]) -> None:
         self._child = child
         for signum in self._pending:
-            child.send_signal(signum)
+            self._send(signum)
         self._pending.clear()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self._child is None:
             self._pending.append(signum)
         else:
-            logger.debug("passing signal %d on to nginx (pid %d)", signum, self._child.pid)
-            self._child.send_signal(signum)
+            self._send(signum)
+
+    def _send(self, signum: int) -> None:
+        assert self._child is not None
+        if signum in _GRACEFUL:
+            signum = signal.SIGTERM if self._stopping else _GRACEFUL[signal.Signals(signum)]
+            self._stopping = True
+        logger.debug("passing signal %d on to nginx (pid %d)", signum, self._child.pid)
+        self._child.send_signal(signum)
