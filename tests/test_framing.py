@@ -126,6 +126,24 @@ MALFORMED: dict[str, tuple[bytes, int | tuple[int, ...]]] = {
 }
 
 
+@pytest.mark.nginx_difference(
+    "nginx accepts, or answers otherwise, some malformed requests the built-in engine refuses",
+    ids=[
+        "te-gzip-chunked",
+        "te-gzip",
+        "te-chunked-twice-in-one",
+        "bad-header-name-char",
+        "header-without-colon",
+        "bare-lf-everywhere",
+        "bare-lf-in-header",
+        "http-0.9",
+        "http-1.2",
+        "absolute-form",
+        "upgrade-with-body",
+        "head-too-large-many-headers",
+        "head-too-large-one-header",
+    ],
+)
 @pytest.mark.parametrize(("request_bytes", "status"), list(MALFORMED.values()), ids=list(MALFORMED))
 def test_malformed_request_is_refused_and_never_reaches_the_app(
     gate: tuple[Proxy, RawApp], request_bytes: bytes, status: int | tuple[int, ...]
@@ -241,6 +259,9 @@ def test_bad_chunk_after_the_head_was_forwarded_never_completes_a_request(
     assert not raw.endswith(b"0\r\n\r\n"), raw
 
 
+@pytest.mark.nginx_difference(
+    "nginx reads a chunked request body whole and forwards it with Content-Length"
+)
 def test_valid_chunked_request_reaches_the_app_as_exactly_one_request(
     gate: tuple[Proxy, RawApp],
 ) -> None:
@@ -322,6 +343,9 @@ def answer_with(data: bytes) -> Handler:
     return handler
 
 
+@pytest.mark.nginx_difference(
+    "nginx's 502 page and handling of malformed responses differ (its page does not name the fault)"
+)
 @pytest.mark.parametrize("data", list(BAD_RESPONSES.values()), ids=list(BAD_RESPONSES))
 def test_malformed_response_gives_502_and_nothing_of_the_app(
     make_proxy: ProxyFactory, raw_app: RawFactory, data: bytes

@@ -84,6 +84,9 @@ def test_chunked_upload_is_reframed_byte_exact(
     assert seen.raw.endswith(b"0\r\n\r\n")
 
 
+@pytest.mark.nginx_difference(
+    "nginx reads a chunked request body whole and forwards it with Content-Length"
+)
 def test_chunk_extensions_and_trailers_do_not_reach_the_app_as_framing(
     make_proxy: ProxyFactory, raw_app: RawFactory
 ) -> None:
@@ -261,6 +264,9 @@ def test_limit_of_one_app_does_not_apply_to_another(
     assert response.text == "2048"
 
 
+@pytest.mark.nginx_difference(
+    "nginx answers 413 for an oversized chunked body but keeps the app connection it had opened"
+)
 def test_chunked_body_over_max_body_size_is_413(
     make_proxy: ProxyFactory, raw_app: RawFactory
 ) -> None:
@@ -356,6 +362,9 @@ class ContinueApp:
         await conn.send(body_echo_length(self.body))
 
 
+@pytest.mark.nginx_difference(
+    "nginx answers `Expect: 100-continue` itself instead of passing on the app's 100"
+)
 def test_expect_100_continue_with_a_raw_client(
     make_proxy: ProxyFactory, raw_app: RawFactory
 ) -> None:

@@ -132,6 +132,7 @@ CONNECT_FAULTS: dict[str, tuple[Callable[[Path], Path], str, tuple[str, ...]]] =
 }
 
 
+@pytest.mark.nginx_difference("nginx's own 502 page does not name the app, the socket or the fault")
 @pytest.mark.parametrize(
     ("make_path", "fault", "details"), list(CONNECT_FAULTS.values()), ids=list(CONNECT_FAULTS)
 )
@@ -149,6 +150,7 @@ def test_connect_fault_is_named(
     assert_still_serving(proxy)
 
 
+@pytest.mark.nginx_difference("nginx's own 502 page does not name the fault")
 def test_stale_socket_page_differs_from_missing(
     make_proxy: ProxyFactory, raw_app: RawFactory, tmp: Path
 ) -> None:
@@ -182,6 +184,7 @@ def test_app_started_after_the_proxy_is_served(
     assert late.requests[-1].target == b"/now?x=1"
 
 
+@pytest.mark.nginx_difference("nginx's own 502 page does not name the fault")
 def test_app_restarted_over_its_stale_socket_is_served(
     make_proxy: ProxyFactory, raw_app: RawFactory, tmp: Path
 ) -> None:
@@ -195,6 +198,7 @@ def test_app_restarted_over_its_stale_socket_is_served(
     assert httpx.get(f"{proxy.url}/down/").status_code == 200
 
 
+@pytest.mark.nginx_difference("nginx's own 502 page does not name the fault")
 def test_app_that_goes_away_is_reported_then_served_again(
     make_proxy: ProxyFactory, raw_app: RawFactory, tmp: Path
 ) -> None:
@@ -360,6 +364,7 @@ APP_FAULTS: dict[str, tuple[Handler, str]] = {
 }
 
 
+@pytest.mark.nginx_difference("nginx's own 502 page does not name the app, the socket or the fault")
 @pytest.mark.parametrize(("handler", "fault"), list(APP_FAULTS.values()), ids=list(APP_FAULTS))
 def test_app_fault_is_named(
     make_proxy: ProxyFactory, raw_app: RawFactory, handler: Handler, fault: str
@@ -370,6 +375,7 @@ def test_app_fault_is_named(
     assert_still_serving(proxy)
 
 
+@pytest.mark.nginx_difference("nginx's own 502 page does not name the fault")
 def test_fault_page_for_head_request_has_no_body(
     make_proxy: ProxyFactory, raw_app: RawFactory, tmp: Path
 ) -> None:
@@ -406,6 +412,9 @@ CUT: dict[str, tuple[bytes, bytes]] = {
 }
 
 
+@pytest.mark.nginx_difference(
+    "with proxy_buffering off nginx 1.22 ends a response the app cut short as if it were complete"
+)
 @pytest.mark.parametrize(("sent", "body"), list(CUT.values()), ids=list(CUT))
 def test_response_cut_short_is_never_complete(
     make_proxy: ProxyFactory, raw_app: RawFactory, sent: bytes, body: bytes
@@ -458,6 +467,7 @@ def hang(before: bytes = b"") -> Handler:
     return handler
 
 
+@pytest.mark.nginx_difference("nginx's own 504 page does not name the app")
 def test_app_silent_before_the_head_gets_504(make_proxy: ProxyFactory, raw_app: RawFactory) -> None:
     app = raw_app(hang(), name="slow")
     proxy = with_ok_app(make_proxy, raw_app, app.path, timeouts='read = "1s"')
@@ -492,6 +502,7 @@ def test_read_timeout_is_measured_from_the_last_byte(
     assert response.text == "abcdef"
 
 
+@pytest.mark.nginx_difference("nginx's error.log names the errno, not sockgate's fault names")
 def test_app_silent_in_the_middle_of_the_body_closes_the_client(
     make_proxy: ProxyFactory, raw_app: RawFactory
 ) -> None:

@@ -36,6 +36,7 @@ def logs(tmp: Path) -> Path:
 # --- 7. client timeouts -------------------------------------------------------------------------
 
 
+@pytest.mark.nginx_difference("nginx closes a slow client without sending 408")
 def test_slow_request_head_gets_408_and_is_closed(
     make_proxy: ProxyFactory, raw_app: RawFactory
 ) -> None:
@@ -102,6 +103,7 @@ def test_connection_without_a_byte_is_closed_after_client_header(
     assert waited < 4
 
 
+@pytest.mark.nginx_difference("nginx sends `Connection: keep-alive` on every keep-alive response")
 def test_idle_keep_alive_connection_is_closed_after_keepalive(
     make_proxy: ProxyFactory, raw_app: RawFactory
 ) -> None:
@@ -119,6 +121,7 @@ def test_idle_keep_alive_connection_is_closed_after_keepalive(
     assert 0.5 <= idle < 4, f"closed after {idle:.2f}s idle"
 
 
+@pytest.mark.nginx_difference("nginx's own 504 page does not name the app")
 def test_app_that_never_answers_gets_504(make_proxy: ProxyFactory, raw_app: RawFactory) -> None:
     gate = threading.Event()
 
@@ -209,6 +212,7 @@ def test_access_log_times_a_slow_request(
     assert float(match["rt"]) >= 0.5
 
 
+@pytest.mark.nginx_difference("nginx's error.log names the errno, not sockgate's fault names")
 def test_error_log_records_a_502(make_proxy: ProxyFactory, tmp: Path) -> None:
     missing = tmp / "nothing-here.sock"
     proxy = make_proxy({"app1": missing})
@@ -330,6 +334,9 @@ def test_idle_keep_alive_connection_is_closed_on_stop(
     assert time.monotonic() - started < 5
 
 
+@pytest.mark.nginx_difference(
+    "nginx's graceful stop keeps open tunnels until timeouts.shutdown (worker_shutdown_timeout)"
+)
 def test_open_websocket_is_closed_on_stop(
     make_proxy: ProxyFactory, starlette_sock: Path, tmp: Path
 ) -> None:

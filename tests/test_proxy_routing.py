@@ -50,6 +50,10 @@ def test_longest_prefix_wins_whatever_the_order(
     assert [r.target for r in outer.requests] == [b"/other", b"/nestedX/y"]
 
 
+@pytest.mark.nginx_difference(
+    "nginx's $args cannot tell an empty query from none, so `/app1?` redirects to `/app1/`",
+    ids=["/app1?-"],
+)
 @pytest.mark.parametrize(
     ("target", "location"),
     [
@@ -122,6 +126,11 @@ EXACT = [
 ]
 
 
+@pytest.mark.nginx_difference(
+    "with the prefix stripped nginx forwards its normalised URI: %XX decoded and re-escaped, "
+    "an empty `?` dropped",
+    ids=["%2Fb", "/app1/x?-"],
+)
 @pytest.mark.parametrize(("target", "seen"), EXACT)
 def test_stripped_path_and_query_reach_the_app_byte_exact(
     make_proxy: ProxyFactory, raw_app: RawFactory, target: str, seen: bytes
@@ -143,6 +152,9 @@ def test_kept_prefix_reaches_the_app_unchanged(
     assert app.requests[0].target == target.encode()
 
 
+@pytest.mark.nginx_difference(
+    "with the prefix stripped nginx forwards its normalised URI, percent-decoded and re-escaped"
+)
 def test_starlette_sees_the_raw_path_undecoded(
     make_proxy: ProxyFactory, starlette_sock: Path
 ) -> None:
@@ -154,6 +166,9 @@ def test_starlette_sees_the_raw_path_undecoded(
     assert seen["query"] == "q=%41&r=1"
 
 
+@pytest.mark.nginx_difference(
+    "nginx resolves dot segments (also %2e) itself instead of refusing them with 400"
+)
 @pytest.mark.parametrize(
     "target",
     [
@@ -276,6 +291,10 @@ HOP_BY_HOP_REQUEST = [
 ]
 
 
+@pytest.mark.nginx_difference(
+    "nginx removes only its fixed hop-by-hop set, not Proxy-Connection, Trailer "
+    "or the headers Connection names"
+)
 def test_hop_by_hop_request_headers_are_removed(
     make_proxy: ProxyFactory, raw_app: RawFactory
 ) -> None:
@@ -319,6 +338,10 @@ async def hop_by_hop_response(conn: Conn) -> None:
         )
 
 
+@pytest.mark.nginx_difference(
+    "nginx removes only its fixed hop-by-hop set, not Proxy-Connection, Trailer "
+    "or the headers Connection names"
+)
 def test_hop_by_hop_response_headers_are_removed(
     make_proxy: ProxyFactory, raw_app: RawFactory
 ) -> None:

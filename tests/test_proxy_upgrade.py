@@ -122,6 +122,7 @@ def test_bytes_sent_with_the_upgrade_request_reach_the_app(
     assert bytes(app_handler.tunnel).startswith(b"early bytes|")
 
 
+@pytest.mark.nginx_difference("nginx ends a tunnel when one side half-closes")
 def test_client_half_close_still_receives_the_apps_bytes(
     make_proxy: ProxyFactory, raw_app: RawFactory
 ) -> None:
@@ -138,6 +139,7 @@ def test_client_half_close_still_receives_the_apps_bytes(
         assert bytes(client.tunnel) == b"last words" + app_handler.farewell
 
 
+@pytest.mark.nginx_difference("nginx ends a tunnel when one side half-closes")
 def test_app_half_close_lets_the_client_keep_sending(
     make_proxy: ProxyFactory, raw_app: RawFactory
 ) -> None:
@@ -186,6 +188,9 @@ REFUSALS = {
 }
 
 
+@pytest.mark.nginx_difference(
+    "after a refused upgrade nginx keeps the connection and reads what follows as the next request"
+)
 @pytest.mark.parametrize("refusal", list(REFUSALS))
 @pytest.mark.parametrize("when", ["after-response", "same-packet"])
 def test_refused_upgrade_opens_no_tunnel(

@@ -1,0 +1,299 @@
+"""Results: raw per-round numbers, medians and ratios; the printed table, results.json,
+results.md and chart.png."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from proxies import Target
+from workloads import METRICS, Metric, Sample, Settings
+
+BASES = (("reference", "vs ref"), ("tuned", "vs tuned"), ("direct", "vs direct"))
+Value = float | None
+
+
+@dataclass
+class Results:
+    targets: list[Target]
+    settings: Settings
+    raw: dict[str, dict[str, list[Value]]] = field(default_factory=dict)
+    runs: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, round_no: int, workload: str, target: Target, sample: Sample) -> None:
+        for metric, value in sample.metrics.items():
+            self.raw.setdefault(metric, {}).setdefault(target.key, []).append(value)
+        self.runs.append(
+            {"round": round_no, "workload": workload, "proxy": target.key,
+             "metrics": sample.metrics, "detail": sample.detail}
+        )  # fmt: skip
+
+    def fail(self, round_no: int, workload: str, target: Target, error: str) -> None:
+        self.runs.append(
+            {"round": round_no, "workload": workload, "proxy": target.key, "error": error}
+        )
+
+    def median(self, metric: str, proxy: str) -> Value:
+        values = [v for v in self.raw.get(metric, {}).get(proxy, []) if v is not None]
+        return statistics.median(values) if values else None
+
+    def spread(self, metric: str, proxy: str) -> tuple[Value, Value]:
+        values = [v for v in self.raw.get(metric, {}).get(proxy, []) if v is not None]
+        return (min(values), max(values)) if values else (None, None)
+
+    def ratio(self, metric: str, proxy: str, base: str) -> Value:
+        value, reference = self.median(metric, proxy), self.median(metric, base)
+        if value is None or not reference:
+            return None
+        return value / reference
+
+    def failures(self, proxy: str) -> list[str]:
+        return [
+            f"round {r['round']} {r['workload']}: {r['error']}"
+            for r in self.runs
+            if r["proxy"] == proxy and "error" in r
+        ]
+
+    def warnings(self, metric: str, proxy: str) -> list[str]:
+        """What went wrong in the runs behind this figure (wrk errors, closed connections)."""
+        found = []
+        for run in self.runs:
+            detail = run.get("detail", {})
+            if run["proxy"] != proxy or metric not in run.get("metrics", {}):
+                continue
+            if "warning" in detail and metric in detail.get("warning_for", [metric]):
+                found.append(f"round {run['round']}: {detail['warning']}")
+        return found
+
+
+# the printed table -------------------------------------------------------------------------
+
+
+def fmt_value(value: Value, unit: str) -> str:
+    if value is None:
+        return "-"
+    if unit in ("req/s", "msg/s", "MB/s"):
+        return f"{value:,.0f}"
+    if unit == "ms":
+        return f"{value:.3f}"
+    return f"{value:.1f}"
+
+
+def fmt_ratio(value: Value) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def _row(results: Results, metric: Metric, target: Target) -> list[str]:
+    if target.na:
+        return [metric.title, metric.unit, target.label, "n/a", "", "", "", ""]
+    median = results.median(metric.key, target.key)
+    low, high = results.spread(metric.key, target.key)
+    shown = fmt_value(median, metric.unit)
+    if median is None and not (metric.proxy_only and target.key == "direct"):
+        shown = "err"
+    elif results.warnings(metric.key, target.key):
+        shown += " !"
+    spread = "" if low is None else f"{fmt_value(low, metric.unit)}-{fmt_value(high, metric.unit)}"
+    ratios = [fmt_ratio(results.ratio(metric.key, target.key, base)) for base, _ in BASES]
+    return [metric.title, metric.unit, target.label, shown, spread, *ratios]
+
+
+def table(results: Results) -> str:
+    header = ["workload", "unit", "proxy", "median", "min-max", *(name for _, name in BASES)]
+    rows = [header]
+    for metric in METRICS:
+        rows += [_row(results, metric, t) for t in results.targets]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    right = {3, 4, 5, 6, 7}
+    lines = []
+    for n, row in enumerate(rows):
+        if n > 1 and row[0] != rows[n - 1][0]:
+            lines.append("")
+        cells = [
+            cell.rjust(width) if i in right else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells).rstrip())
+        if n == 0:
+            lines.append("-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+def notes(results: Results) -> str:
+    out = []
+    for target in results.targets:
+        if target.na:
+            out.append(f"{target.label}: {target.na}")
+        out += [f"{target.label}: {line}" for line in results.failures(target.key)]
+    for metric in METRICS:
+        for target in results.targets:
+            out += [
+                f"! {target.label}, {metric.title}: {warning}"
+                for warning in results.warnings(metric.key, target.key)
+            ]
+    return "\n".join(out)
+
+
+def markdown(results: Results) -> str:
+    """The issue's layout: a row per figure, a column per proxy, median (ratio vs reference)."""
+    live = results.targets
+    lines = [
+        "| workload | " + " | ".join(t.label for t in live) + " |",
+        "|---|" + "---|" * len(live),
+    ]
+    for metric in METRICS:
+        cells = []
+        for t in live:
+            median = results.median(metric.key, t.key)
+            ratio = results.ratio(metric.key, t.key, "reference")
+            cell = "n/a" if t.na else fmt_value(median, metric.unit)
+            if median is not None and ratio is not None and t.key != "reference":
+                cell += f" ({ratio:.2f}x)"
+            cells.append(cell)
+        lines.append(f"| {metric.title} ({metric.unit}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# results.json ------------------------------------------------------------------------------
+
+
+def _first_line(args: list[str]) -> str:
+    try:
+        done = subprocess.run(args, capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"unavailable: {exc}"
+    text = (done.stdout + done.stderr).strip()
+    return text.splitlines()[0] if text else "unknown"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _package(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def machine_info(repo: Path) -> dict[str, Any]:
+    return {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "nproc": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "kernel": platform.release(),
+        "python": sys.version.split()[0],
+        "nginx": _first_line(["nginx", "-v"]),
+        "haproxy": _first_line(["haproxy", "-v"]),
+        "wrk": _first_line(["wrk", "--version"]),
+        "curl": _first_line(["curl", "--version"]),
+        "sockgate": _package("sockgate"),
+        "sockgate_commit": _first_line(["git", "-C", str(repo), "describe", "--always", "--dirty"]),
+        "uvicorn": _package("uvicorn"),
+        "websockets": _package("websockets"),
+        "uvloop": _package("uvloop"),
+        "httptools": _package("httptools"),
+    }
+
+
+def to_json(results: Results, machine: dict[str, Any]) -> dict[str, Any]:
+    keys = [t.key for t in results.targets]
+    return {
+        "machine": machine,
+        "settings": results.settings.__dict__,
+        "proxies": {t.key: {"label": t.label, "na": t.na} for t in results.targets},
+        "metrics": {m.key: m.__dict__ for m in METRICS},
+        "medians": {m.key: {k: results.median(m.key, k) for k in keys} for m in METRICS},
+        "ratios": {
+            base: {m.key: {k: results.ratio(m.key, k, base) for k in keys} for m in METRICS}
+            for base, _ in BASES
+        },
+        "raw": results.raw,
+        "runs": results.runs,
+    }
+
+
+# chart.png ---------------------------------------------------------------------------------
+
+
+def chart(results: Results, path: Path, machine: dict[str, Any]) -> None:
+    """Bars of each proxy's median over the reference nginx's, per figure: throughput (higher
+    is better) above, costs (lower is better) below."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [t for t in results.targets if not t.na]
+    groups = [
+        ("throughput vs reference nginx (higher is better)", [m for m in METRICS if m.higher_is_better]),  # noqa: E501
+        ("latency, CPU and memory vs reference nginx (lower is better)", [m for m in METRICS if not m.higher_is_better]),  # noqa: E501
+    ]  # fmt: skip
+    fig, axes = plt.subplots(2, 1, figsize=(13, 9.5))
+    for ax, (title, metrics) in zip(axes, groups, strict=True):
+        _bars(ax, results, shown, metrics)
+        ax.set_title(title, fontsize=11)
+    axes[0].legend(ncol=4, fontsize=8, loc="upper left")
+    fig.suptitle(
+        f"sockgate bench: medians of {results.settings.rounds} round(s), "
+        f"{machine['nproc']} cores ({machine['cpu_model']}), {machine['date'][:10]}",
+        fontsize=12,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _bars(ax: Any, results: Results, shown: list[Target], metrics: list[Metric]) -> None:
+    width = 0.8 / max(len(shown), 1)
+    for n, target in enumerate(shown):
+        ratios = [results.ratio(m.key, target.key, "reference") for m in metrics]
+        xs = [i + (n - (len(shown) - 1) / 2) * width for i in range(len(metrics))]
+        ax.bar(xs, [r or 0.0 for r in ratios], width, label=target.label)
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_xticks(range(len(metrics)))
+    ax.set_xticklabels([_wrap(m.title) for m in metrics], fontsize=8)
+    ax.set_ylabel("x reference nginx")
+    ax.grid(axis="y", alpha=0.3)
+
+
+def _wrap(text: str, width: int = 22) -> str:
+    words, lines, line = text.split(), [], ""
+    for word in words:
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    return "\n".join([*lines, line])
+
+
+def write_all(results: Results, out: Path, repo: Path, publish: bool) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    machine = machine_info(repo)
+    data = to_json(results, machine)
+    written = [out / "results.json", out / "results.md", out / "chart.png"]
+    written[0].write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    written[1].write_text(markdown(results), encoding="utf-8")
+    chart(results, written[2], machine)
+    if publish:
+        docs = repo / "docs" / "bench.png"
+        docs.write_bytes(written[2].read_bytes())
+        written.append(docs)
+    return written

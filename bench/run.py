@@ -1,0 +1,237 @@
+"""sockgate's benchmark: the reference nginx config, a tuned nginx, sockgate's nginx engine, its
+built-in engine (1 and 2 workers), HAProxy and a direct connection, all in front of the same
+backend, under the same workloads, interleaved over rounds.
+
+    python bench/run.py [--quick] [--rounds N] [--out bench/results] [--publish]
+
+See bench/README.md for what each figure means and how far to trust it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import FrameType
+
+from backends import start_backend
+from procs import BenchError, Supervisor, free_ports, tree_mb
+from proxies import ORDER, Target, start_target
+from report import Results, fmt_value, notes, table, write_all
+from websockets.exceptions import WebSocketException
+from workloads import (
+    METRIC_BY_KEY,
+    WORKLOADS,
+    Sample,
+    Settings,
+    Workload,
+    sanity_check,
+    warm_up,
+    write_lua_scripts,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+FD_LIMIT = 16384
+MEASURE_ERRORS = (
+    BenchError,
+    OSError,
+    subprocess.SubprocessError,
+    TimeoutError,
+    WebSocketException,
+    ValueError,
+)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python bench/run.py", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--quick", action="store_true", help="1 round of short runs (~2 min)")
+    parser.add_argument("--rounds", type=int, help="rounds (default 3; --quick: 1)")
+    parser.add_argument("--duration", type=int, help="seconds per wrk run (default 5; --quick 2)")
+    parser.add_argument(
+        "--wrk-threads", type=int, default=min(2, os.cpu_count() or 1), help="wrk -t (default 2)"
+    )
+    parser.add_argument(
+        "--only", help=f"comma-separated subset of: {','.join(ORDER)} (default: all)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=REPO / "bench" / "results", help="default bench/results"
+    )
+    parser.add_argument(
+        "--publish", action="store_true", help="also write the chart to docs/bench.png"
+    )
+    parser.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (configs, logs)")
+    args = parser.parse_args(argv)
+    if args.only:
+        unknown = set(args.only.split(",")) - set(ORDER)
+        if unknown:
+            parser.error(f"--only: unknown proxies {', '.join(sorted(unknown))}")
+    return args
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    quick = bool(args.quick)
+    return Settings(
+        rounds=max(1, args.rounds or (1 if quick else 3)),
+        duration=max(1, args.duration or (2 if quick else 5)),
+        warmup=1,
+        wrk_threads=max(1, args.wrk_threads),
+        downloads=2 if quick else 3,
+        ws_messages=1000 if quick else 3000,
+        sse_events=200 if quick else 500,
+        sse_interval_ms=5.0 if quick else 4.0,
+        idle_conns=1000,
+    )
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def raise_fd_limit() -> None:
+    """1,000 idle connections plus wrk's 256 need more than a default 1,024 descriptors; the
+    children inherit the limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = FD_LIMIT if hard == resource.RLIM_INFINITY else min(FD_LIMIT, hard)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
+def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)  # unwinds through the cleanup in main()
+
+
+def start_targets(sup: Supervisor, tmp: Path, keys: list[str]) -> list[Target]:
+    ports = free_ports(len(keys) + 2)
+    say(f"backend: nginx + uvicorn app under {tmp}")
+    backend = start_backend(sup, tmp, ports[0], ports[1])
+    targets = []
+    for key, port in zip(keys, ports[2:], strict=True):
+        target = start_target(sup, tmp, key, port, backend)
+        if not target.na:
+            try:
+                sanity_check(target)
+            except MEASURE_ERRORS as exc:
+                target.na = f"n/a: failed the sanity check: {exc}"
+        say(f"  {target.label}: {target.na or f'127.0.0.1:{target.port}'}")
+        targets.append(target)
+    return targets
+
+
+def run_one(
+    results: Results,
+    round_no: int,
+    workload: Workload,
+    target: Target,
+    settings: Settings,
+    scripts: dict[str, Path],
+) -> None:
+    try:
+        sample = workload.run(target, settings, scripts)
+    except MEASURE_ERRORS as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        results.fail(round_no, workload.key, target, error)
+        say(f"    {target.label:<30} FAILED {error}")
+        return
+    results.add(round_no, workload.key, target, sample)
+    shown = ", ".join(
+        f"{METRIC_BY_KEY[k].key} {fmt_value(v, METRIC_BY_KEY[k].unit)} {METRIC_BY_KEY[k].unit}"
+        for k, v in sample.metrics.items()
+    )
+    warning = f"  ({sample.detail['warning']})" if "warning" in sample.detail else ""
+    say(f"    {target.label:<30} {shown or '-'}{warning}")
+
+
+def truncate_access_logs(targets: list[Target]) -> None:
+    """Access logs grow by hundreds of MB over a bench; nginx and sockgate append, so cutting
+    the files short is safe."""
+    for target in targets:
+        for log in target.access_logs:
+            with contextlib.suppress(FileNotFoundError):
+                os.truncate(log, 0)
+
+
+def measure(
+    results: Results, targets: list[Target], settings: Settings, scripts: dict[str, Path]
+) -> None:
+    live = [t for t in targets if not t.na]
+    for target in live:
+        warm_up(target, settings, scripts)
+    for round_no in range(1, settings.rounds + 1):
+        for workload in WORKLOADS:
+            say(f"[round {round_no}/{settings.rounds}] {workload.title}")
+            shift = (round_no - 1) % max(len(live), 1)
+            for target in live[shift:] + live[:shift]:
+                run_one(results, round_no, workload, target, settings, scripts)
+        truncate_access_logs(live)
+    for target in live:
+        if target.measured_pid is not None:
+            peak = Sample({"rss_peak": tree_mb(target.measured_pid, "VmHWM")})
+            results.add(settings.rounds, "peak", target, peak)
+
+
+def estimate_seconds(settings: Settings, proxies: int) -> float:
+    wrk_runs = sum(1 for w in WORKLOADS if w.key.startswith(("tiny", "r1m")))
+    sse = settings.sse_events * settings.sse_interval_ms / 1000
+    per_proxy = wrk_runs * (settings.duration + 0.3) + 3 + sse
+    return settings.rounds * proxies * per_proxy + proxies * (settings.warmup + 1)
+
+
+def bench(args: argparse.Namespace, tmp: Path, sup: Supervisor) -> Results:
+    settings = settings_from(args)
+    keys = args.only.split(",") if args.only else list(ORDER)
+    keys = [k for k in ORDER if k in keys]
+    scripts = write_lua_scripts(tmp / "lua")
+    targets = start_targets(sup, tmp, keys)
+    live = sum(1 for t in targets if not t.na)
+    say(f"about {estimate_seconds(settings, live) / 60:.1f} min for {live} targets")
+    results = Results(targets, settings)
+    measure(results, targets, settings, scripts)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if shutil.which("wrk") is None or shutil.which("curl") is None:
+        say("bench: needs wrk and curl (apt-get install wrk curl)")
+        return 2
+    raise_fd_limit()
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    started = time.monotonic()
+    tmp = Path(tempfile.mkdtemp(prefix="sgb-", dir="/tmp"))
+    sup = Supervisor(tmp / "logs")
+    try:
+        results = bench(args, tmp, sup)
+    except BenchError as exc:
+        say(f"bench: {exc}")
+        return 2
+    finally:
+        sup.stop_all()
+        if args.keep_tmp:
+            say(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    print(table(results))
+    if extra := notes(results):
+        print("\n" + extra)
+    for path in write_all(results, args.out, REPO, args.publish):
+        say(f"wrote {path}")
+    say(f"done in {(time.monotonic() - started) / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("bench: interrupted; every process it started is stopped", file=sys.stderr)
+        sys.exit(130)
