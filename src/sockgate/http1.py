@@ -106,6 +106,7 @@ class _Parser:
         self.events: deque[Event] = deque()
         self.dead = False
         self._max_head = max_head
+        self._in_message = False
         self._in_head = False
         self._in_trailers = False
         self._begun = 0  # messages begun, to tell one open head from the next
@@ -118,6 +119,7 @@ class _Parser:
 
     # --- llhttp callbacks
     def on_message_begin(self) -> None:
+        self._in_message = True
         self._in_head = True
         self._in_trailers = False
         self._begun += 1
@@ -146,7 +148,13 @@ class _Parser:
         self.events.append(Data(body))
 
     def on_message_complete(self) -> None:
+        self._in_message = False
         self.events.append(END)
+
+    @property
+    def idle(self) -> bool:
+        """Between messages with nothing pending: the connection may carry the next one."""
+        return not (self.events or self.dead or self._in_message)
 
     # --- helpers
     def _grow(self, size: int) -> None:

@@ -70,6 +70,7 @@ class ClientConnection:
         self.engine = engine
         self.timeouts = engine.config.timeouts
         self.parser = http1.RequestParser()
+        self.loop = asyncio.get_running_loop()
         self.state = ClientState.WAITING
         self.closing = False
         peer = stream.peer()
@@ -103,10 +104,10 @@ class ClientConnection:
             self.stream.abort()
 
     # --- reading from the client
-    async def _next_event(self) -> Event | None:
+    async def _next_event(self, deadline: float | None = None) -> Event | None:
         parser = self.parser
         while not parser.events:
-            data = await self.stream.read()
+            data = await self.stream.read(deadline)
             if not data:
                 return None
             parser.feed(data)
@@ -114,23 +115,24 @@ class ClientConnection:
 
     async def _read_head(self, first: bool) -> RequestHead | None:
         t = self.timeouts
-        started = bool(self.parser.events)
+        parser = self.parser
+        started = bool(parser.events)
+        deadline = self.loop.time() + (t.client_header if first else t.keepalive)
         try:
-            async with asyncio.timeout(t.client_header if first else t.keepalive) as scope:
-                while not self.parser.events:
-                    data = await self.stream.read()
-                    if not data:
-                        return None
-                    if not started:
-                        started = True
-                        scope.reschedule(asyncio.get_running_loop().time() + t.client_header)
-                    self.parser.feed(data)
+            while not parser.events:
+                data = await self.stream.read(deadline)
+                if not data:
+                    return None
+                if not started:
+                    started = True
+                    deadline = self.loop.time() + t.client_header
+                parser.feed(data)
         except TimeoutError:
             if started:
                 error = errors.ClientTimeout("the request head did not arrive in time")
                 self._refuse(error, None)
             return None
-        event = self.parser.events.popleft()
+        event = parser.events.popleft()
         if isinstance(event, http1.ProtocolError):
             self._refuse(event.error, None)
             return None
@@ -296,8 +298,7 @@ class ClientConnection:
         try:
             while True:
                 try:
-                    async with asyncio.timeout(self.timeouts.client_header):
-                        event = await self._next_event()
+                    event = await self._next_event(self.loop.time() + self.timeouts.client_header)
                 except TimeoutError:
                     raise errors.ClientTimeout("the request body stalled") from None
                 if event is None:
@@ -320,8 +321,7 @@ class ClientConnection:
                 else:
                     conn.stream.write(event.data)
                 try:
-                    async with asyncio.timeout(self.timeouts.send):
-                        await conn.stream.drain()
+                    await conn.stream.drain(self.loop.time() + self.timeouts.send)
                 except TimeoutError:
                     raise _send_timeout(conn, ex) from None
         except (errors.ClientError, errors.ClientGone, errors.AppSendTimeout) as exc:
@@ -367,8 +367,7 @@ class ClientConnection:
     ) -> Event:
         """The next event of the app's response before its head is through, errors named."""
         try:
-            async with asyncio.timeout(self.timeouts.read):
-                event = await conn.next_event()
+            event = await conn.next_event(self.loop.time() + self.timeouts.read)
         except TimeoutError:
             raise self._blame(ex) or _read_timeout(upstream, self.timeouts.read) from None
         except ConnectionError:
@@ -410,9 +409,9 @@ class ClientConnection:
         elif head.version == b"1.0":
             out.append((b"Connection", b"keep-alive"))
         ex.status = response.status
-        self._write_client(http1.response_head(response.status, response.reason, out))
+        pending = [http1.response_head(response.status, response.reason, out)]
         try:
-            await self._stream_body(ex, upstream, conn, response, framing)
+            await self._stream_body(ex, upstream, conn, response, framing, pending)
         except (errors.UpstreamError, errors.ClientGone, ConnectionError) as exc:
             # The head is out: the only honest signal left is to close without finishing.
             self._note_fault(ex, exc)
@@ -433,38 +432,54 @@ class ClientConnection:
         conn: AppConnection,
         response: ResponseHead,
         framing: Framing,
+        pending: list[bytes],
     ) -> None:
+        """Relay the body. What the parser already holds goes out with `pending` (the head) in
+        one write; before waiting on the app, everything gathered so far is sent, so the head
+        and each SSE event leave as soon as they arrive."""
         chunked = framing is Framing.CHUNKED
         while True:
-            try:
-                async with asyncio.timeout(self.timeouts.read):
-                    event = await conn.next_event()
-            except TimeoutError:
-                raise self._blame(ex) or _read_timeout(upstream, self.timeouts.read) from None
-            if event is None:
-                if response.framing is not Framing.UNTIL_CLOSE:
-                    raise self._blame(ex) or errors.AppCutShort(
-                        upstream.app.name, str(upstream.app.socket), "the body was incomplete"
-                    )
-                event = http1.END  # close-delimited: the app's close is the end
+            if not conn.parser.events:
+                await self._flush(pending)
+            event = await self._body_event(ex, upstream, conn, response)
             if isinstance(event, http1.EndOfMessage):
                 if chunked:
-                    self._write_client(http1.LAST_CHUNK)
+                    pending.append(http1.LAST_CHUNK)
+                await self._flush(pending)
                 return
-            if isinstance(event, http1.ProtocolError):
-                raise errors.AppCutShort(upstream.app.name, str(upstream.app.socket), event.reason)
-            assert isinstance(event, http1.Data), event
             data = event.data
             ex.sent += len(data)
             if chunked:
-                self._write_client_lines([http1.chunk_header(len(data)), data, b"\r\n"])
+                pending += (http1.chunk_header(len(data)), data, b"\r\n")
             else:
-                self._write_client(data)
-            try:
-                async with asyncio.timeout(self.timeouts.send):
-                    await self.stream.drain()
-            except TimeoutError:
-                raise errors.ClientGone("client stopped reading the response") from None
+                pending.append(data)
+
+    async def _flush(self, pending: list[bytes]) -> None:
+        if pending:
+            self.stream.writelines(pending)
+            pending.clear()
+        try:
+            await self.stream.drain(self.loop.time() + self.timeouts.send)
+        except TimeoutError:
+            raise errors.ClientGone("client stopped reading the response") from None
+
+    async def _body_event(
+        self, ex: _Exchange, upstream: Upstream, conn: AppConnection, response: ResponseHead
+    ) -> http1.Data | http1.EndOfMessage:
+        try:
+            event = await conn.next_event(self.loop.time() + self.timeouts.read)
+        except TimeoutError:
+            raise self._blame(ex) or _read_timeout(upstream, self.timeouts.read) from None
+        if event is None:
+            if response.framing is not Framing.UNTIL_CLOSE:
+                raise self._blame(ex) or errors.AppCutShort(
+                    upstream.app.name, str(upstream.app.socket), "the body was incomplete"
+                )
+            return http1.END  # close-delimited: the app's close is the end
+        if isinstance(event, http1.ProtocolError):
+            raise errors.AppCutShort(upstream.app.name, str(upstream.app.socket), event.reason)
+        assert isinstance(event, http1.Data | http1.EndOfMessage), event
+        return event
 
     async def _upgrade(self, ex: _Exchange, conn: AppConnection, response: ResponseHead) -> bool:
         ex.status = 101
@@ -516,9 +531,6 @@ class ClientConnection:
 
     def _write_client(self, data: bytes) -> None:
         self.stream.write(data)
-
-    def _write_client_lines(self, parts: list[bytes]) -> None:
-        self.stream.writelines(parts)
 
     def _log(self, ex: _Exchange) -> None:
         self._log_line(

@@ -32,6 +32,13 @@ class Stream(asyncio.Protocol):
         self._reading_paused = False
         self._writing_paused = False
         self.idle = False
+        # Deadlines (loop time) of the waits under way, and one timer for the earlier of them:
+        # set per wait without creating or cancelling a timer in the common case.
+        self._read_deadline: float | None = None
+        self._drain_deadline: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._loop = asyncio.get_running_loop()
         # Called once when the peer closes or the connection is lost, even if nobody reads.
         self.on_eof: Callable[[], None] | None = None
 
@@ -67,6 +74,9 @@ class Stream(asyncio.Protocol):
         return not self.idle
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._eof = self._lost = True
         self._error = exc
         self._wake_reader()
@@ -101,18 +111,23 @@ class Stream(asyncio.Protocol):
     def peer(self) -> Any:
         return self._transport().get_extra_info("peername")
 
-    async def read(self) -> bytes:
-        """The next bytes received; b"" once the peer has closed. Raises the transport's error."""
+    async def read(self, deadline: float | None = None) -> bytes:
+        """The next bytes received; b"" once the peer has closed. Raises the transport's error,
+        or TimeoutError when nothing arrived by `deadline` (loop time)."""
         while not self._buffer:
             if self._eof:
                 if self._error is not None:
                     raise self._error
                 return b""
-            self._read_waiter = asyncio.get_running_loop().create_future()
+            self._read_waiter = self._loop.create_future()
+            if deadline is not None:
+                self._read_deadline = deadline
+                self._arm(deadline)
             try:
                 await self._read_waiter
             finally:
                 self._read_waiter = None
+                self._read_deadline = None
         data = self._buffer.popleft()
         self._buffered -= len(data)
         if self._reading_paused and self._buffered <= READ_HIGH_WATER // 4:
@@ -137,13 +152,21 @@ class Stream(asyncio.Protocol):
             raise ConnectionResetError("connection closed")
         self._transport().writelines(parts)
 
-    async def drain(self) -> None:
+    async def drain(self, deadline: float | None = None) -> None:
+        """Wait while the peer is slow to read; TimeoutError if still so at `deadline`."""
         if self._lost:
             raise ConnectionResetError("connection lost")
         if not self._writing_paused:
             return
-        self._drain_waiter = asyncio.get_running_loop().create_future()
-        await self._drain_waiter
+        self._drain_waiter = self._loop.create_future()
+        if deadline is not None:
+            self._drain_deadline = deadline
+            self._arm(deadline)
+        try:
+            await self._drain_waiter
+        finally:
+            self._drain_waiter = None
+            self._drain_deadline = None
         if self._lost:
             raise ConnectionResetError("connection lost")
 
@@ -164,6 +187,27 @@ class Stream(asyncio.Protocol):
     def _transport(self) -> asyncio.Transport:
         assert self.transport is not None, "stream used before connection_made"
         return self.transport
+
+    def _arm(self, deadline: float) -> None:
+        if self._timer is None or self._timer_at > deadline:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+            self._timer_at = deadline
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        now = self._loop.time()
+        for deadline, waiter in (
+            (self._read_deadline, self._read_waiter),
+            (self._drain_deadline, self._drain_waiter),
+        ):
+            if deadline is None or waiter is None or waiter.done():
+                continue
+            if now >= deadline:
+                waiter.set_exception(TimeoutError())
+            else:
+                self._arm(deadline)  # the wait under way started later than the timer
 
     def _wake_reader(self) -> None:
         waiter = self._read_waiter

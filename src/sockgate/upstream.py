@@ -46,11 +46,12 @@ class AppConnection:
     def __repr__(self) -> str:
         return f"<AppConnection {self.state.name} reused={self.reused} {self.stream!r}>"
 
-    async def next_event(self) -> Event | None:
-        """The next response event, or None when the app closed the connection."""
+    async def next_event(self, deadline: float | None = None) -> Event | None:
+        """The next response event, or None when the app closed the connection. TimeoutError
+        when the app sent nothing by `deadline`."""
         parser = self.parser
         while not parser.events:
-            data = await self.stream.read()
+            data = await self.stream.read(deadline)
             if not data:
                 return None
             self.received += len(data)
@@ -88,13 +89,18 @@ class Upstream:
             conn.state = ConnState.ACTIVE
             conn.reused = True
             conn.received = 0
-            conn.parser = ResponseParser()
+            conn.parser.head_request = False  # llhttp reads one response after another
             return conn
         return AppConnection(await self.connect())
 
     def release(self, conn: AppConnection) -> None:
         """Back to the pool after a complete exchange on a connection the app keeps open."""
-        if conn.stream.closed or conn.stream.has_buffered or len(self._idle) >= MAX_IDLE:
+        if (
+            conn.stream.closed
+            or conn.stream.has_buffered
+            or not conn.parser.idle
+            or len(self._idle) >= MAX_IDLE
+        ):
             conn.close()
             return
         conn.state = ConnState.IDLE
