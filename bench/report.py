@@ -65,14 +65,14 @@ class Results:
 
     def warnings(self, metric: str, proxy: str) -> list[str]:
         """What went wrong in the runs behind this figure (wrk errors, closed connections)."""
-        found = []
+        rounds: dict[str, list[str]] = {}
         for run in self.runs:
             detail = run.get("detail", {})
             if run["proxy"] != proxy or metric not in run.get("metrics", {}):
                 continue
             if "warning" in detail and metric in detail.get("warning_for", [metric]):
-                found.append(f"round {run['round']}: {detail['warning']}")
-        return found
+                rounds.setdefault(detail["warning"], []).append(str(run["round"]))
+        return [f"round {', '.join(r)}: {text}" for text, r in rounds.items()]
 
 
 # the printed table -------------------------------------------------------------------------
@@ -156,7 +156,7 @@ def markdown(results: Results) -> str:
             median = results.median(metric.key, t.key)
             ratio = results.ratio(metric.key, t.key, "reference")
             cell = "n/a" if t.na else fmt_value(median, metric.unit)
-            if median is not None and ratio is not None and t.key != "reference":
+            if not t.na and median is not None and ratio is not None and t.key != "reference":
                 cell += f" ({ratio:.2f}x)"
             cells.append(cell)
         lines.append(f"| {metric.title} ({metric.unit}) | " + " | ".join(cells) + " |")
