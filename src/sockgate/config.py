@@ -241,11 +241,13 @@ class _Reader:
     ) -> T | None:
         return conv(key, raw[name]) if name in raw else None
 
-    def path(self, key: str, value: object) -> Path:
+    def path(self, key: str, value: object, *, follow_links: bool = True) -> Path:
         text = self.string(key, value)
         if not text or "\0" in text:
             raise self.fail(key, f"{text!r}: expected a path")
-        return (self.base / Path(text).expanduser()).resolve()
+        path = self.base / Path(text).expanduser()
+        # A socket path may be a link that a deploy swaps: keep the link, only make it absolute.
+        return path.resolve() if follow_links else Path(os.path.abspath(path))
 
     def engine(self, key: str, value: object) -> str:
         text = self.string(key, value)
@@ -285,7 +287,7 @@ class _Reader:
         self.no_unknown(key, raw, {"socket", "prefix", "strip_prefix", "max_body_size"})
         if "socket" not in raw:
             raise self.fail(f"{key}.socket", "missing: every app needs the path of its socket")
-        socket = self.path(f"{key}.socket", raw["socket"])
+        socket = self.path(f"{key}.socket", raw["socket"], follow_links=False)
         if len(os.fsencode(socket)) > MAX_SOCKET_PATH:
             raise self.fail(
                 f"{key}.socket",

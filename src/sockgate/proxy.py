@@ -58,6 +58,7 @@ class _Exchange:
     pump_error: errors.SockgateError | None = None
     body_done: bool = False
     client_left: bool = False
+    head_sent: bool = False
 
 
 class _Retry(Exception):
@@ -73,6 +74,7 @@ class ClientConnection:
         self.loop = asyncio.get_running_loop()
         self.state = ClientState.WAITING
         self.closing = False
+        self._tunnel: AppConnection | None = None
         peer = stream.peer()
         self.client_ip = peer[0] if isinstance(peer, tuple) else "unix"
 
@@ -93,15 +95,24 @@ class ClientConnection:
                     return
         except (OSError, errors.ClientGone) as exc:
             log.debug("client %s gone: %s", self.client_ip, exc)
+        except errors.SockgateError as exc:
+            log.warning("client %s: exchange ended: %s", self.client_ip, exc)
         finally:
+            # Cut mid-exchange (the shutdown deadline, an error): a reset, never a FIN that a
+            # close-delimited response would read as its proper end.
+            if self.state is ClientState.ACTIVE:
+                self.stream.abort()
+            else:
+                self.stream.close()
             self.state = ClientState.CLOSED
-            self.stream.close()
 
     def shutdown(self) -> None:
         """Stop after what is under way: now if idle or tunnelling, else after the exchange."""
         self.closing = True
         if self.state in (ClientState.WAITING, ClientState.TUNNEL):
             self.stream.abort()
+        if self._tunnel is not None:
+            self._tunnel.close()
 
     # --- reading from the client
     async def _next_event(self, deadline: float | None = None) -> Event | None:
@@ -339,6 +350,10 @@ class ClientConnection:
             conn.close()
             return self._fail(ex, exc)
         if response.status == 101:
+            if not any(isinstance(e, http1.Upgrade) for e in conn.parser.events):
+                conn.close()
+                reason = "101 without a protocol to switch to (no Upgrade header)"
+                return self._fail(ex, _bad_response(upstream, reason))
             return await self._upgrade(ex, conn, response)
         return await self._stream_response(ex, upstream, conn, response)
 
@@ -403,6 +418,9 @@ class ClientConnection:
             and not self.closing
             and not self.parser.dead
             and framing is not Framing.UNTIL_CLOSE
+            # An app answering before the request body is through: the rest of the body
+            # cannot be told from the next request, so this connection ends with the answer.
+            and ex.body_done
         )
         if not keep:
             out.append((b"Connection", b"close"))
@@ -412,10 +430,13 @@ class ClientConnection:
         pending = [http1.response_head(response.status, response.reason, out)]
         try:
             await self._stream_body(ex, upstream, conn, response, framing, pending)
-        except (errors.UpstreamError, errors.ClientGone, ConnectionError) as exc:
+        except (errors.SockgateError, ConnectionError) as exc:
+            conn.close()
+            if not ex.head_sent and isinstance(exc, errors.SockgateError):
+                ex.status = 0
+                return self._fail(ex, exc)  # nothing went out yet: a page still can
             # The head is out: the only honest signal left is to close without finishing.
             self._note_fault(ex, exc)
-            conn.close()
             self.stream.abort()
             return False
         finished = ex.body_done and response.keep_alive and not conn.parser.dead
@@ -440,12 +461,12 @@ class ClientConnection:
         chunked = framing is Framing.CHUNKED
         while True:
             if not conn.parser.events:
-                await self._flush(pending)
+                await self._flush(ex, pending)
             event = await self._body_event(ex, upstream, conn, response)
             if isinstance(event, http1.EndOfMessage):
                 if chunked:
                     pending.append(http1.LAST_CHUNK)
-                await self._flush(pending)
+                await self._flush(ex, pending)
                 return
             data = event.data
             ex.sent += len(data)
@@ -454,10 +475,11 @@ class ClientConnection:
             else:
                 pending.append(data)
 
-    async def _flush(self, pending: list[bytes]) -> None:
+    async def _flush(self, ex: _Exchange, pending: list[bytes]) -> None:
         if pending:
             self.stream.writelines(pending)
             pending.clear()
+            ex.head_sent = True
         try:
             await self.stream.drain(self.loop.time() + self.timeouts.send)
         except TimeoutError:
@@ -471,8 +493,11 @@ class ClientConnection:
         except TimeoutError:
             raise self._blame(ex) or _read_timeout(upstream, self.timeouts.read) from None
         if event is None:
+            blame = self._blame(ex)
+            if blame is not None:
+                raise blame  # our own abort of the app connection is no end of a body
             if response.framing is not Framing.UNTIL_CLOSE:
-                raise self._blame(ex) or errors.AppCutShort(
+                raise errors.AppCutShort(
                     upstream.app.name, str(upstream.app.socket), "the body was incomplete"
                 )
             return http1.END  # close-delimited: the app's close is the end
@@ -498,11 +523,13 @@ class ClientConnection:
                     stream.unread(event.trailing)
             source.clear()
         self.state = ClientState.TUNNEL
+        self._tunnel = conn
         try:
             await tunnel.splice(self.stream, conn.stream, self.timeouts.read)
         except TimeoutError:
             log.info("%s: idle tunnel closed after %gs", ex.app and ex.app.name, self.timeouts.read)
         finally:
+            self._tunnel = None
             conn.close()
         return False
 

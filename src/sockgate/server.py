@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .accesslog import AccessLog
-from .config import Config
+from .config import Config, Listen
 from .errors import SockgateError
 from .proxy import ClientConnection, Engine
 from .stream import Stream
@@ -59,6 +59,9 @@ class Server:
         sock = self._server.sockets[0]
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.address = sock.getsockname()[:2]
+        host, port = self.address
+        # For HTTP/1.0 clients that send no Host: the address really bound (port 0 resolved).
+        self.engine.default_host = str(Listen(host, port)).encode()
 
     def _accepted(self, stream: Stream) -> None:
         conn = ClientConnection(stream, self.engine)

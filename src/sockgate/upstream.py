@@ -115,16 +115,27 @@ class Upstream:
     async def connect(self) -> Stream:
         path = str(self.app.socket)
         loop = asyncio.get_running_loop()
+        busy = False
+        delay = 0.001
         try:
             async with asyncio.timeout(self.connect_timeout):
-                _, stream = await loop.create_unix_connection(Stream, path)
+                while True:
+                    try:
+                        _, stream = await loop.create_unix_connection(Stream, path)
+                        return stream
+                    except BlockingIOError:
+                        # EAGAIN on a Unix socket: the app's listen queue is full. It is alive
+                        # but busy, so try again (with backoff) until the connect timeout.
+                        busy = True
+                        await asyncio.sleep(delay)
+                        delay = min(delay * 2, 0.05)
         except TimeoutError:
-            raise errors.ConnectTimeout(
-                self.app.name, path, f"no answer within {self.connect_timeout:g}s"
-            ) from None
+            detail = (
+                "its listen queue stayed full" if busy else "no answer"
+            ) + f" for {self.connect_timeout:g}s"
+            raise errors.ConnectTimeout(self.app.name, path, detail) from None
         except OSError as exc:
             raise diagnose(self.app, exc) from None
-        return stream
 
 
 def diagnose(app: App, exc: OSError) -> errors.UpstreamError:
