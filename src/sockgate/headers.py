@@ -33,7 +33,7 @@ def connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
 
 def _end_to_end(headers: Headers, drop: frozenset[bytes] = frozenset()) -> Headers:
     """Headers without hop-by-hop ones, those that Connection names (never Host), and `drop`."""
-    named = connection_tokens(headers) - {b"host"}
+    named = _named_by_connection(headers)
     return [
         (name, value)
         for name, value in headers
@@ -45,16 +45,25 @@ def to_app(
     head: RequestHead, app: App, *, client_ip: str, default_host: bytes, scheme: bytes = b"http"
 ) -> Headers:
     """The request headers the app receives."""
-    headers = _end_to_end(head.headers, _OURS)
-    forwarded_for = [v for n, v in headers if n.lower() == b"x-forwarded-for"]
-    headers = [(n, v) for n, v in headers if n.lower() != b"x-forwarded-for"]
+    named = _named_by_connection(head.headers)
+    headers: Headers = []
+    forwarded_for: list[bytes] = []
+    for name, value in head.headers:
+        lower = name.lower()
+        if lower in HOP_BY_HOP or lower in _OURS or lower in named:
+            continue
+        if lower == b"x-forwarded-for":
+            forwarded_for.append(value)
+        else:
+            headers.append((name, value))
     ip = client_ip.encode()
     host = head.host if head.host is not None else default_host
     if head.host is None:
         headers.append((b"Host", host))
+    forwarded_for.append(ip)
     headers += [
         (b"X-Real-IP", ip),
-        (b"X-Forwarded-For", b", ".join([*forwarded_for, ip])),
+        (b"X-Forwarded-For", b", ".join(forwarded_for)),
         (b"X-Forwarded-Proto", scheme),
         (b"X-Forwarded-Host", host),
     ]
@@ -68,6 +77,13 @@ def to_app(
     elif head.framing is Framing.LENGTH:
         headers.append((b"Content-Length", b"%d" % (head.content_length or 0)))
     return headers
+
+
+def _named_by_connection(headers: Headers) -> set[bytes]:
+    """Header names that Connection lists (never Host); most requests name only keep-alive."""
+    tokens = connection_tokens(headers)
+    tokens.discard(b"host")
+    return tokens
 
 
 def to_client(headers: Headers, *, upgrade: bool) -> Headers:

@@ -27,6 +27,8 @@ MAX_TARGET = 8 * 1024
 MAX_HEAD = 64 * 1024
 # Per header line: ": " and CRLF around name and value.
 _LINE_OVERHEAD = 4
+# Header names the parser itself looks at.
+_FRAMING_NAMES = frozenset({b"transfer-encoding", b"content-length", b"host", b"expect"})
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -116,6 +118,7 @@ class _Parser:
         self._te: bytes | None = None
         self._content_length: int | None = None
         self._hosts: list[bytes] = []
+        self._expect_continue = False
 
     # --- llhttp callbacks
     def on_message_begin(self) -> None:
@@ -128,20 +131,27 @@ class _Parser:
         self._te = None
         self._content_length = None
         self._hosts = []
+        self._expect_continue = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._grow(len(name) + len(value) + _LINE_OVERHEAD)
+        # Called for every header line: kept lean, the size check inline.
+        self._head_size += len(name) + len(value) + _LINE_OVERHEAD
+        if self._head_size > self._max_head:
+            raise HeadTooLarge(f"head larger than {self._max_head} bytes")
         if self._in_trailers:
             return  # trailer fields are dropped: they must never join the head handed out
         lower = name.lower()
-        if lower == b"transfer-encoding":
-            if value.strip().lower() != b"chunked":
-                self._bad(f"Transfer-Encoding {value.decode('latin-1')!r}: only 'chunked'")
-            self._te = value
-        elif lower == b"content-length":
-            self._content_length = int(value)
-        elif lower == b"host":
-            self._hosts.append(value)
+        if lower in _FRAMING_NAMES:
+            if lower == b"transfer-encoding":
+                if value.strip().lower() != b"chunked":
+                    self._bad(f"Transfer-Encoding {value.decode('latin-1')!r}: only 'chunked'")
+                self._te = value
+            elif lower == b"content-length":
+                self._content_length = int(value)
+            elif lower == b"host":
+                self._hosts.append(value)
+            elif value.strip().lower() == b"100-continue":
+                self._expect_continue = True
         self._headers.append((name, value))
 
     def on_body(self, body: bytes) -> None:
@@ -251,10 +261,6 @@ class RequestParser(_Parser):
             framing = Framing.NONE  # a request without framing headers has no body
         if upgrade and framing is not Framing.NONE:
             self._bad("an upgrade request must not carry a body")
-        expect = any(
-            n.lower() == b"expect" and v.strip().lower() == b"100-continue"
-            for n, v in self._headers
-        )
         self.events.append(
             RequestHead(
                 method=method,
@@ -266,7 +272,7 @@ class RequestParser(_Parser):
                 framing=framing,
                 content_length=self._content_length,
                 host=self._hosts[0] if self._hosts else None,
-                expect_continue=expect,
+                expect_continue=self._expect_continue,
             )
         )
 

@@ -578,14 +578,20 @@ class ClientConnection:
         app: str | None,
         sent: int = 0,
     ) -> None:
-        found = {n.lower(): v for n, v in head.headers} if head else {}
+        referer = user_agent = None
+        for name, value in head.headers if head else ():
+            lower = name.lower()
+            if lower == b"referer":
+                referer = value
+            elif lower == b"user-agent":
+                user_agent = value
         self.engine.access_log.log(
             client=self.client_ip,
             request_line=request_line,
             status=status,
             sent=sent,
-            referer=found.get(b"referer"),
-            user_agent=found.get(b"user-agent"),
+            referer=referer,
+            user_agent=user_agent,
             started=started,
             app=app,
         )

@@ -67,4 +67,6 @@ class Router:
 
 
 def has_dot_segment(path: bytes) -> bool:
+    if b"." not in path and b"%" not in path:
+        return False  # the common case, without a regex
     return _DOT_SEGMENT.search(_ENCODED_SLASH.sub(b"/", path)) is not None
