@@ -197,6 +197,11 @@ def _server(config: Config) -> list[Directive]:
         directive("client_header_timeout", _duration(timeouts.client_header)),
         directive("keepalive_timeout", _duration(timeouts.keepalive)),
         directive(
+            "send_timeout",
+            _duration(timeouts.send),
+            comment="timeouts.send also covers a client that stops reading, as built-in does.",
+        ),
+        directive(
             "merge_slashes",
             "off",
             comment="The app gets the path as the client wrote it; `//` is not folded.",
