@@ -511,7 +511,41 @@ def test_app_override_with_a_taken_prefix(tmp_path: Path) -> None:
     ],
 )
 def test_listen_parsing(tmp_path: Path, text: str, listen: Listen) -> None:
-    assert load_text(tmp_path, f'listen = "{text}"\n' + APP).listen == listen
+    body = f'listen = "{text}"\nallow_remote = true\n' + APP
+    assert load_text(tmp_path, body).listen == listen
+
+
+@pytest.mark.parametrize("text", ["0.0.0.0:80", "[::]:8080", "192.168.1.5:8080"])
+def test_non_loopback_listen_needs_allow_remote(tmp_path: Path, text: str) -> None:
+    with pytest.raises(ConfigError, match=r"listen: .*not a loopback address.*allow_remote = true"):
+        load_text(tmp_path, f'listen = "{text}"\n' + APP)
+
+
+def test_listen_override_to_the_network_needs_allow_remote(tmp_path: Path) -> None:
+    path = tmp_path / "sockgate.toml"
+    path.write_text(APP)
+    with pytest.raises(ConfigError, match="allow_remote"):
+        load(path, listen="0.0.0.0:8080")
+    path.write_text("allow_remote = true\n" + APP)
+    assert load(path, listen="0.0.0.0:8080").allow_remote
+
+
+@pytest.mark.parametrize(
+    "bad", ['"localhost"', "[1]", '["a b"]', '["evil.example/x"]', '["**.x"]', '[""]']
+)
+def test_allowed_hosts_is_validated(tmp_path: Path, bad: str) -> None:
+    with pytest.raises(ConfigError, match="allowed_hosts"):
+        load_text(tmp_path, f"allowed_hosts = {bad}\n" + APP)
+
+
+def test_allowed_hosts_are_kept(tmp_path: Path) -> None:
+    body = 'allowed_hosts = ["myhost.example", "*.example.test", "[fd00::1]", "*"]\n' + APP
+    assert load_text(tmp_path, body).allowed_hosts == (
+        "myhost.example",
+        "*.example.test",
+        "[fd00::1]",
+        "*",
+    )
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from tests.support.proc import Proxy
 from tests.support.rawapp import Conn, Handler, RawApp
 from tests.support.rawclient import RawClient, Response, exchange
 
-GET = b"GET /a/x HTTP/1.1\r\nHost: gate\r\n\r\n"
+GET = b"GET /a/x HTTP/1.1\r\nHost: localhost\r\n\r\n"
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def settle(proxy: Proxy, app: RawApp, prefix: bytes = b"/a/") -> None:
     in the order the proxy opened them, so once this one is answered, anything the proxy had
     sent it before has been recorded too."""
     before = len(app.requests)
-    ok, _ = exchange(proxy.port, b"GET %ssettle HTTP/1.1\r\nHost: gate\r\n\r\n" % prefix)
+    ok, _ = exchange(proxy.port, b"GET %ssettle HTTP/1.1\r\nHost: localhost\r\n\r\n" % prefix)
     assert ok.status == 200, ok.raw
     assert len(app.requests) == before + 1
     assert app.requests[-1].target == b"/settle"
@@ -58,7 +58,7 @@ def assert_clean_refusal(response: Response, rest: bytes, status: int | tuple[in
 
 # --- requests -----------------------------------------------------------------------------------
 
-HEAD = b"POST /a/x HTTP/1.1\r\nHost: gate\r\n"
+HEAD = b"POST /a/x HTTP/1.1\r\nHost: localhost\r\n"
 
 VERSION = (400, 505)
 
@@ -90,37 +90,43 @@ MALFORMED: dict[str, tuple[bytes, int | tuple[int, ...]]] = {
         HEAD + b"Transfer-Encoding: chunked\r\n\r\nfffffffffffffffffff\r\nhello\r\n0\r\n\r\n",
         400,
     ),
-    "bad-header-name-space": (b"GET /a/x HTTP/1.1\r\nHost: gate\r\nBad Name: 1\r\n\r\n", 400),
-    "bad-header-name-char": (b"GET /a/x HTTP/1.1\r\nHost: gate\r\nBad(Name): 1\r\n\r\n", 400),
-    "space-before-colon": (b"GET /a/x HTTP/1.1\r\nHost: gate\r\nX-A : 1\r\n\r\n", 400),
-    "header-without-colon": (b"GET /a/x HTTP/1.1\r\nHost: gate\r\nNoColon\r\n\r\n", 400),
-    "nul-in-value": (b"GET /a/x HTTP/1.1\r\nHost: gate\r\nX-A: a\x00b\r\n\r\n", 400),
-    "cr-in-value": (b"GET /a/x HTTP/1.1\r\nHost: gate\r\nX-A: a\rb\r\n\r\n", 400),
-    "obs-fold": (b"GET /a/x HTTP/1.1\r\nHost: gate\r\nX-A: a\r\n  b\r\n\r\n", 400),
-    "bare-lf-everywhere": (b"GET /a/x HTTP/1.1\nHost: gate\n\n", 400),
-    "bare-lf-in-header": (b"GET /a/x HTTP/1.1\r\nHost: gate\nX-A: b\r\n\r\n", 400),
+    "bad-header-name-space": (
+        b"GET /a/x HTTP/1.1\r\nHost: localhost\r\nBad Name: 1\r\n\r\n",
+        400,
+    ),
+    "bad-header-name-char": (
+        b"GET /a/x HTTP/1.1\r\nHost: localhost\r\nBad(Name): 1\r\n\r\n",
+        400,
+    ),
+    "space-before-colon": (b"GET /a/x HTTP/1.1\r\nHost: localhost\r\nX-A : 1\r\n\r\n", 400),
+    "header-without-colon": (b"GET /a/x HTTP/1.1\r\nHost: localhost\r\nNoColon\r\n\r\n", 400),
+    "nul-in-value": (b"GET /a/x HTTP/1.1\r\nHost: localhost\r\nX-A: a\x00b\r\n\r\n", 400),
+    "cr-in-value": (b"GET /a/x HTTP/1.1\r\nHost: localhost\r\nX-A: a\rb\r\n\r\n", 400),
+    "obs-fold": (b"GET /a/x HTTP/1.1\r\nHost: localhost\r\nX-A: a\r\n  b\r\n\r\n", 400),
+    "bare-lf-everywhere": (b"GET /a/x HTTP/1.1\nHost: localhost\n\n", 400),
+    "bare-lf-in-header": (b"GET /a/x HTTP/1.1\r\nHost: localhost\nX-A: b\r\n\r\n", 400),
     # Versions: 505 where the version is understood but not served, 400 where it is not one.
     "http-0.9": (b"GET /a/x\r\n\r\n", VERSION),
-    "http-2.0-request-line": (b"GET /a/x HTTP/2.0\r\nHost: gate\r\n\r\n", 505),
-    "http-1.2": (b"GET /a/x HTTP/1.2\r\nHost: gate\r\n\r\n", VERSION),
-    "absolute-form": (b"GET http://gate/a/x HTTP/1.1\r\nHost: gate\r\n\r\n", 400),
-    "authority-form": (b"CONNECT gate:443 HTTP/1.1\r\nHost: gate\r\n\r\n", 400),
-    "two-hosts": (b"GET /a/x HTTP/1.1\r\nHost: gate\r\nHost: evil\r\n\r\n", 400),
+    "http-2.0-request-line": (b"GET /a/x HTTP/2.0\r\nHost: localhost\r\n\r\n", 505),
+    "http-1.2": (b"GET /a/x HTTP/1.2\r\nHost: localhost\r\n\r\n", VERSION),
+    "absolute-form": (b"GET http://gate/a/x HTTP/1.1\r\nHost: localhost\r\n\r\n", 400),
+    "authority-form": (b"CONNECT gate:443 HTTP/1.1\r\nHost: localhost\r\n\r\n", 400),
+    "two-hosts": (b"GET /a/x HTTP/1.1\r\nHost: localhost\r\nHost: evil\r\n\r\n", 400),
     "no-host-1.1": (b"GET /a/x HTTP/1.1\r\nX-A: 1\r\n\r\n", 400),
     "upgrade-with-body": (
-        b"GET /a/x HTTP/1.1\r\nHost: gate\r\nConnection: upgrade\r\nUpgrade: websocket\r\n"
+        b"GET /a/x HTTP/1.1\r\nHost: localhost\r\nConnection: upgrade\r\nUpgrade: websocket\r\n"
         b"Content-Length: 3\r\n\r\nabc",
         400,
     ),
-    "uri-too-long": (b"GET /a/" + b"x" * 9000 + b" HTTP/1.1\r\nHost: gate\r\n\r\n", 414),
+    "uri-too-long": (b"GET /a/" + b"x" * 9000 + b" HTTP/1.1\r\nHost: localhost\r\n\r\n", 414),
     "head-too-large-many-headers": (
-        b"GET /a/x HTTP/1.1\r\nHost: gate\r\n"
+        b"GET /a/x HTTP/1.1\r\nHost: localhost\r\n"
         + b"".join(b"X-Pad-%d: %s\r\n" % (i, b"v" * 1000) for i in range(80))
         + b"\r\n",
         431,
     ),
     "head-too-large-one-header": (
-        b"GET /a/x HTTP/1.1\r\nHost: gate\r\nX-Big: " + b"v" * 70000 + b"\r\n\r\n",
+        b"GET /a/x HTTP/1.1\r\nHost: localhost\r\nX-Big: " + b"v" * 70000 + b"\r\n\r\n",
         431,
     ),
 }
@@ -188,10 +194,10 @@ def test_pipelined_smuggling_attempt_reaches_the_app_as_one_request(
 ) -> None:
     """A valid GET, then a CL+TE request whose body hides a third request, all in one write."""
     proxy, app = gate
-    smuggled = b"GET /a/evil HTTP/1.1\r\nHost: gate\r\n\r\n"
+    smuggled = b"GET /a/evil HTTP/1.1\r\nHost: localhost\r\n\r\n"
     attack = (
-        b"GET /a/one HTTP/1.1\r\nHost: gate\r\n\r\n"
-        b"POST /a/two HTTP/1.1\r\nHost: gate\r\nContent-Length: %d\r\n"
+        b"GET /a/one HTTP/1.1\r\nHost: localhost\r\n\r\n"
+        b"POST /a/two HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n"
         b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n" % (5 + len(smuggled)) + smuggled
     )
     with RawClient(proxy.port) as client:
@@ -213,9 +219,10 @@ def test_pipelined_smuggling_attempt_reaches_the_app_as_one_request(
 def test_pipelined_smuggling_with_two_content_lengths(gate: tuple[Proxy, RawApp]) -> None:
     proxy, app = gate
     attack = (
-        b"GET /a/one HTTP/1.1\r\nHost: gate\r\n\r\n"
-        b"POST /a/two HTTP/1.1\r\nHost: gate\r\nContent-Length: 0\r\nContent-Length: 37\r\n\r\n"
-        b"GET /a/evil HTTP/1.1\r\nHost: gate\r\n\r\n"
+        b"GET /a/one HTTP/1.1\r\nHost: localhost\r\n\r\n"
+        b"POST /a/two HTTP/1.1\r\nHost: localhost\r\n"
+        b"Content-Length: 0\r\nContent-Length: 37\r\n\r\n"
+        b"GET /a/evil HTTP/1.1\r\nHost: localhost\r\n\r\n"
     )
     with RawClient(proxy.port) as client:
         client.send(attack)
@@ -353,12 +360,12 @@ def test_malformed_response_gives_502_and_nothing_of_the_app(
     bad = raw_app(answer_with(data), name="bad")
     good = raw_app(name="good")
     proxy = make_proxy({"bad": bad.path, "good": good.path})
-    response, rest = exchange(proxy.port, b"GET /bad/ HTTP/1.1\r\nHost: gate\r\n\r\n")
+    response, rest = exchange(proxy.port, b"GET /bad/ HTTP/1.1\r\nHost: localhost\r\n\r\n")
     assert response.status == 502, response.raw
     assert b"app answered something that is not valid HTTP" in response.body
     assert MARKER not in response.raw + rest
     assert rest == b""
-    ok, _ = exchange(proxy.port, b"GET /good/ HTTP/1.1\r\nHost: gate\r\n\r\n")
+    ok, _ = exchange(proxy.port, b"GET /good/ HTTP/1.1\r\nHost: localhost\r\n\r\n")
     assert ok.status == 200
 
 
@@ -383,15 +390,15 @@ def test_extra_bytes_after_a_response_never_become_the_next_response(
     app = raw_app(handler)
     proxy = make_proxy({"a": app.path})
     with RawClient(proxy.port) as client:
-        client.send(b"GET /a/1 HTTP/1.1\r\nHost: gate\r\n\r\n")
+        client.send(b"GET /a/1 HTTP/1.1\r\nHost: localhost\r\n\r\n")
         first = client.read_response()
         assert first.status == 200
         assert first.body == b"first"
-        client.send(b"GET /a/2 HTTP/1.1\r\nHost: gate\r\n\r\n")
+        client.send(b"GET /a/2 HTTP/1.1\r\nHost: localhost\r\n\r\n")
         second = client.read_response()
         assert second.status == 200
         assert second.body == b"real answer to /2"
-        client.send(b"GET /a/3 HTTP/1.1\r\nHost: gate\r\n\r\n")
+        client.send(b"GET /a/3 HTTP/1.1\r\nHost: localhost\r\n\r\n")
         third = client.read_response()
         assert third.body == b"real answer to /3"
     assert [r.target for r in app.requests] == [b"/1", b"/2", b"/3"]

@@ -14,7 +14,17 @@ import sockgate
 
 LAYERS: dict[int, set[str]] = {
     0: {"errors", "units"},
-    1: {"config", "routing", "headers", "http1", "pages", "scaffold", "nginx.render", "nginx.tree"},
+    1: {
+        "config",
+        "routing",
+        "headers",
+        "hosts",
+        "http1",
+        "pages",
+        "scaffold",
+        "nginx.render",
+        "nginx.tree",
+    },
     2: {"stream", "upstream", "tunnel", "accesslog", "probe"},
     3: {"proxy"},
     4: {"server", "supervisor", "nginx.run", "demo.launcher", "demo.apps", "logsetup"},

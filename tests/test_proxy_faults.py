@@ -381,7 +381,7 @@ def test_fault_page_for_head_request_has_no_body(
 ) -> None:
     proxy = with_ok_app(make_proxy, raw_app, tmp / "none.sock")
     with RawClient(proxy.port) as client:
-        client.send(b"HEAD /down/ HTTP/1.1\r\nHost: gate\r\n\r\n")
+        client.send(b"HEAD /down/ HTTP/1.1\r\nHost: localhost\r\n\r\n")
         raw = client.recv_until_close()
     head, _, body = raw.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 502 ")
@@ -422,7 +422,7 @@ def test_response_cut_short_is_never_complete(
     app = raw_app(reply(sent), name="cut")
     proxy = with_ok_app(make_proxy, raw_app, app.path)
     with RawClient(proxy.port) as client:
-        client.send(b"GET /down/big HTTP/1.1\r\nHost: gate\r\n\r\n")
+        client.send(b"GET /down/big HTTP/1.1\r\nHost: localhost\r\n\r\n")
         response = client.read_response()  # returns at the end of the message or at close
         assert client.recv_until_close() == b""
     assert response.status == 200, response.raw
@@ -445,7 +445,7 @@ def test_close_delimited_response_is_complete(
     app = raw_app(reply(b"HTTP/1.1 200 OK\r\n\r\nuntil close"), name="eof")
     proxy = with_ok_app(make_proxy, raw_app, app.path)
     with RawClient(proxy.port) as client:
-        client.send(b"GET /down/ HTTP/1.1\r\nHost: gate\r\n\r\n")
+        client.send(b"GET /down/ HTTP/1.1\r\nHost: localhost\r\n\r\n")
         response = client.read_response()
     assert response.complete
     assert response.body == b"until close"
@@ -510,7 +510,7 @@ def test_app_silent_in_the_middle_of_the_body_closes_the_client(
     proxy = with_ok_app(make_proxy, raw_app, app.path, timeouts='read = "1s"')
     with RawClient(proxy.port) as client:
         started = time.monotonic()
-        client.send(b"GET /down/ HTTP/1.1\r\nHost: gate\r\n\r\n")
+        client.send(b"GET /down/ HTTP/1.1\r\nHost: localhost\r\n\r\n")
         response = client.read_response()
         elapsed = time.monotonic() - started
         assert client.recv_until_close() == b""
@@ -533,7 +533,7 @@ def test_app_silent_in_the_middle_of_a_chunked_body_closes_the_client(
     )
     proxy = with_ok_app(make_proxy, raw_app, app.path, timeouts='read = "1s"')
     with RawClient(proxy.port) as client:
-        client.send(b"GET /down/ HTTP/1.1\r\nHost: gate\r\n\r\n")
+        client.send(b"GET /down/ HTTP/1.1\r\nHost: localhost\r\n\r\n")
         response = client.read_response()
         assert client.recv_until_close() == b""
     assert response.status == 200

@@ -204,7 +204,7 @@ def test_host_is_passed_exactly_with_its_port(
     make_proxy: ProxyFactory, raw_app: RawFactory
 ) -> None:
     app = raw_app()
-    proxy = make_proxy({"app1": app.path})
+    proxy = make_proxy({"app1": app.path}, extra='allowed_hosts = ["example.test"]')
     host = f"127.0.0.1:{proxy.port}"
     response = httpx.get(f"{proxy.url}/app1/x")
     assert response.status_code == 200

@@ -160,9 +160,10 @@ def run(
     cfg = _load(config_path, listen, apps, engine)
     configure(cfg.error_log, verbose=verbose)
     if not cfg.listen.is_loopback:
+        reachable = ", ".join(f"{app.prefix} ({app.name})" for app in cfg.apps) or "no apps yet"
         click.echo(
-            f"sockgate: warning: listening on {cfg.listen} makes every app reachable from the "
-            "network",
+            f"sockgate: warning: listening on {cfg.listen} (allow_remote = true): reachable "
+            f"from the network: {reachable}",
             err=True,
         )
     if cfg.engine == "nginx":

@@ -21,6 +21,7 @@ MAX_SOCKET_PATH = 107
 ENGINES = ("builtin", "nginx")
 MAX_WORKERS = 64
 
+_HOST_PATTERN = re.compile(r"\*|(\*\.)?[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?|\[[0-9A-Fa-f:.]+\]")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 # Characters a prefix may hold: unreserved and sub-delims of RFC 3986, no '%' (two spellings of
 # one path would route differently) and nothing nginx would need quoted.
@@ -81,6 +82,8 @@ class Config:
     max_body_size: int | None = None
     engine: str = "builtin"
     workers: int = 1
+    allowed_hosts: tuple[str, ...] = ()
+    allow_remote: bool = False
 
     @property
     def logs_dir(self) -> Path:
@@ -130,7 +133,19 @@ def load(
             "or name apps with --app NAME=SOCKET"
         )
     config = reader.config(raw, source)
-    return _apply_overrides(config, listen=listen, apps=apps, engine=engine)
+    return _check_exposure(_apply_overrides(config, listen=listen, apps=apps, engine=engine))
+
+
+def _check_exposure(config: Config) -> Config:
+    """Apps reachable from the network only on purpose."""
+    if config.listen.is_loopback or config.allow_remote:
+        return config
+    raise ConfigError(
+        f"{str(config.listen)!r} is not a loopback address: every app would be reachable from "
+        "the network. Listen on 127.0.0.1 or [::1], or set allow_remote = true to mean it",
+        source=str(config.source or "command line"),
+        key="listen",
+    )
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -179,7 +194,17 @@ class _Reader:
         return ConfigError(message, source=self.source, key=key)
 
     def config(self, raw: Mapping[str, Any], source: Path | None) -> Config:
-        known = {"listen", "workdir", "timeouts", "apps", "max_body_size", "engine", "workers"}
+        known = {
+            "listen",
+            "workdir",
+            "timeouts",
+            "apps",
+            "max_body_size",
+            "engine",
+            "workers",
+            "allowed_hosts",
+            "allow_remote",
+        }
         self.no_unknown("", raw, known)
         apps_raw = self.table("apps", raw.get("apps", {}))
         apps = tuple(
@@ -195,7 +220,21 @@ class _Reader:
             max_body_size=self.opt(raw, "max_body_size", "max_body_size", self.size),
             engine=self.engine("engine", raw.get("engine", "builtin")),
             workers=self.workers("workers", raw.get("workers", 1)),
+            allowed_hosts=self.hosts("allowed_hosts", raw.get("allowed_hosts", [])),
+            allow_remote=self.boolean("allow_remote", raw.get("allow_remote", False)),
         )
+
+    def hosts(self, key: str, value: object) -> tuple[str, ...]:
+        if not isinstance(value, list):
+            raise self.fail(key, f"expected an array of host names, got {_kind(value)} {value!r}")
+        for item in value:
+            if not isinstance(item, str) or not _HOST_PATTERN.fullmatch(item):
+                raise self.fail(
+                    key,
+                    f"{item!r}: expected a host name such as 'myhost.example', a pattern such "
+                    "as '*.example.test', an address such as '192.168.1.5' or '[fd00::1]', or '*'",
+                )
+        return tuple(value)
 
     def workers(self, key: str, value: object) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_WORKERS:

@@ -15,6 +15,7 @@ from enum import Enum, auto
 from . import errors, headers, http1, pages, routing, tunnel
 from .accesslog import AccessLog
 from .config import App, Config
+from .hosts import HostPolicy
 from .http1 import Event, Framing, RequestHead, ResponseHead
 from .stream import Stream
 from .upstream import AppConnection, ConnState, Upstream
@@ -35,6 +36,7 @@ class Engine:
         self.upstreams = {app.name: Upstream(app, config.timeouts.connect) for app in config.apps}
         self.access_log = access_log or AccessLog(None)
         self.default_host = str(config.listen).encode()
+        self.hosts = HostPolicy(config.listen.host, config.allowed_hosts)
 
     def close(self) -> None:
         for upstream in self.upstreams.values():
@@ -162,21 +164,26 @@ class ClientConnection:
         """Handle one request; True if the connection can carry another."""
         ex = _Exchange(head)
         try:
+            hosts = self.engine.hosts
+            if not hosts.allows(head.host):
+                assert head.host is not None
+                return self._answer_locally(ex, pages.Page(421, *hosts.refusal(head.host)))
             decision = self.engine.router.route(head.target)
             if isinstance(decision, routing.Forward):
                 return await self._forward(ex, decision)
-            return self._answer_locally(ex, decision)
+            return self._answer_locally(ex, self._page_for(decision))
         finally:
             self._log(ex)
 
-    def _answer_locally(self, ex: _Exchange, decision: routing.Decision) -> bool:
-        head = ex.head
+    def _page_for(self, decision: routing.Decision) -> pages.Page:
         if isinstance(decision, routing.Redirect):
-            page = pages.Page(301, "this app lives under its prefix", location=decision.location)
-        elif isinstance(decision, routing.Rejected):
-            page = pages.Page(400, decision.reason)
-        else:
-            page = pages.Page(404, "no app is routed at this path", detail=_routes(self.engine))
+            return pages.Page(301, "this app lives under its prefix", location=decision.location)
+        if isinstance(decision, routing.Rejected):
+            return pages.Page(400, decision.reason)
+        return pages.Page(404, "no app is routed at this path", detail=_routes(self.engine))
+
+    def _answer_locally(self, ex: _Exchange, page: pages.Page) -> bool:
+        head = ex.head
         keep = self._can_continue(head)
         if keep:
             self._skip_end_of_request()

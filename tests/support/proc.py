@@ -101,7 +101,11 @@ class Proxy:
         self._drain = threading.Thread(target=self._drain_stderr, daemon=True)
         self._drain.start()
         ready = NGINX_STARTING if self.engine == "nginx" else LISTENING
-        self.startup_log = self.wait_for_output(ready, 20)
+        try:
+            self.startup_log = self.wait_for_output(ready, 20)
+        except AssertionError:
+            self.stop(signal.SIGKILL)  # reap it and close the pipe before reporting
+            raise
         match = ready.search(self.startup_log)
         assert match is not None
         self.port = int(match.group(2))

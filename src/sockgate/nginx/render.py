@@ -21,6 +21,10 @@ TEMP_DIRS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 UPSTREAM_KEEPALIVE = 32
 # The app name for requests no app served (not a valid app name, so never ambiguous).
 NO_APP = "-"
+_MISDIRECTED = (
+    "421 Misdirected Request: sockgate answers only local names (localhost, *.localhost, "
+    "127.0.0.0/8, [::1]) and those listed in allowed_hosts (DNS rebinding protection).\n"
+)
 
 # In a path nginx would read these as syntax or (`$`) as a variable it cannot escape; a path that
 # holds one is refused rather than quoted, so every path in the file means exactly itself.
@@ -135,8 +139,38 @@ def _http(config: Config) -> list[Directive]:
         ),
         *_maps(),
         *(_upstream(app) for app in _by_prefix(config.apps)),
+        *_host_guard(config),
         block("server", body=_server(config)),
     ]
+
+
+def _host_guard(config: Config) -> list[Directive]:
+    """A default server that answers 421 to Host values that are not local or allowed."""
+    if "*" in config.allowed_hosts:
+        return []
+    return [
+        block(
+            "server",
+            body=[
+                directive("listen", str(config.listen), "default_server"),
+                directive("server_name", "_"),
+                directive("set", "$sockgate_app", NO_APP),
+                directive("return", "421", _MISDIRECTED),
+            ],
+            comment=(
+                "Only local names and allowed_hosts reach the apps: a web page that rebinds\n"
+                "its own name to 127.0.0.1 still sends its own Host, and lands here."
+            ),
+        )
+    ]
+
+
+def _server_names(config: Config) -> list[str]:
+    names = ["localhost", "*.localhost", r"~^127\.\d+\.\d+\.\d+$", "[::1]"]
+    host = config.listen.host
+    if host not in ("0.0.0.0", "::"):
+        names.append(f"[{host}]" if ":" in host else host)
+    return names + [h for h in config.allowed_hosts if h not in names and h != "*"]
 
 
 def _maps() -> list[Directive]:
@@ -193,7 +227,7 @@ def _server(config: Config) -> list[Directive]:
         )
     return [
         directive("listen", str(config.listen)),
-        directive("server_name", "localhost"),
+        directive("server_name", *_server_names(config)),
         directive("client_header_timeout", _duration(timeouts.client_header)),
         directive("keepalive_timeout", _duration(timeouts.keepalive)),
         directive(
