@@ -93,7 +93,11 @@ class ClientConnection:
                     return
                 first = False
                 self.state = ClientState.ACTIVE
-                if not await self._exchange(head):
+                keep = await self._exchange(head)
+                # Finished (a cut exchange aborted the stream itself): what is still buffered
+                # for the client must go out, so the close below is a graceful one.
+                self.state = ClientState.WAITING
+                if not keep:
                     return
         except (OSError, errors.ClientGone) as exc:
             log.debug("client %s gone: %s", self.client_ip, exc)
