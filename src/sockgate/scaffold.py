@@ -12,6 +12,9 @@ listen = "127.0.0.1:8080"     # HOST:PORT or [::1]:PORT; loopback keeps the apps
 workdir = "."                 # relative to this file: logs/access.log, logs/error.log, sockgate.pid
 # engine = "builtin"          # or "nginx": the same routes on user-mode nginx
 # max_body_size = "100m"      # request bodies larger than this get 413; unlimited by default
+# workers = 1                 # built-in engine: processes sharing the port
+# allowed_hosts = []          # Host names answered besides localhost, *.localhost, 127.x, [::1]
+# allow_remote = false        # true is needed to listen on a non-loopback address
 
 [timeouts]                    # seconds, or "500ms", "90s", "5m", "1h"
 connect = "5s"                # connecting to an app's socket

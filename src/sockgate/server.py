@@ -11,8 +11,10 @@ import contextlib
 import errno
 import logging
 import os
+import resource
 import signal
 import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +26,75 @@ from .stream import Stream
 
 log = logging.getLogger(__name__)
 
+BACKLOG = 1024
+# accept() failing for lack of these pauses accepting: the connections that wait stay in the
+# listen queue until a connection closes (or this many seconds pass), instead of being accepted
+# and dropped at once, which is what uvloop does, silently.
+OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+ACCEPT_RETRY = 1.0
+# Seconds between two warnings about it; the pauses in between are logged at debug level.
+WARN_EVERY = 60.0
+
+
+class Listener:
+    """Accepts connections on one listening socket and hands them to `on_accept`. When accept()
+    fails for lack of file descriptors (or kernel memory) it stops watching the socket and tells
+    `on_pause`; `resume()` (a connection closed) or a timer starts it again."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        on_accept: Callable[[socket.socket], None],
+        on_pause: Callable[[OSError], None],
+    ) -> None:
+        self.sock = sock
+        self._on_accept = on_accept
+        self._on_pause = on_pause
+        self._loop = asyncio.get_running_loop()
+        self._retry: asyncio.TimerHandle | None = None
+        self.paused = False
+        sock.setblocking(False)
+        self._loop.add_reader(sock.fileno(), self._accept)
+
+    def _accept(self) -> None:
+        for _ in range(BACKLOG):
+            try:
+                client, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue  # the client gave up while queued
+            except OSError as exc:
+                if exc.errno in OUT_OF_RESOURCES:
+                    self._pause(exc)
+                else:
+                    log.warning("accepting a connection failed: %s", exc.strerror or exc)
+                return
+            self._on_accept(client)
+
+    def _pause(self, exc: OSError) -> None:
+        self.paused = True
+        self._loop.remove_reader(self.sock.fileno())
+        self._retry = self._loop.call_later(ACCEPT_RETRY, self.resume)
+        self._on_pause(exc)
+
+    def resume(self) -> None:
+        if not self.paused or self.sock.fileno() < 0:
+            return
+        self.paused = False
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        self._loop.add_reader(self.sock.fileno(), self._accept)
+
+    def close(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
+        if not self.paused and self.sock.fileno() >= 0:
+            self._loop.remove_reader(self.sock.fileno())
+        self.paused = True
+        self.sock.close()
+
 
 class Server:
     def __init__(self, config: Config, sock: socket.socket | None = None) -> None:
@@ -33,53 +104,87 @@ class Server:
         self.connections: dict[ClientConnection, asyncio.Task[None]] = {}
         self.stopping = asyncio.Event()
         self.address: tuple[str, int] | None = None
-        self._server: asyncio.Server | None = None
+        self._listeners: list[Listener] = []
+        self._starting: set[asyncio.Task[None]] = set()  # accepted, transport not made yet
+        self._warned_at = -WARN_EVERY
 
     def __repr__(self) -> str:
         return f"<Server {self.address} connections={len(self.connections)}>"
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
         listen = self.config.listen
         try:
-            if self._sock is not None:
-                self._server = await loop.create_server(
-                    lambda: Stream(self._accepted), sock=self._sock, backlog=1024
-                )
-            else:
-                self._server = await loop.create_server(
-                    lambda: Stream(self._accepted),
-                    host=listen.host,
-                    port=listen.port,
-                    reuse_address=True,
-                    backlog=1024,
-                )
+            socks = [self._sock] if self._sock is not None else listen_on(listen.host, listen.port)
         except OSError as exc:
             raise SockgateError(bind_error(str(listen), exc)) from None
-        sock = self._server.sockets[0]
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.address = sock.getsockname()[:2]
+        for sock in socks:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._listeners.append(Listener(sock, self._accepted, self._out_of_resources))
+        self.address = socks[0].getsockname()[:2]
         host, port = self.address
         # For HTTP/1.0 clients that send no Host: the address really bound (port 0 resolved).
         self.engine.default_host = str(Listen(host, port)).encode()
 
-    def _accepted(self, stream: Stream) -> None:
-        conn = ClientConnection(stream, self.engine)
-        if stream.transport is not None:
+    def _accepted(self, sock: socket.socket) -> None:
+        task = asyncio.get_running_loop().create_task(self._serve(sock))
+        self._starting.add(task)
+
+    async def _serve(self, sock: socket.socket) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        try:
             with contextlib.suppress(OSError):
-                stream.transport.get_extra_info("socket").setsockopt(
-                    socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
-                )
-        task = asyncio.get_running_loop().create_task(conn.run())
-        self.connections[conn] = task
-        task.add_done_callback(lambda _: self.connections.pop(conn, None))
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            try:
+                _, stream = await loop.connect_accepted_socket(Stream, sock)
+            except OSError as exc:
+                sock.close()
+                log.debug("accepted connection lost before it was served: %s", exc)
+                return
+            finally:
+                self._starting.discard(task)
+            conn = ClientConnection(stream, self.engine)
+            self.connections[conn] = task
+            try:
+                await conn.run()
+            finally:
+                self.connections.pop(conn, None)
+        finally:
+            for listener in self._listeners:
+                listener.resume()  # a descriptor was freed
+
+    def _out_of_resources(self, exc: OSError) -> None:
+        if exc.errno == errno.EMFILE:
+            soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+            what = f"out of file descriptors (RLIMIT_NOFILE {soft})"
+        elif exc.errno == errno.ENFILE:
+            what = "the system is out of file descriptors"
+        else:
+            what = "out of kernel memory"
+        now = time.monotonic()
+        level = logging.WARNING if now - self._warned_at >= WARN_EVERY else logging.DEBUG
+        if level == logging.WARNING:
+            self._warned_at = now
+        log.log(
+            level,
+            "cannot accept connections: %s: %s, with %d connections open; accepting paused "
+            "until one closes (checked again every %gs)",
+            what,
+            exc.strerror or exc,
+            len(self.connections),
+            ACCEPT_RETRY,
+        )
 
     async def shutdown(self, deadline: float) -> None:
-        if self._server is not None:
-            self._server.close()
+        for listener in self._listeners:
+            listener.close()
+        for starting in self._starting:
+            starting.cancel()
         for conn in list(self.connections):
             conn.shutdown()
-        tasks = list(self.connections.values())
+        tasks = [*self.connections.values(), *self._starting]
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=deadline)
             for task in pending:
@@ -89,6 +194,26 @@ class Server:
                 await asyncio.wait(pending)
         self.engine.close()
         self.engine.access_log.close()
+
+
+def listen_on(host: str, port: int) -> list[socket.socket]:
+    """Listening sockets for every address of `host`, as loop.create_server would make them."""
+    socks: list[socket.socket] = []
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(BACKLOG)
+    except OSError:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
 
 
 async def serve(
