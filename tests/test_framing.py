@@ -110,7 +110,7 @@ MALFORMED: dict[str, tuple[bytes, int | tuple[int, ...]]] = {
     "http-2.0-request-line": (b"GET /a/x HTTP/2.0\r\nHost: localhost\r\n\r\n", 505),
     "http-1.2": (b"GET /a/x HTTP/1.2\r\nHost: localhost\r\n\r\n", VERSION),
     "absolute-form": (b"GET http://gate/a/x HTTP/1.1\r\nHost: localhost\r\n\r\n", 400),
-    "authority-form": (b"CONNECT gate:443 HTTP/1.1\r\nHost: localhost\r\n\r\n", 400),
+    "authority-form": (b"CONNECT gate:443 HTTP/1.1\r\nHost: localhost\r\n\r\n", 405),
     "two-hosts": (b"GET /a/x HTTP/1.1\r\nHost: localhost\r\nHost: evil\r\n\r\n", 400),
     "no-host-1.1": (b"GET /a/x HTTP/1.1\r\nX-A: 1\r\n\r\n", 400),
     "upgrade-with-body": (
@@ -135,6 +135,7 @@ MALFORMED: dict[str, tuple[bytes, int | tuple[int, ...]]] = {
 @pytest.mark.nginx_difference(
     "nginx accepts, or answers otherwise, some malformed requests the built-in engine refuses",
     ids=[
+        "authority-form",
         "te-gzip-chunked",
         "te-gzip",
         "te-chunked-twice-in-one",

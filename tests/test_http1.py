@@ -15,6 +15,7 @@ from sockgate.errors import (
     BadRequest,
     ClientError,
     HeadTooLarge,
+    MethodNotAllowed,
     UriTooLong,
     VersionNotSupported,
 )
@@ -436,7 +437,7 @@ REJECTED_REQUESTS: dict[str, tuple[bytes, type[ClientError]]] = {
     "http2-version": (b"GET / HTTP/2.0\r\nHost: h\r\n\r\n", VersionNotSupported),
     "h2-preface": (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", BadRequest),
     "absolute-form": (b"GET http://h/ HTTP/1.1\r\nHost: h\r\n\r\n", BadRequest),
-    "authority-form": (b"CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n", BadRequest),
+    "authority-form": (b"CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n", MethodNotAllowed),
     "asterisk-form": (b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n", BadRequest),
     "two-hosts": (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", BadRequest),
     "two-hosts-same": (b"GET / HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n", BadRequest),

@@ -40,6 +40,10 @@ class HeadTooLarge(ClientError):
     status = HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE
 
 
+class MethodNotAllowed(ClientError):
+    status = HTTPStatus.METHOD_NOT_ALLOWED
+
+
 class VersionNotSupported(ClientError):
     status = HTTPStatus.HTTP_VERSION_NOT_SUPPORTED
 

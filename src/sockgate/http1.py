@@ -8,6 +8,7 @@ upgrade requests that carry a body (llhttp would treat that body as tunnel bytes
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from dataclasses import dataclass
 from enum import Enum, auto
@@ -19,6 +20,7 @@ from .errors import (
     BadRequest,
     ClientError,
     HeadTooLarge,
+    MethodNotAllowed,
     UriTooLong,
     VersionNotSupported,
 )
@@ -27,6 +29,7 @@ MAX_TARGET = 8 * 1024
 MAX_HEAD = 64 * 1024
 # Per header line: ": " and CRLF around name and value.
 _LINE_OVERHEAD = 4
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 # Header names the parser itself looks at.
 _FRAMING_NAMES = frozenset({b"transfer-encoding", b"content-length", b"host", b"expect"})
 
@@ -248,6 +251,11 @@ class RequestParser(_Parser):
         if version not in (b"1.1", b"1.0"):
             raise VersionNotSupported(f"HTTP/{version.decode()} is not supported")
         method: bytes = parser.get_method()
+        if method == b"CONNECT":
+            raise MethodNotAllowed("CONNECT is not supported: sockgate is not a forward proxy")
+        if version == b"1.0" and self._te is not None:
+            # RFC 9112 6.1: such framing is faulty; refusing is simpler than guessing.
+            self._bad("Transfer-Encoding in an HTTP/1.0 request")
         target = self._target
         if not target.startswith(b"/"):
             self._bad("request target must be a path starting with '/' (origin-form)")
@@ -310,6 +318,10 @@ class ResponseParser(_Parser):
         if parser.get_http_version() not in ("1.1", "1.0"):
             self._bad(f"HTTP/{parser.get_http_version()} status line")
         status: int = parser.get_status_code()
+        if not 100 <= status <= 999:
+            self._bad(f"status {status} is not a three-digit code")
+        if _CONTROL.search(self._reason):
+            self._bad("control characters in the reason phrase")
         no_body = self.head_request or status < 200 or status in (204, 304)
         self._head = ResponseHead(
             status=status,
