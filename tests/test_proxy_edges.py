@@ -416,9 +416,11 @@ def test_check_with_nginx_shows_what_nginx_refuses(
 ) -> None:
     app = raw_app()
     monkeypatch.chdir(tmp)
+    # A host nginx cannot resolve; not loopback, so the config has to allow it first.
+    (tmp / "sockgate.toml").write_text('listen = "999.1.1.1:80"\nallow_remote = true\n')
     result = CliRunner().invoke(
         main,
-        ["check", "--engine", "nginx", "--app", f"a={app.path}", "--listen", "999.1.1.1:80"],
+        ["check", "--engine", "nginx", "--app", f"a={app.path}"],
         catch_exceptions=False,
     )
     assert result.exit_code == 1, result.output

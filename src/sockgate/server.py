@@ -1,5 +1,8 @@
 """The built-in engine's process: listen, track connections, stop cleanly on a signal.
 
+Connections are accepted here rather than by the loop's own server, so that running out of file
+descriptors pauses accepting and says so in the log (uvloop accepts and drops, silently).
+
 Shutdown runs in a fixed order: stop accepting, close idle connections and tunnels, let requests
 under way finish until the deadline, cancel what is left, remove the pid file.
 """
@@ -27,10 +30,9 @@ from .stream import Stream
 log = logging.getLogger(__name__)
 
 BACKLOG = 1024
-# accept() failing for lack of these pauses accepting: the connections that wait stay in the
-# listen queue until a connection closes (or this many seconds pass), instead of being accepted
-# and dropped at once, which is what uvloop does, silently.
-OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+# accept() failing (out of file descriptors, mostly) pauses accepting: the connections that wait
+# stay in the listen queue until a connection closes or this many seconds pass, instead of being
+# accepted and dropped at once, which is what uvloop's own server does, silently.
 ACCEPT_RETRY = 1.0
 # Seconds between two warnings about it; the pauses in between are logged at debug level.
 WARN_EVERY = 60.0
@@ -38,8 +40,8 @@ WARN_EVERY = 60.0
 
 class Listener:
     """Accepts connections on one listening socket and hands them to `on_accept`. When accept()
-    fails for lack of file descriptors (or kernel memory) it stops watching the socket and tells
-    `on_pause`; `resume()` (a connection closed) or a timer starts it again."""
+    fails (out of file descriptors, say) it stops watching the socket, so it cannot spin, and
+    tells `on_pause`; `resume()` (a connection closed) or a timer starts it again."""
 
     def __init__(
         self,
@@ -65,10 +67,7 @@ class Listener:
             except ConnectionAbortedError:
                 continue  # the client gave up while queued
             except OSError as exc:
-                if exc.errno in OUT_OF_RESOURCES:
-                    self._pause(exc)
-                else:
-                    log.warning("accepting a connection failed: %s", exc.strerror or exc)
+                self._pause(exc)
                 return
             self._on_accept(client)
 
@@ -120,7 +119,7 @@ class Server:
         for sock in socks:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._listeners.append(Listener(sock, self._accepted, self._out_of_resources))
+            self._listeners.append(Listener(sock, self._accepted, self._accept_failed))
         self.address = socks[0].getsockname()[:2]
         host, port = self.address
         # For HTTP/1.0 clients that send no Host: the address really bound (port 0 resolved).
@@ -140,7 +139,7 @@ class Server:
             try:
                 _, stream = await loop.connect_accepted_socket(Stream, sock)
             except OSError as exc:
-                sock.close()
+                # The loop closes the socket with the transport it failed to set up.
                 log.debug("accepted connection lost before it was served: %s", exc)
                 return
             finally:
@@ -155,14 +154,16 @@ class Server:
             for listener in self._listeners:
                 listener.resume()  # a descriptor was freed
 
-    def _out_of_resources(self, exc: OSError) -> None:
+    def _accept_failed(self, exc: OSError) -> None:
         if exc.errno == errno.EMFILE:
             soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
             what = f"out of file descriptors (RLIMIT_NOFILE {soft})"
         elif exc.errno == errno.ENFILE:
             what = "the system is out of file descriptors"
-        else:
+        elif exc.errno in (errno.ENOBUFS, errno.ENOMEM):
             what = "out of kernel memory"
+        else:
+            what = "accept() failed"
         now = time.monotonic()
         level = logging.WARNING if now - self._warned_at >= WARN_EVERY else logging.DEBUG
         if level == logging.WARNING:

@@ -137,6 +137,7 @@ def _http(config: Config) -> list[Directive]:
             "off",
             comment="Requests refused before routing (400s) log an empty app name, not a warning.",
         ),
+        *_client_settings(config),
         *_maps(),
         *(_upstream(app) for app in _by_prefix(config.apps)),
         *_host_guard(config),
@@ -213,8 +214,27 @@ def _upstream(app: App) -> Directive:
     )
 
 
-def _server(config: Config) -> list[Directive]:
+def _client_settings(config: Config) -> list[Directive]:
+    """Settings nginx takes from the default server before it knows the Host: they belong to
+    the http block, so the 421 guard and the apps' server share them."""
     timeouts = config.timeouts
+    return [
+        directive("client_header_timeout", _duration(timeouts.client_header)),
+        directive("keepalive_timeout", _duration(timeouts.keepalive)),
+        directive(
+            "send_timeout",
+            _duration(timeouts.send),
+            comment="timeouts.send also covers a client that stops reading, as built-in does.",
+        ),
+        directive(
+            "merge_slashes",
+            "off",
+            comment="The app gets the path as the client wrote it; `//` is not folded.",
+        ),
+    ]
+
+
+def _server(config: Config) -> list[Directive]:
     locations = [loc for app in _by_prefix(config.apps) for loc in _locations(config, app)]
     if not any(app.prefix == "/" for app in config.apps):
         locations.append(
@@ -228,18 +248,6 @@ def _server(config: Config) -> list[Directive]:
     return [
         directive("listen", str(config.listen)),
         directive("server_name", *_server_names(config)),
-        directive("client_header_timeout", _duration(timeouts.client_header)),
-        directive("keepalive_timeout", _duration(timeouts.keepalive)),
-        directive(
-            "send_timeout",
-            _duration(timeouts.send),
-            comment="timeouts.send also covers a client that stops reading, as built-in does.",
-        ),
-        directive(
-            "merge_slashes",
-            "off",
-            comment="The app gets the path as the client wrote it; `//` is not folded.",
-        ),
         directive(
             "absolute_redirect",
             "off",
