@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from sockgate.cli import exposure_warning
+from sockgate.config import load
 from sockgate.hosts import HostPolicy, hostname
 
 
@@ -97,3 +101,17 @@ def test_refusal_says_how_to_allow() -> None:
     assert "Evil.Example:8080" in title
     assert 'allowed_hosts = ["evil.example"]' in detail
     assert "DNS rebinding" in detail
+
+
+def test_a_network_listen_address_names_what_becomes_reachable(tmp_path: Path) -> None:
+    path = tmp_path / "sockgate.toml"
+    path.write_text(
+        'listen = "0.0.0.0:8080"\nallow_remote = true\n'
+        '[apps.notes]\nsocket = "/n.sock"\n[apps.todo]\nsocket = "/t.sock"\nprefix = "/t/"\n'
+    )
+    warning = exposure_warning(load(path))
+    assert warning is not None
+    assert "0.0.0.0:8080" in warning
+    assert "reachable from the network: /notes/ (notes), /t/ (todo)" in warning
+    path.write_text('[apps.notes]\nsocket = "/n.sock"\n')
+    assert exposure_warning(load(path)) is None

@@ -159,16 +159,22 @@ def run(
     """Run in the foreground; Ctrl-C stops it."""
     cfg = _load(config_path, listen, apps, engine)
     configure(cfg.error_log, verbose=verbose)
-    if not cfg.listen.is_loopback:
-        reachable = ", ".join(f"{app.prefix} ({app.name})" for app in cfg.apps) or "no apps yet"
-        click.echo(
-            f"sockgate: warning: listening on {cfg.listen} (allow_remote = true): reachable "
-            f"from the network: {reachable}",
-            err=True,
-        )
+    warning = exposure_warning(cfg)
+    if warning:
+        click.echo(f"sockgate: warning: {warning}", err=True)
     if cfg.engine == "nginx":
         sys.exit(nginx_run.run(cfg))
     sys.exit(supervisor.run(cfg))
+
+
+def exposure_warning(cfg: config.Config) -> str | None:
+    """What a non-loopback listen address makes reachable from the network."""
+    if cfg.listen.is_loopback:
+        return None
+    reachable = ", ".join(f"{app.prefix} ({app.name})" for app in cfg.apps) or "no apps yet"
+    return (
+        f"listening on {cfg.listen} (allow_remote = true): reachable from the network: {reachable}"
+    )
 
 
 @main.group()
