@@ -292,21 +292,14 @@ class ResponseParser(_Parser):
         super().__init__(max_head)
         self.head_request = False
         self._reason = b""
-        self._head: ResponseHead | None = None
         self._parser = httptools.HttpResponseParser(self)
 
     def feed(self, data: bytes) -> None:
         self._feed(self._parser, data)
 
-    @property
-    def framing(self) -> Framing | None:
-        """Framing of the response being read; None before its head."""
-        return self._head.framing if self._head else None
-
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._reason = b""
-        self._head = None
 
     def on_status(self, reason: bytes) -> None:
         self._reason += reason
@@ -323,7 +316,7 @@ class ResponseParser(_Parser):
         if _CONTROL.search(self._reason):
             self._bad("control characters in the reason phrase")
         no_body = self.head_request or status < 200 or status in (204, 304)
-        self._head = ResponseHead(
+        head = ResponseHead(
             status=status,
             reason=self._reason,
             headers=self._headers,
@@ -331,7 +324,7 @@ class ResponseParser(_Parser):
             framing=self._framing(no_body),
             content_length=self._content_length,
         )
-        self.events.append(self._head)
+        self.events.append(head)
         if self.head_request and status >= 200:
             # llhttp cannot be told that a HEAD response has no body; stop it here. The
             # connection is then not reused, since nothing says where the next response starts.
