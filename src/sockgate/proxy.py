@@ -345,7 +345,7 @@ class ClientConnection:
                 try:
                     await conn.stream.drain(self.loop.time() + self.timeouts.send)
                 except TimeoutError:
-                    raise _send_timeout(conn, ex) from None
+                    raise _send_timeout(ex) from None
         except (errors.ClientError, errors.ClientGone, errors.AppSendTimeout) as exc:
             ex.pump_error = exc
             conn.close()
@@ -662,6 +662,6 @@ def _read_timeout(upstream: Upstream, seconds: float) -> errors.UpstreamError:
     return errors.AppReadTimeout(app.name, str(app.socket), f"silent for {seconds:g}s")
 
 
-def _send_timeout(conn: AppConnection, ex: _Exchange) -> errors.UpstreamError:
+def _send_timeout(ex: _Exchange) -> errors.UpstreamError:
     assert ex.app is not None
     return errors.AppSendTimeout(ex.app.name, str(ex.app.socket), "the app stopped reading")

@@ -96,9 +96,9 @@ class Listener:
 
 
 class Server:
-    def __init__(self, config: Config, sock: socket.socket | None = None) -> None:
+    def __init__(self, config: Config, socks: list[socket.socket] | None = None) -> None:
         self.config = config
-        self._sock = sock
+        self._socks = socks
         self.engine = Engine(config, AccessLog(config.access_log))
         self.connections: dict[ClientConnection, asyncio.Task[None]] = {}
         self.stopping = asyncio.Event()
@@ -113,7 +113,7 @@ class Server:
     async def start(self) -> None:
         listen = self.config.listen
         try:
-            socks = [self._sock] if self._sock is not None else listen_on(listen.host, listen.port)
+            socks = self._socks or listen_on(listen.host, listen.port)
         except OSError as exc:
             raise SockgateError(bind_error(str(listen), exc)) from None
         for sock in socks:
@@ -197,8 +197,12 @@ class Server:
         self.engine.access_log.close()
 
 
-def listen_on(host: str, port: int) -> list[socket.socket]:
-    """Listening sockets for every address of `host`, as loop.create_server would make them."""
+def listen_on(
+    host: str, port: int, *, reuse_port: bool = False, listen: bool = True
+) -> list[socket.socket]:
+    """Sockets bound to every address of `host`, as loop.create_server would make them. With
+    `reuse_port` they may share the port with other processes (workers); `listen=False` only
+    reserves the port (the kernel hands connections to listening members alone)."""
     socks: list[socket.socket] = []
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
@@ -206,10 +210,13 @@ def listen_on(host: str, port: int) -> list[socket.socket]:
             sock = socket.socket(family, kind, proto)
             socks.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind(address)
-            sock.listen(BACKLOG)
+            if listen:
+                sock.listen(BACKLOG)
     except OSError:
         for sock in socks:
             sock.close()
@@ -221,15 +228,15 @@ async def serve(
     config: Config,
     *,
     on_ready: Callable[[Server], None] | None = None,
-    sock: socket.socket | None = None,
+    socks: list[socket.socket] | None = None,
     worker: bool = False,
 ) -> None:
     """Run until SIGINT or SIGTERM; a second signal skips the drain.
 
-    A `worker` (one of several processes, see supervisor) serves `sock` and leaves the pid file
+    A `worker` (one of several processes, see supervisor) serves `socks` and leaves the pid file
     and the startup banner to its supervisor.
     """
-    server = Server(config, sock)
+    server = Server(config, socks)
     loop = asyncio.get_running_loop()
     force = asyncio.Event()
 
@@ -273,7 +280,7 @@ def run(
     config: Config,
     *,
     on_ready: Callable[[Server], None] | None = None,
-    sock: socket.socket | None = None,
+    socks: list[socket.socket] | None = None,
     worker: bool = False,
 ) -> int:
     """Run the engine in this process, on uvloop when it is installed."""
@@ -284,7 +291,7 @@ def run(
     except ImportError:
         factory = None
     with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(serve(config, on_ready=on_ready, sock=sock, worker=worker))
+        runner.run(serve(config, on_ready=on_ready, socks=socks, worker=worker))
     return 0
 
 

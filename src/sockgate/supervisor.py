@@ -33,21 +33,11 @@ RESTART_BACKOFF = 1.0
 _PR_SET_PDEATHSIG = 1
 
 
-def _socket(host: str, port: int, *, listen: bool) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+def _sockets(host: str, port: int, *, listen: bool) -> list[socket.socket]:
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        address = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)[0][4]
-        sock.bind(address)
-        if listen:
-            sock.listen(1024)
-            sock.setblocking(False)
+        return server.listen_on(host, port, reuse_port=True, listen=listen)
     except OSError as exc:
-        sock.close()
         raise SockgateError(server.bind_error(f"{host}:{port}", exc)) from None
-    return sock
 
 
 class Supervisor:
@@ -63,11 +53,13 @@ class Supervisor:
 
     def run(self) -> int:
         listen = self.config.listen
-        reserve = _socket(listen.host, listen.port, listen=False)
-        self._port = reserve.getsockname()[1]
+        reserved = _sockets(listen.host, listen.port, listen=False)
+        self._port = reserved[0].getsockname()[1]
         signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
         try:
-            with reserve, server.PidFile(self.config.pid_file):
+            with contextlib.ExitStack() as stack, server.PidFile(self.config.pid_file):
+                for sock in reserved:
+                    stack.enter_context(sock)
                 for slot in range(self.config.workers):
                     self._spawn(slot)
                 self._await_ready()
@@ -95,13 +87,13 @@ class Supervisor:
             with contextlib.suppress(OSError, AttributeError):
                 ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
             os.close(self._ready_r)
-            sock = _socket(self.config.listen.host, self._port, listen=True)
+            socks = _sockets(self.config.listen.host, self._port, listen=True)
             ready_w = self._ready_w
 
             def ready(_: server.Server) -> None:
                 os.write(ready_w, b".")
 
-            return server.run(self.config, sock=sock, worker=True, on_ready=ready)
+            return server.run(self.config, socks=socks, worker=True, on_ready=ready)
         except BaseException:
             traceback.print_exc(file=sys.stderr)
             return 1
