@@ -165,6 +165,11 @@ class _Parser:
         self.events.append(END)
 
     @property
+    def started(self) -> bool:
+        """Bytes of a message not yet complete have been fed."""
+        return self._in_message
+
+    @property
     def idle(self) -> bool:
         """Between messages with nothing pending: the connection may carry the next one."""
         return not (self.events or self.dead or self._in_message)

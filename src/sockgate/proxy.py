@@ -2,13 +2,21 @@
 
 Every exchange ends in exactly one of: a complete response, a page sockgate writes itself
 (before any byte of the app's response), or a closed client connection (after it started).
+
+Two paths share this work. The common exchange (a request without a body, forwarded on a pooled
+app connection, answered with a complete response in what the app has sent so far) runs in the
+transports' callbacks while the connection's task stays parked: no task wakes up for it. Anything
+else (bodies, upgrades, new app connections, streaming, 1xx, faults, timeouts) wakes the task,
+which takes over from the state the callbacks left: the parsers' queued events and the streams.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import Enum, auto
 
@@ -50,11 +58,27 @@ class ClientState(Enum):
     CLOSED = auto()
 
 
+class _Wake(Enum):
+    """Why a parked connection task wakes up."""
+
+    EVENTS = auto()  # the request parser holds a request the callbacks do not handle
+    EOF = auto()  # the client closed (or the connection is gone) between requests
+    TIMEOUT = auto()  # no request (head) in time
+    CLOSE = auto()  # a fast exchange finished and the connection does not carry another
+
+
+# A fast exchange the task must finish: returns whether the connection carries another request.
+_Resume = Callable[[], Awaitable[bool]]
+
+
 @dataclass(slots=True)
 class _Exchange:
     head: RequestHead
     started: float = field(default_factory=time.time)
     app: App | None = None
+    upstream: Upstream | None = None
+    conn: AppConnection | None = None
+    request: bytes = b""
     status: int = 0
     sent: int = 0
     pump_error: errors.SockgateError | None = None
@@ -77,6 +101,14 @@ class ClientConnection:
         self.state = ClientState.WAITING
         self.closing = False
         self._tunnel: AppConnection | None = None
+        # The fast path: the parked task's wake-up, the exchange under way in callbacks, and one
+        # lazily re-armed timer for the deadline in force (next head, or the app's answer).
+        self._wake: asyncio.Future[_Wake | _Resume] | None = None
+        self._fast: _Exchange | None = None
+        self._head_started = False
+        self._deadline: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         peer = stream.peer()
         self.client_ip = peer[0] if isinstance(peer, tuple) else "unix"
 
@@ -88,12 +120,12 @@ class ClientConnection:
             first = True
             while not self.closing:
                 self.state = ClientState.WAITING
-                head = await self._read_head(first)
-                if head is None:
+                got = await self._next_request(first)
+                if got is None:
                     return
                 first = False
                 self.state = ClientState.ACTIVE
-                keep = await self._exchange(head)
+                keep = await (self._exchange(got) if isinstance(got, RequestHead) else got())
                 # Finished (a cut exchange aborted the stream itself): what is still buffered
                 # for the client must go out, so the close below is a graceful one.
                 self.state = ClientState.WAITING
@@ -104,6 +136,16 @@ class ClientConnection:
         except errors.SockgateError as exc:
             log.warning("client %s: exchange ended: %s", self.client_ip, exc)
         finally:
+            self._set_deadline(None)
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            if self._fast is not None:  # cancelled (the shutdown deadline) mid fast exchange
+                ex = self._fast
+                self._end_fast(ex)
+                assert ex.conn is not None
+                ex.conn.close()
+                self._log(ex)
             # Cut mid-exchange (the shutdown deadline, an error): a reset, never a FIN that a
             # close-delimited response would read as its proper end.
             if self.state is ClientState.ACTIVE:
@@ -130,31 +172,240 @@ class ClientConnection:
             parser.feed(data)
         return parser.events.popleft()
 
-    async def _read_head(self, first: bool) -> RequestHead | None:
-        t = self.timeouts
+    async def _next_request(self, first: bool) -> RequestHead | _Resume | None:
+        """The next request for the task, or an exchange to finish; None to close."""
         parser = self.parser
-        started = bool(parser.events)
-        deadline = self.loop.time() + (t.client_header if first else t.keepalive)
-        try:
-            while not parser.events:
-                data = await self.stream.read(deadline)
-                if not data:
-                    return None
-                if not started:
-                    started = True
-                    deadline = self.loop.time() + t.client_header
-                parser.feed(data)
-        except TimeoutError:
-            if started:
-                error = errors.ClientTimeout("the request head did not arrive in time")
-                self._refuse(error, None)
-            return None
+        if not parser.events:
+            wake = await self._park(first)
+            if wake is _Wake.TIMEOUT:
+                if self._head_started:
+                    error = errors.ClientTimeout("the request head did not arrive in time")
+                    self._refuse(error, None)
+                return None
+            if wake is _Wake.EOF or wake is _Wake.CLOSE:
+                return None
+            if wake is not _Wake.EVENTS:
+                assert callable(wake), wake
+                return wake
         event = parser.events.popleft()
         if isinstance(event, http1.ProtocolError):
             self._refuse(event.error, None)
             return None
         assert isinstance(event, RequestHead), event
         return event
+
+    # --- the fast path: exchanges in callbacks while the task is parked
+    async def _park(self, first: bool) -> _Wake | _Resume:
+        t = self.timeouts
+        self._head_started = self.parser.started
+        wait = t.client_header if first or self._head_started else t.keepalive
+        self._set_deadline(self.loop.time() + wait)
+        wake: asyncio.Future[_Wake | _Resume] = self.loop.create_future()
+        self._wake = wake
+        self._pump_client()
+        try:
+            return await wake
+        finally:
+            self._wake = None
+            self.stream.on_data = None
+            if self.stream.on_eof == self._on_client_eof:
+                self.stream.on_eof = None
+            self._set_deadline(None)
+
+    def _pump_client(self) -> None:
+        """Between exchanges: start what the client already sent, or listen for more."""
+        stream, parser = self.stream, self.parser
+        while not parser.events and stream.has_buffered:
+            self._on_client_data(stream.take(), listening=False)
+        if parser.events:
+            self._dispatch()
+        elif stream.peer_closed:
+            self._wake_task(_Wake.EOF)
+        else:
+            stream.on_data = self._on_client_data
+            stream.on_eof = self._on_client_eof
+
+    def _on_client_data(self, data: bytes, listening: bool = True) -> None:
+        parser = self.parser
+        parser.feed(data)
+        if parser.events:
+            if listening:
+                self._dispatch()
+        elif not self._head_started:
+            self._head_started = True
+            self._set_deadline(self.loop.time() + self.timeouts.client_header)
+
+    def _on_client_eof(self) -> None:
+        self._wake_task(_Wake.EOF)
+
+    def _dispatch(self) -> None:
+        """Start the request at the front of the parser's queue in callbacks if it is a common
+        one and a pooled app connection is at hand; else wake the task for it."""
+        events = self.parser.events
+        head = events[0]
+        if (
+            type(head) is RequestHead
+            and len(events) > 1
+            and head.framing is Framing.NONE
+            and not head.upgrade
+            and not self.closing
+            and not self.stream.writing_paused
+            and self.engine.hosts.allows(head.host)
+        ):
+            route = self.engine.router.route(head.target)
+            if type(route) is routing.Forward:
+                upstream = self.engine.upstreams[route.app.name]
+                conn = upstream.take_idle(retryable=head.method in IDEMPOTENT)
+                if conn is not None:
+                    events.popleft()
+                    self._skip_end_of_request()
+                    self._start_fast(head, route, upstream, conn)
+                    return
+        self._wake_task(_Wake.EVENTS)
+
+    def _start_fast(
+        self, head: RequestHead, route: routing.Forward, upstream: Upstream, conn: AppConnection
+    ) -> None:
+        app = route.app
+        ex = _Exchange(head, app=app, upstream=upstream, conn=conn, body_done=True)
+        ex.request = http1.request_head(
+            head.method,
+            route.target,
+            headers.to_app(
+                head, app, client_ip=self.client_ip, default_host=self.engine.default_host
+            ),
+        )
+        self.state = ClientState.ACTIVE
+        self._fast = ex
+        self.stream.on_data = None  # what the client sends next waits in the stream's buffer
+        self.stream.on_eof = functools.partial(self._client_eof, ex, conn)
+        conn.parser.head_request = head.method == b"HEAD"
+        try:
+            conn.stream.write(ex.request)
+        except ConnectionError:
+            self._hand_off(ex, written=False)
+            return
+        conn.stream.on_data = self._on_app_data
+        conn.stream.on_eof = self._on_app_eof
+        self._set_deadline(self.loop.time() + self.timeouts.read)
+
+    def _on_app_data(self, data: bytes) -> None:
+        ex = self._fast
+        assert ex is not None
+        conn = ex.conn
+        assert conn is not None
+        conn.received += len(data)
+        parser = conn.parser
+        parser.feed(data)
+        events = parser.events
+        if not events:
+            return  # the head is not complete yet
+        response = events[0]
+        if (
+            type(response) is ResponseHead
+            and type(events[-1]) is http1.EndOfMessage
+            and not response.informational
+            and response.status != 101
+        ):
+            self._finish_fast(ex, response)
+        else:
+            self._hand_off(ex, written=True)  # streaming, 1xx, or something to report
+
+    def _on_app_eof(self) -> None:
+        ex = self._fast
+        if ex is not None:
+            self._hand_off(ex, written=True)
+
+    def _finish_fast(self, ex: _Exchange, response: ResponseHead) -> None:
+        """The whole response is parsed: send it in one write and take the next request."""
+        conn, upstream = ex.conn, ex.upstream
+        assert conn is not None
+        assert upstream is not None
+        events = conn.parser.events
+        events.popleft()
+        framing, keep, pending = self._plan_response(ex, response)
+        chunked = framing is Framing.CHUNKED
+        while type(event := events.popleft()) is http1.Data:
+            data = event.data
+            ex.sent += len(data)
+            if chunked:
+                pending += (http1.chunk_header(len(data)), data, b"\r\n")
+            else:
+                pending.append(data)
+        if chunked:
+            pending.append(http1.LAST_CHUNK)
+        self._end_fast(ex)
+        self.stream.on_eof = None
+        try:
+            self.stream.writelines(pending)
+        except ConnectionError as exc:
+            conn.close()
+            self._note_fault(ex, exc)
+            self._log(ex)
+            self._wake_task(_Wake.CLOSE)
+            return
+        ex.head_sent = True
+        self._release(ex, upstream, conn, response)
+        self._log(ex)
+        self.state = ClientState.WAITING
+        if not keep:
+            self._wake_task(_Wake.CLOSE)
+            return
+        self._head_started = self.parser.started
+        wait = self.timeouts.client_header if self._head_started else self.timeouts.keepalive
+        self._set_deadline(self.loop.time() + wait)
+        self._pump_client()
+
+    def _hand_off(self, ex: _Exchange, *, written: bool) -> None:
+        """The task finishes this exchange, from the state the callbacks left."""
+        deadline = self._deadline
+        self._end_fast(ex)
+        self._wake_task(functools.partial(self._resume, ex, written, deadline))
+
+    def _end_fast(self, ex: _Exchange) -> None:
+        self._fast = None
+        self._set_deadline(None)
+        assert ex.conn is not None
+        ex.conn.stream.on_data = None
+        ex.conn.stream.on_eof = None
+
+    async def _resume(self, ex: _Exchange, written: bool, deadline: float | None) -> bool:
+        assert ex.upstream is not None
+        try:
+            return await self._send(
+                ex, ex.upstream, ex.request, conn=ex.conn, written=written, deadline=deadline
+            )
+        finally:
+            self._log(ex)
+
+    def _wake_task(self, why: _Wake | _Resume) -> None:
+        self.stream.on_data = None
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(why)
+
+    def _set_deadline(self, at: float | None) -> None:
+        """The deadline in force; the timer is re-armed only when it must fire earlier."""
+        self._deadline = at
+        if at is None:
+            return
+        if self._timer is None or self._timer_at > at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self.loop.call_at(at, self._on_deadline)
+            self._timer_at = at
+
+    def _on_deadline(self) -> None:
+        self._timer = None
+        at = self._deadline
+        if at is None:
+            return
+        if self.loop.time() < at:
+            self._set_deadline(at)  # moved later since the timer was armed
+        elif self._fast is not None:
+            self._hand_off(self._fast, written=True)  # the app is late: the task answers 504
+        else:
+            self._wake_task(_Wake.TIMEOUT)
 
     def _refuse(self, error: errors.ClientError, head: RequestHead | None) -> None:
         """Answer a request we will not forward, and close."""
@@ -242,19 +493,44 @@ class ClientConnection:
                 head, app, client_ip=self.client_ip, default_host=self.engine.default_host
             ),
         )
-        retryable = head.method in IDEMPOTENT and head.framing is Framing.NONE
         if head.framing is Framing.NONE:
             self._skip_end_of_request()
             ex.body_done = True
+        return await self._send(ex, upstream, request)
+
+    async def _send(
+        self,
+        ex: _Exchange,
+        upstream: Upstream,
+        request: bytes,
+        *,
+        conn: AppConnection | None = None,
+        written: bool = False,
+        deadline: float | None = None,
+    ) -> bool:
+        """Send on `conn` (where `written` says whether the request went out already) or a
+        pooled or new connection; once more on a new one if a reused one turns out closed."""
+        retryable = _resendable(ex)
         for attempt in (1, 2):
+            if conn is None:
+                try:
+                    conn = await upstream.acquire(retryable=retryable, fresh=attempt == 2)
+                except errors.UpstreamError as exc:
+                    return self._fail(ex, exc)
+                written = False
             try:
-                conn = await upstream.acquire(retryable=retryable, fresh=attempt == 2)
-            except errors.UpstreamError as exc:
-                return self._fail(ex, exc)
-            try:
-                return await self._over(ex, upstream, conn, request, retry_ok=attempt == 1)
+                return await self._over(
+                    ex,
+                    upstream,
+                    conn,
+                    request,
+                    retry_ok=attempt == 1,
+                    written=written,
+                    deadline=deadline,
+                )
             except _Retry:
-                log.info("%s: reused connection was closed by the app; retrying", app.name)
+                log.info("%s: reused connection was closed by the app; retrying", upstream.app.name)
+                conn, deadline = None, None
         raise AssertionError("unreachable")
 
     async def _over(
@@ -265,15 +541,19 @@ class ClientConnection:
         request: bytes,
         *,
         retry_ok: bool,
+        written: bool = False,
+        deadline: float | None = None,
     ) -> bool:
-        """One attempt on one app connection."""
+        """One attempt on one app connection; `deadline` for the app's first answer if not
+        the read timeout from now."""
         head = ex.head
         conn.parser.head_request = head.method == b"HEAD"
         pump: asyncio.Task[None] | None = None
         self.stream.on_eof = lambda: self._client_eof(ex, conn)
         try:
             try:
-                conn.stream.write(request)
+                if not written:
+                    conn.stream.write(request)
             except ConnectionError:
                 conn.close()
                 if retry_ok and conn.reused:
@@ -281,7 +561,7 @@ class ClientConnection:
                 return self._fail(ex, _closed_early(conn, upstream))
             if head.framing is not Framing.NONE:
                 pump = asyncio.create_task(self._pump_body(ex, conn))
-            return await self._relay(ex, upstream, conn, retry_ok=retry_ok)
+            return await self._relay(ex, upstream, conn, retry_ok=retry_ok, deadline=deadline)
         finally:
             self.stream.on_eof = None
             if conn.state is ConnState.ACTIVE:
@@ -353,10 +633,18 @@ class ClientConnection:
             pass  # the app closed while reading: the response side reports what it said
 
     async def _relay(
-        self, ex: _Exchange, upstream: Upstream, conn: AppConnection, *, retry_ok: bool
+        self,
+        ex: _Exchange,
+        upstream: Upstream,
+        conn: AppConnection,
+        *,
+        retry_ok: bool,
+        deadline: float | None,
     ) -> bool:
         try:
-            response = await self._response_head(ex, upstream, conn, retry_ok=retry_ok)
+            response = await self._response_head(
+                ex, upstream, conn, retry_ok=retry_ok, deadline=deadline
+            )
         except errors.SockgateError as exc:
             conn.close()
             return self._fail(ex, exc)
@@ -369,10 +657,17 @@ class ClientConnection:
         return await self._stream_response(ex, upstream, conn, response)
 
     async def _response_head(
-        self, ex: _Exchange, upstream: Upstream, conn: AppConnection, *, retry_ok: bool
+        self,
+        ex: _Exchange,
+        upstream: Upstream,
+        conn: AppConnection,
+        *,
+        retry_ok: bool,
+        deadline: float | None,
     ) -> ResponseHead:
         while True:
-            event = await self._app_event(ex, upstream, conn, retry_ok=retry_ok)
+            event = await self._app_event(ex, upstream, conn, retry_ok=retry_ok, deadline=deadline)
+            deadline = None
             if isinstance(event, http1.EndOfMessage):
                 continue  # the end of a 1xx
             if not isinstance(event, ResponseHead):
@@ -389,11 +684,19 @@ class ClientConnection:
                 )
 
     async def _app_event(
-        self, ex: _Exchange, upstream: Upstream, conn: AppConnection, *, retry_ok: bool
+        self,
+        ex: _Exchange,
+        upstream: Upstream,
+        conn: AppConnection,
+        *,
+        retry_ok: bool,
+        deadline: float | None,
     ) -> Event:
         """The next event of the app's response before its head is through, errors named."""
+        if deadline is None:
+            deadline = self.loop.time() + self.timeouts.read
         try:
-            event = await conn.next_event(self.loop.time() + self.timeouts.read)
+            event = await conn.next_event(deadline)
         except TimeoutError:
             raise self._blame(ex) or _read_timeout(upstream, self.timeouts.read) from None
         except ConnectionError:
@@ -421,6 +724,26 @@ class ClientConnection:
     async def _stream_response(
         self, ex: _Exchange, upstream: Upstream, conn: AppConnection, response: ResponseHead
     ) -> bool:
+        framing, keep, pending = self._plan_response(ex, response)
+        try:
+            await self._stream_body(ex, upstream, conn, response, framing, pending)
+        except (errors.SockgateError, ConnectionError) as exc:
+            conn.close()
+            if not ex.head_sent and isinstance(exc, errors.SockgateError):
+                ex.status = 0
+                return self._fail(ex, exc)  # nothing went out yet: a page still can
+            # The head is out: the only honest signal left is to close without finishing.
+            self._note_fault(ex, exc)
+            self.stream.abort()
+            return False
+        self._release(ex, upstream, conn, response)
+        return keep and ex.body_done
+
+    def _plan_response(
+        self, ex: _Exchange, response: ResponseHead
+    ) -> tuple[Framing, bool, list[bytes]]:
+        """The framing towards the client, whether the connection carries another request,
+        and the response head to send."""
         head = ex.head
         framing, out = _client_framing(head, response)
         keep = (
@@ -438,24 +761,18 @@ class ClientConnection:
         elif head.version == b"1.0":
             out.append((b"Connection", b"keep-alive"))
         ex.status = response.status
-        pending = [http1.response_head(response.status, response.reason, out)]
-        try:
-            await self._stream_body(ex, upstream, conn, response, framing, pending)
-        except (errors.SockgateError, ConnectionError) as exc:
-            conn.close()
-            if not ex.head_sent and isinstance(exc, errors.SockgateError):
-                ex.status = 0
-                return self._fail(ex, exc)  # nothing went out yet: a page still can
-            # The head is out: the only honest signal left is to close without finishing.
-            self._note_fault(ex, exc)
-            self.stream.abort()
-            return False
+        return framing, keep, [http1.response_head(response.status, response.reason, out)]
+
+    @staticmethod
+    def _release(
+        ex: _Exchange, upstream: Upstream, conn: AppConnection, response: ResponseHead
+    ) -> None:
+        """Back to the pool if the exchange ended cleanly on a connection the app keeps."""
         finished = ex.body_done and response.keep_alive and not conn.parser.dead
         if finished and response.framing is not Framing.UNTIL_CLOSE:
             upstream.release(conn)
         else:
             conn.close()
-        return keep and ex.body_done
 
     async def _stream_body(
         self,

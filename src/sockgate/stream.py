@@ -41,6 +41,9 @@ class Stream(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         # Called once when the peer closes or the connection is lost, even if nobody reads.
         self.on_eof: Callable[[], None] | None = None
+        # While set, received bytes go to it instead of the buffer: a caller driven by callbacks
+        # (the proxy's fast path) sees them without a task waking up.
+        self.on_data: Callable[[bytes], None] | None = None
 
     def __repr__(self) -> str:
         state = "lost" if self._lost else "eof" if self._eof else "open"
@@ -55,6 +58,9 @@ class Stream(asyncio.Protocol):
             self._on_connect(self)
 
     def data_received(self, data: bytes) -> None:
+        if self.on_data is not None:
+            self.on_data(data)
+            return
         if self.idle:
             # A pooled app connection that speaks unasked is broken: drop it.
             self.abort()
@@ -108,6 +114,15 @@ class Stream(asyncio.Protocol):
     def has_buffered(self) -> bool:
         return bool(self._buffer)
 
+    @property
+    def peer_closed(self) -> bool:
+        """The peer sent its end of stream, or the connection is gone (bytes may be buffered)."""
+        return self._eof
+
+    @property
+    def writing_paused(self) -> bool:
+        return self._writing_paused
+
     def peer(self) -> Any:
         return self._transport().get_extra_info("peername")
 
@@ -128,6 +143,10 @@ class Stream(asyncio.Protocol):
             finally:
                 self._read_waiter = None
                 self._read_deadline = None
+        return self.take()
+
+    def take(self) -> bytes:
+        """The next buffered bytes, without waiting (call only when `has_buffered`)."""
         data = self._buffer.popleft()
         self._buffered -= len(data)
         if self._reading_paused and self._buffered <= READ_HIGH_WATER // 4:

@@ -76,22 +76,28 @@ class Upstream:
 
     async def acquire(self, *, retryable: bool, fresh: bool = False) -> AppConnection:
         """A usable pooled connection unless `fresh` is asked; else a new one."""
+        conn = None if fresh else self.take_idle(retryable=retryable)
+        return conn or AppConnection(await self.connect())
+
+    def take_idle(self, *, retryable: bool) -> AppConnection | None:
+        """A usable pooled connection, or None when a new one must be made."""
         now = time.monotonic()
-        while self._idle and not fresh:
+        while self._idle:
             conn = self._idle.pop()  # the most recently used is the least likely to be closed
-            if conn.stream.closed or conn.stream.at_eof or conn.stream.has_buffered:
+            stream = conn.stream
+            if stream.closed or stream.at_eof or stream.has_buffered:
                 conn.close()
                 continue
             if not retryable and now - conn.idle_since > FRESH_ENOUGH:
                 conn.close()
                 continue
-            conn.stream.idle = False
+            stream.idle = False
             conn.state = ConnState.ACTIVE
             conn.reused = True
             conn.received = 0
             conn.parser.head_request = False  # llhttp reads one response after another
             return conn
-        return AppConnection(await self.connect())
+        return None
 
     def release(self, conn: AppConnection) -> None:
         """Back to the pool after a complete exchange on a connection the app keeps open."""
