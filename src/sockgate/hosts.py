@@ -11,6 +11,7 @@ import ipaddress
 from collections.abc import Sequence
 
 LOCAL_NAMES = ("localhost", "*.localhost", "127.0.0.0/8", "[::1]")
+SEEN_MAX = 1024  # Host values remembered with their verdict
 
 
 def hostname(host: bytes) -> str | None:
@@ -59,6 +60,8 @@ class HostPolicy:
         if listen not in ("0.0.0.0", "::", ""):
             exact.add(f"[{listen}]" if ":" in listen else listen)
         self._exact = frozenset(exact)
+        # Verdicts by Host value: a browser sends the same few values over and over.
+        self._seen: dict[bytes, bool] = {}
 
     def __repr__(self) -> str:
         return f"<HostPolicy allowed={self.allowed!r}>"
@@ -66,6 +69,14 @@ class HostPolicy:
     def allows(self, host: bytes | None) -> bool:
         if host is None or self._any:
             return True  # HTTP/1.0 without Host: no browser sends that
+        verdict = self._seen.get(host)
+        if verdict is None:
+            if len(self._seen) >= SEEN_MAX:
+                self._seen.clear()
+            verdict = self._seen[host] = self._judge(host)
+        return verdict
+
+    def _judge(self, host: bytes) -> bool:
         name = hostname(host)
         if name is None:
             return False

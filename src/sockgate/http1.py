@@ -32,6 +32,7 @@ _LINE_OVERHEAD = 4
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 # Header names the parser itself looks at.
 _FRAMING_NAMES = frozenset({b"transfer-encoding", b"content-length", b"host", b"expect"})
+_FRAMING_LENGTHS = frozenset(len(name) for name in _FRAMING_NAMES)
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -143,8 +144,7 @@ class _Parser:
             raise HeadTooLarge(f"head larger than {self._max_head} bytes")
         if self._in_trailers:
             return  # trailer fields are dropped: they must never join the head handed out
-        lower = name.lower()
-        if lower in _FRAMING_NAMES:
+        if len(name) in _FRAMING_LENGTHS and (lower := name.lower()) in _FRAMING_NAMES:
             if lower == b"transfer-encoding":
                 if value.strip().lower() != b"chunked":
                     self._bad(f"Transfer-Encoding {value.decode('latin-1')!r}: only 'chunked'")

@@ -79,6 +79,10 @@ class _Exchange:
     upstream: Upstream | None = None
     conn: AppConnection | None = None
     request: bytes = b""
+    # A body the fast path streams: the response, and the bytes of it still to come.
+    response: ResponseHead | None = None
+    remaining: int = 0
+    keep: bool = False
     status: int = 0
     sent: int = 0
     pump_error: errors.SockgateError | None = None
@@ -301,20 +305,100 @@ class ClientConnection:
         if not events:
             return  # the head is not complete yet
         response = events[0]
-        if (
-            type(response) is ResponseHead
-            and type(events[-1]) is http1.EndOfMessage
-            and not response.informational
-            and response.status != 101
-        ):
-            self._finish_fast(ex, response)
-        else:
-            self._hand_off(ex, written=True)  # streaming, 1xx, or something to report
+        if type(response) is ResponseHead and not response.informational and response.status != 101:
+            if type(events[-1]) is http1.EndOfMessage:
+                self._finish_fast(ex, response)
+                return
+            if response.framing is Framing.LENGTH:
+                self._stream_fast(ex, response)
+                return
+        self._hand_off(ex, written=True)  # chunked or to the close, 1xx, or something to report
 
     def _on_app_eof(self) -> None:
         ex = self._fast
-        if ex is not None:
+        if ex is None:
+            return
+        if not ex.head_sent:
             self._hand_off(ex, written=True)
+        elif ex.client_left:
+            self._cut(ex, errors.ClientGone("client closed the connection"))
+        else:
+            assert ex.app is not None
+            reason = "the body was incomplete"
+            self._cut(ex, errors.AppCutShort(ex.app.name, str(ex.app.socket), reason))
+
+    def _stream_fast(self, ex: _Exchange, response: ResponseHead) -> None:
+        """A body of known length, longer than what has arrived: relayed as it comes, past
+        the parser (no copy, no event per chunk), with backpressure both ways."""
+        conn = ex.conn
+        assert conn is not None
+        events = conn.parser.events
+        events.popleft()
+        _, ex.keep, pending = self._plan_response(ex, response)
+        got = 0
+        while events:
+            event = events.popleft()
+            assert type(event) is http1.Data, event
+            got += len(event.data)
+            pending.append(event.data)
+        ex.sent += got
+        ex.remaining = (response.content_length or 0) - got
+        ex.response = response
+        # The parser stays behind mid-body: the next response on this connection starts fresh.
+        conn.parser = http1.ResponseParser()
+        conn.stream.on_data = self._on_app_body
+        self.stream.on_drained = self._on_client_drained
+        self._relay_body(ex, pending)
+
+    def _on_app_body(self, data: bytes) -> None:
+        ex = self._fast
+        assert ex is not None
+        conn = ex.conn
+        assert conn is not None
+        size = len(data)
+        conn.received += size
+        if size > ex.remaining:
+            # More than Content-Length said: the rest is no response; the connection ends.
+            conn.parser.dead = True
+            data = data[: ex.remaining]
+            size = ex.remaining
+        ex.remaining -= size
+        ex.sent += size
+        self._relay_body(ex, [data])
+
+    def _relay_body(self, ex: _Exchange, parts: list[bytes]) -> None:
+        conn = ex.conn
+        assert conn is not None
+        try:
+            self.stream.writelines(parts)
+        except ConnectionError as exc:
+            self._cut(ex, exc)
+            return
+        ex.head_sent = True
+        if ex.remaining == 0:
+            assert ex.response is not None
+            self._complete_fast(ex, ex.response, ex.keep)
+        elif self.stream.writing_paused:
+            conn.stream.hold(True)
+            self._set_deadline(self.loop.time() + self.timeouts.send)
+        else:
+            self._set_deadline(self.loop.time() + self.timeouts.read)
+
+    def _on_client_drained(self) -> None:
+        ex = self._fast
+        if ex is not None and ex.conn is not None:
+            ex.conn.stream.hold(False)
+            self._set_deadline(self.loop.time() + self.timeouts.read)
+
+    def _cut(self, ex: _Exchange, error: BaseException) -> None:
+        """End a fast exchange whose head is out: without finishing, so the client sees it."""
+        assert ex.conn is not None
+        ex.conn.close()
+        self._end_fast(ex)
+        self._note_fault(ex, error)
+        self.stream.abort()
+        self._log(ex)
+        self._wake_task(_Wake.CLOSE)
 
     def _finish_fast(self, ex: _Exchange, response: ResponseHead) -> None:
         """The whole response is parsed: send it in one write and take the next request."""
@@ -334,17 +418,20 @@ class ClientConnection:
                 pending.append(data)
         if chunked:
             pending.append(http1.LAST_CHUNK)
-        self._end_fast(ex)
-        self.stream.on_eof = None
         try:
             self.stream.writelines(pending)
         except ConnectionError as exc:
-            conn.close()
-            self._note_fault(ex, exc)
-            self._log(ex)
-            self._wake_task(_Wake.CLOSE)
+            self._cut(ex, exc)
             return
         ex.head_sent = True
+        self._complete_fast(ex, response, keep)
+
+    def _complete_fast(self, ex: _Exchange, response: ResponseHead, keep: bool) -> None:
+        """The response is out: the app connection back to the pool, the next request."""
+        conn, upstream = ex.conn, ex.upstream
+        assert conn is not None
+        assert upstream is not None
+        self._end_fast(ex)
         self._release(ex, upstream, conn, response)
         self._log(ex)
         self.state = ClientState.WAITING
@@ -365,9 +452,13 @@ class ClientConnection:
     def _end_fast(self, ex: _Exchange) -> None:
         self._fast = None
         self._set_deadline(None)
-        assert ex.conn is not None
-        ex.conn.stream.on_data = None
-        ex.conn.stream.on_eof = None
+        self.stream.on_eof = None
+        self.stream.on_drained = None
+        conn = ex.conn
+        assert conn is not None
+        conn.stream.on_data = None
+        conn.stream.on_eof = None
+        conn.stream.hold(False)
 
     async def _resume(self, ex: _Exchange, written: bool, deadline: float | None) -> bool:
         assert ex.upstream is not None
@@ -400,12 +491,18 @@ class ClientConnection:
         at = self._deadline
         if at is None:
             return
+        ex = self._fast
         if self.loop.time() < at:
             self._set_deadline(at)  # moved later since the timer was armed
-        elif self._fast is not None:
-            self._hand_off(self._fast, written=True)  # the app is late: the task answers 504
-        else:
+        elif ex is None:
             self._wake_task(_Wake.TIMEOUT)
+        elif not ex.head_sent:
+            self._hand_off(ex, written=True)  # the app is late: the task answers 504
+        elif self.stream.writing_paused:
+            self._cut(ex, errors.ClientGone("client stopped reading the response"))
+        else:
+            assert ex.upstream is not None
+            self._cut(ex, _read_timeout(ex.upstream, self.timeouts.read))
 
     def _refuse(self, error: errors.ClientError, head: RequestHead | None) -> None:
         """Answer a request we will not forward, and close."""
@@ -908,10 +1005,10 @@ class ClientConnection:
     ) -> None:
         referer = user_agent = None
         for name, value in head.headers if head else ():
-            lower = name.lower()
-            if lower == b"referer":
+            size = len(name)  # tested first: most headers are neither
+            if size == 7 and name.lower() == b"referer":
                 referer = value
-            elif lower == b"user-agent":
+            elif size == 10 and name.lower() == b"user-agent":
                 user_agent = value
         self.engine.access_log.log(
             client=self.client_ip,

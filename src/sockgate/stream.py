@@ -44,6 +44,9 @@ class Stream(asyncio.Protocol):
         # While set, received bytes go to it instead of the buffer: a caller driven by callbacks
         # (the proxy's fast path) sees them without a task waking up.
         self.on_data: Callable[[bytes], None] | None = None
+        # Called when the peer has caught up after writing was paused.
+        self.on_drained: Callable[[], None] | None = None
+        self._held = False
 
     def __repr__(self) -> str:
         state = "lost" if self._lost else "eof" if self._eof else "open"
@@ -99,6 +102,8 @@ class Stream(asyncio.Protocol):
         waiter, self._drain_waiter = self._drain_waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+        if self.on_drained is not None:
+            self.on_drained()
 
     # --- the stream API
     @property
@@ -151,9 +156,22 @@ class Stream(asyncio.Protocol):
         self._buffered -= len(data)
         if self._reading_paused and self._buffered <= READ_HIGH_WATER // 4:
             self._reading_paused = False
-            if not self._lost:
+            if not self._lost and not self._held:
                 self._transport().resume_reading()
         return data
+
+    def hold(self, held: bool) -> None:
+        """Stop (or start again) receiving, for a caller driven by `on_data` whose output is
+        backed up; independent of the pause the buffer makes on its own."""
+        if held == self._held:
+            return
+        self._held = held
+        if self.closed:
+            return
+        if held:
+            self._transport().pause_reading()
+        elif not self._reading_paused:
+            self._transport().resume_reading()
 
     def unread(self, data: bytes) -> None:
         """Put bytes back in front, for the next read (bytes that belong to a tunnel)."""

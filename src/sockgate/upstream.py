@@ -17,8 +17,9 @@ from .config import MAX_SOCKET_PATH, App
 from .http1 import Event, ResponseParser
 from .stream import Stream
 
-# Idle app connections kept per app; more are closed when released.
-MAX_IDLE = 32
+# Idle app connections kept per app; more are closed when released. As many as a busy client
+# side may use at once, so a burst does not pay a connect (and a close) per request.
+MAX_IDLE = 256
 # A request that cannot be retried (it has a body, or is not idempotent) takes a pooled
 # connection only if it went idle this recently: apps close idle connections after a few seconds
 # (gunicorn: 2 s) and a close that crosses our request on the wire cannot be told apart from a
