@@ -54,7 +54,7 @@ def test_two_workers_serve_one_port_and_stop_together(tmp: Path) -> None:
         proxy = Proxy(_config(tmp, app, 2)).start()
         try:
             workers = _wait_children(proxy.proc.pid, 2)  # type: ignore[union-attr]
-            assert "2 worker processes" in proxy.output()
+            proxy.wait_for_output("2 worker processes")  # logged just after the banner
             with httpx.Client() as client:
                 for _ in range(20):
                     assert client.get(f"{proxy.url}/app1/x").text == "ok"

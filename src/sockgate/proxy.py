@@ -122,14 +122,19 @@ class ClientConnection:
     async def run(self) -> None:
         try:
             first = True
-            while not self.closing:
-                self.state = ClientState.WAITING
+            while True:
+                if self._fast is None:
+                    if self.closing:
+                        return
+                    self.state = ClientState.WAITING
                 got = await self._next_request(first)
                 if got is None:
                     return
                 first = False
                 self.state = ClientState.ACTIVE
                 keep = await (self._exchange(got) if isinstance(got, RequestHead) else got())
+                if keep is None:
+                    continue  # the exchange goes on in callbacks; the task parks meanwhile
                 # Finished (a cut exchange aborted the stream itself): what is still buffered
                 # for the client must go out, so the close below is a graceful one.
                 self.state = ClientState.WAITING
@@ -179,7 +184,7 @@ class ClientConnection:
     async def _next_request(self, first: bool) -> RequestHead | _Resume | None:
         """The next request for the task, or an exchange to finish; None to close."""
         parser = self.parser
-        if not parser.events:
+        if self._fast is not None or not parser.events:
             wake = await self._park(first)
             if wake is _Wake.TIMEOUT:
                 if self._head_started:
@@ -200,13 +205,14 @@ class ClientConnection:
 
     # --- the fast path: exchanges in callbacks while the task is parked
     async def _park(self, first: bool) -> _Wake | _Resume:
-        t = self.timeouts
-        self._head_started = self.parser.started
-        wait = t.client_header if first or self._head_started else t.keepalive
-        self._set_deadline(self.loop.time() + wait)
         wake: asyncio.Future[_Wake | _Resume] = self.loop.create_future()
         self._wake = wake
-        self._pump_client()
+        if self._fast is None:  # else the exchange under way takes the next request itself
+            t = self.timeouts
+            self._head_started = self.parser.started
+            wait = t.client_header if first or self._head_started else t.keepalive
+            self._set_deadline(self.loop.time() + wait)
+            self._pump_client()
         try:
             return await wake
         finally:
@@ -270,28 +276,30 @@ class ClientConnection:
     def _start_fast(
         self, head: RequestHead, route: routing.Forward, upstream: Upstream, conn: AppConnection
     ) -> None:
-        app = route.app
-        ex = _Exchange(head, app=app, upstream=upstream, conn=conn, body_done=True)
-        ex.request = http1.request_head(
-            head.method,
-            route.target,
-            headers.to_app(
-                head, app, client_ip=self.client_ip, default_host=self.engine.default_host
-            ),
-        )
+        ex = _Exchange(head, app=route.app, upstream=upstream, conn=conn, body_done=True)
+        ex.request = self._app_request(head, route)
         self.state = ClientState.ACTIVE
+        if not self._launch(ex):
+            self._wake_task(functools.partial(self._resume, ex, False, None))
+
+    def _launch(self, ex: _Exchange) -> bool:
+        """Send the request and wait for the response in callbacks; False if the app
+        connection turned out closed (the task then deals with it)."""
+        conn = ex.conn
+        assert conn is not None
         self._fast = ex
         self.stream.on_data = None  # what the client sends next waits in the stream's buffer
         self.stream.on_eof = functools.partial(self._client_eof, ex, conn)
-        conn.parser.head_request = head.method == b"HEAD"
+        conn.parser.head_request = ex.head.method == b"HEAD"
         try:
             conn.stream.write(ex.request)
         except ConnectionError:
-            self._hand_off(ex, written=False)
-            return
+            self._end_fast(ex)
+            return False
         conn.stream.on_data = self._on_app_data
         conn.stream.on_eof = self._on_app_eof
         self._set_deadline(self.loop.time() + self.timeouts.read)
+        return True
 
     def _on_app_data(self, data: bytes) -> None:
         ex = self._fast
@@ -512,8 +520,9 @@ class ClientConnection:
             self._log_line(b"-", page.status, time.time(), None, None)
 
     # --- one exchange
-    async def _exchange(self, head: RequestHead) -> bool:
-        """Handle one request; True if the connection can carry another."""
+    async def _exchange(self, head: RequestHead) -> bool | None:
+        """Handle one request; True if the connection can carry another, None if the exchange
+        goes on in callbacks (the fast path)."""
         ex = _Exchange(head)
         try:
             hosts = self.engine.hosts
@@ -525,7 +534,8 @@ class ClientConnection:
                 return await self._forward(ex, decision)
             return self._answer_locally(ex, self._page_for(decision))
         finally:
-            self._log(ex)
+            if self._fast is not ex:
+                self._log(ex)
 
     def _page_for(self, decision: routing.Decision) -> pages.Page:
         if isinstance(decision, routing.Redirect):
@@ -568,7 +578,7 @@ class ClientConnection:
         return len(body) if with_body else 0
 
     # --- forwarding
-    async def _forward(self, ex: _Exchange, route: routing.Forward) -> bool:
+    async def _forward(self, ex: _Exchange, route: routing.Forward) -> bool | None:
         head, app = ex.head, route.app
         ex.app = app
         limit = self.engine.config.body_limit(app)
@@ -583,17 +593,33 @@ class ClientConnection:
             # The body is already known to be malformed: the app never sees this request.
             return self._fail(ex, queued)
         upstream = self.engine.upstreams[app.name]
-        request = http1.request_head(
-            head.method,
-            route.target,
-            headers.to_app(
-                head, app, client_ip=self.client_ip, default_host=self.engine.default_host
-            ),
-        )
+        request = self._app_request(head, route)
         if head.framing is Framing.NONE:
             self._skip_end_of_request()
             ex.body_done = True
+            if not head.upgrade:
+                return await self._forward_in_callbacks(ex, upstream, request)
         return await self._send(ex, upstream, request)
+
+    async def _forward_in_callbacks(
+        self, ex: _Exchange, upstream: Upstream, request: bytes
+    ) -> bool | None:
+        """A request without a body on a new (or pooled) connection: the response comes back
+        through the fast path's callbacks, as if the connection had been pooled."""
+        try:
+            conn = await upstream.acquire(retryable=_resendable(ex))
+        except errors.UpstreamError as exc:
+            return self._fail(ex, exc)
+        ex.upstream, ex.conn, ex.request = upstream, conn, request
+        if self._launch(ex):
+            return None
+        return await self._send(ex, upstream, request, conn=conn)
+
+    def _app_request(self, head: RequestHead, route: routing.Forward) -> bytes:
+        app_headers = headers.to_app(
+            head, route.app, client_ip=self.client_ip, default_host=self.engine.default_host
+        )
+        return http1.request_head(head.method, route.target, app_headers)
 
     async def _send(
         self,
