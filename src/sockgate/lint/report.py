@@ -178,9 +178,10 @@ def _finding_line(finding: Finding) -> str:
 
 def _hint_lines(escaping: list[AppResult]) -> list[str]:
     apps = ", ".join(f"{r.app.name} at {r.app.mount or '/'}" for r in escaping)
+    shown = f" (shown for {escaping[0].app.name})" if len(escaping) > 1 else ""
     lines = [
         f"to fix: tell each app its prefix ({apps}); sockgate sends it as X-Forwarded-Prefix.",
-        "  one setting per framework:",
+        f"  one setting per framework{shown}:",
     ]
     for name, setting in framework_hints(escaping[0].app):
         lines.append(f"    {name}: {setting}")
