@@ -24,10 +24,20 @@ LAYERS: dict[int, set[str]] = {
         "scaffold",
         "nginx.render",
         "nginx.tree",
+        "lint.find",
+        "lint.report",
     },
-    2: {"stream", "upstream", "tunnel", "accesslog", "probe"},
+    2: {"stream", "upstream", "tunnel", "accesslog", "probe", "lint.crawl"},
     3: {"proxy"},
-    4: {"server", "supervisor", "nginx.run", "demo.launcher", "demo.apps", "logsetup"},
+    4: {
+        "server",
+        "supervisor",
+        "nginx.run",
+        "demo.launcher",
+        "demo.apps",
+        "logsetup",
+        "lint.run",
+    },
     5: {"cli", "__main__", "demo.run"},
 }
 LAYER_OF = {name: layer for layer, names in LAYERS.items() for name in names}

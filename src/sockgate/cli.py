@@ -4,6 +4,7 @@ errors into one line on stderr and an exit code."""
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -14,6 +15,9 @@ import click
 
 from . import __version__, config, probe, scaffold, supervisor
 from .errors import ConfigError, SockgateError
+from .lint import crawl as lint_crawl
+from .lint import report as lint_report
+from .lint import run as lint_run
 from .logsetup import configure
 from .nginx import render as nginx_render
 from .nginx import run as nginx_run
@@ -22,6 +26,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_INVALID = 1
 EXIT_ERROR = 2
+EXIT_FOUND = 1  # `lint`: something escapes its prefix
 
 
 def _config_options(func: F) -> F:
@@ -30,6 +35,10 @@ def _config_options(func: F) -> F:
         type=click.Choice(config.ENGINES),
         help="Override `engine`: the built-in asyncio engine or user-mode nginx.",
     )(func)
+    return _source_options(func)
+
+
+def _source_options(func: F) -> F:
     func = click.option(
         "--app",
         "apps",
@@ -175,6 +184,47 @@ def exposure_warning(cfg: config.Config) -> str | None:
     return (
         f"listening on {cfg.listen} (allow_remote = true): reachable from the network: {reachable}"
     )
+
+
+@main.command()
+@click.argument("app_name", metavar="[APP]", required=False)
+@click.option("--json", "as_json", is_flag=True, help="One JSON document (schema: README).")
+@click.option(
+    "--max-pages",
+    type=click.IntRange(1, 1000),
+    default=lint_crawl.MAX_PAGES,
+    show_default=True,
+    help="Pages fetched per app at most.",
+)
+@_source_options
+@_handle_errors
+def lint(
+    config_path: Path | None,
+    listen: str | None,
+    apps: tuple[str, ...],
+    app_name: str | None,
+    as_json: bool,
+    max_pages: int,
+) -> None:
+    """Find links, redirects and cookies that leave an app's prefix (sub-path readiness).
+
+    Fetches each app's index page (or APP's) and the pages it links to, through the running
+    sockgate of this config or a temporary built-in engine, and reports every URL that escapes.
+
+    Exit codes: 0 nothing escapes; 1 something escapes (or the config is invalid, as for every
+    command); 2 could not lint (unknown APP, an app not answering, ...).
+    """
+    cfg = _load(config_path, listen, apps)
+    report = asyncio.run(lint_run.lint(cfg, app_name, max_pages))
+    if as_json:
+        click.echo(json.dumps(lint_report.to_json(report), indent=2))
+    else:
+        click.echo(lint_report.to_text(report))
+    for error in report.errors:
+        click.echo(f"sockgate: lint: {error}", err=True)
+    if report.errors:
+        sys.exit(EXIT_ERROR)
+    sys.exit(EXIT_FOUND if report.escapes else 0)
 
 
 @main.group()

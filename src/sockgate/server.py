@@ -302,11 +302,8 @@ class PidFile:
         self.path = path
 
     def __enter__(self) -> PidFile:
-        try:
-            other = int(self.path.read_text().strip())
-        except (OSError, ValueError):
-            other = 0
-        if other and other != os.getpid() and _alive(other):
+        other = live_pid(self.path)
+        if other is not None and other != os.getpid():
             raise SockgateError(
                 f"{self.path}: sockgate already runs here as pid {other}; stop it first "
                 "or use another workdir"
@@ -318,6 +315,15 @@ class PidFile:
     def __exit__(self, *exc: object) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
+
+
+def live_pid(path: Path) -> int | None:
+    """The pid in a pid file if that process is alive; None without a file or a live process."""
+    try:
+        pid = int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if pid > 0 and _alive(pid) else None
 
 
 def _alive(pid: int) -> bool:
