@@ -255,6 +255,7 @@ def test_to_app_works_on_a_head_built_directly() -> None:
         (b"X-Forwarded-Proto", b"http"),
         (b"X-Forwarded-Host", b"h"),
         (b"X-Forwarded-Prefix", b"/app1"),
+        (b"X-Script-Name", b"/app1"),
         (b"Content-Length", b"3"),
     ]
 
