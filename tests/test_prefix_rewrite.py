@@ -95,6 +95,7 @@ LOCATION = {
     "own-origin-under-prefix": ("http://HOST/app1/x", "http://HOST/app1/x"),
     "own-origin-empty-path": ("http://HOST", "http://HOST/app1/"),
     "own-origin-upper-case": ("http://LocalHost:PORT/x", "http://LocalHost:PORT/app1/x"),
+    "own-origin-app10": ("http://HOST/app10/x", "http://HOST/app1/app10/x"),
     "relative": ("login", "login"),
     "dot-dot": ("../x", "../x"),
     "query-only": ("?page=2", "?page=2"),
@@ -109,9 +110,9 @@ def fill(text: str, table: Table) -> str:
 
 
 @pytest.mark.nginx_difference(
-    "proxy_redirect compares a fixed string: the host's case must match and an empty path "
-    "is not rewritten",
-    ids=["own-origin-empty-path", "own-origin-upper-case"],
+    "proxy_redirect compares a fixed string: the host's case must match, an empty path is not "
+    "rewritten, and http://HOST/app10 passes as if under /app1",
+    ids=["own-origin-empty-path", "own-origin-upper-case", "own-origin-app10"],
 )
 @pytest.mark.parametrize(("sent", "seen"), LOCATION.values(), ids=LOCATION.keys())
 def test_location(table: Table, sent: str, seen: str) -> None:
