@@ -70,7 +70,12 @@ def make_proxy(tmp: Path, engine: str) -> Iterator[ProxyFactory]:
             if isinstance(spec, Path):
                 spec = {"socket": spec}
             for key, value in spec.items():
-                literal = str(value).lower() if isinstance(value, bool) else f'"{value}"'
+                if isinstance(value, bool):
+                    literal = str(value).lower()
+                elif isinstance(value, list):
+                    literal = "[" + ", ".join(f'"{item}"' for item in value) + "]"
+                else:
+                    literal = f'"{value}"'
                 lines.append(f"{key} = {literal}")
         path = write_config(tmp / f"sockgate{len(started)}.toml", "\n".join(lines) + "\n")
         proxy = Proxy(path, engine=engine).start()

@@ -245,6 +245,43 @@ BAD_VALUES = {
         "size",
     ),
     "engine": ('engine = "apache"\n' + APP, "engine", "'apache'", "builtin, nginx"),
+    "rewrite-str": (APP + 'rewrite = "yes"\n', "apps.app1.rewrite", "'yes'", "true or false"),
+    "prefix-headers-str": (
+        APP + 'prefix_headers = "X-Script-Name"\n',
+        "apps.app1.prefix_headers",
+        "'X-Script-Name'",
+        "expected an array of header names",
+    ),
+    "prefix-headers-int": (
+        APP + "prefix_headers = [1]\n",
+        "apps.app1.prefix_headers",
+        "1",
+        "expected a header name",
+    ),
+    "prefix-headers-bad-name": (
+        APP + 'prefix_headers = ["X Prefix"]\n',
+        "apps.app1.prefix_headers",
+        "'X Prefix'",
+        "letters, digits and '-'",
+    ),
+    "prefix-headers-underscore": (
+        APP + 'prefix_headers = ["SCRIPT_NAME"]\n',
+        "apps.app1.prefix_headers",
+        "'SCRIPT_NAME'",
+        "letters, digits and '-'",
+    ),
+    "prefix-headers-empty-name": (
+        APP + 'prefix_headers = [""]\n',
+        "apps.app1.prefix_headers",
+        "''",
+        "expected a header name",
+    ),
+    "prefix-headers-twice": (
+        APP + 'prefix_headers = ["X-Script-Name", "x-script-name"]\n',
+        "apps.app1.prefix_headers",
+        "'x-script-name'",
+        "once",
+    ),
     "listen-no-port": ('listen = "1.2.3.4"\n' + APP, "listen", "'1.2.3.4'", "HOST:PORT"),
     "listen-bad-v6-chars": ('listen = "[zz]:80"\n' + APP, "listen", "'[zz]:80'", "[IPV6]:PORT"),
     "listen-bad-v6": ('listen = "[1::2::3]:80"\n' + APP, "listen", "'[1::2::3]:80'", "IPv6"),
@@ -615,3 +652,72 @@ def test_body_limit_from_file(tmp_path: Path) -> None:
     small, plain = config.apps
     assert config.body_limit(small) == 1024
     assert config.body_limit(plain) == 10 * 1024**2
+
+
+# --- apps under a prefix: rewrite and prefix_headers ------------------------------------------
+
+
+def test_rewrite_and_prefix_headers_defaults(tmp_path: Path) -> None:
+    (app,) = load_text(tmp_path, APP).apps
+    assert app.rewrite is True
+    assert app.prefix_headers == ("X-Forwarded-Prefix", "X-Script-Name")
+    assert app.prefixed
+    assert app.rewrites
+
+
+def test_rewrite_and_prefix_headers_are_read(tmp_path: Path) -> None:
+    text = APP + 'rewrite = false\nprefix_headers = ["X-Script-Name", "X-Forwarded-Path"]\n'
+    (app,) = load_text(tmp_path, text).apps
+    assert app.rewrite is False
+    assert not app.rewrites
+    assert app.prefix_headers == ("X-Script-Name", "X-Forwarded-Path")
+
+
+def test_empty_prefix_headers_sends_none(tmp_path: Path) -> None:
+    (app,) = load_text(tmp_path, APP + "prefix_headers = []\n").apps
+    assert app.prefix_headers == ()
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Host",
+        "host",
+        "X-Forwarded-For",
+        "x-forwarded-proto",
+        "X-Forwarded-Host",
+        "X-Real-IP",
+        "Forwarded",
+        "Connection",
+        "Keep-Alive",
+        "Transfer-Encoding",
+        "Content-Length",
+        "Upgrade",
+        "TE",
+        "Trailer",
+        "Proxy-Connection",
+        "Expect",
+    ],
+)
+def test_prefix_headers_refuse_names_sockgate_uses_otherwise(tmp_path: Path, name: str) -> None:
+    error = load_error(tmp_path, APP + f'prefix_headers = ["{name}"]\n')
+    assert error.key == "apps.app1.prefix_headers"
+    rest = after_key(error)
+    assert repr(name) in rest
+    assert "hop-by-hop" in rest
+
+
+@pytest.mark.parametrize(
+    ("extra", "prefixed"),
+    [
+        ("", True),
+        ("strip_prefix = false\n", False),
+        ('prefix = "/"\n', False),
+        ('prefix = "/a/b/"\n', True),
+    ],
+)
+def test_rewriting_needs_a_stripped_prefix(tmp_path: Path, extra: str, prefixed: bool) -> None:
+    (app,) = load_text(tmp_path, APP + extra).apps
+    assert app.prefixed is prefixed
+    assert app.rewrites is prefixed
+    assert App("a", Path("/a.sock"), app.prefix, app.strip_prefix, rewrite=False).rewrites is False

@@ -255,6 +255,7 @@ def test_to_app_works_on_a_head_built_directly() -> None:
         (b"X-Forwarded-Proto", b"http"),
         (b"X-Forwarded-Host", b"h"),
         (b"X-Forwarded-Prefix", b"/app1"),
+        (b"X-Script-Name", b"/app1"),
         (b"Content-Length", b"3"),
     ]
 
@@ -335,3 +336,113 @@ def test_hop_by_hop_set() -> None:
         b"upgrade",
     } <= HOP_BY_HOP
     assert b"host" not in HOP_BY_HOP
+
+
+# --- apps under a prefix: prefix headers and rewriting -----------------------------------------
+
+SCRIPT_ONLY = App("app1", Path("/s/app1.sock"), "/app1/", prefix_headers=("X-Script-Name",))
+SILENT = App("app1", Path("/s/app1.sock"), "/app1/", prefix_headers=())
+CUSTOM = App("app1", Path("/s/app1.sock"), "/app1/", prefix_headers=("X-Mount",))
+NO_REWRITE = App("app1", Path("/s/app1.sock"), "/app1/", rewrite=False)
+
+
+def test_prefix_headers_by_default() -> None:
+    headers = app_headers(request(b"Host: h"))
+    assert values(headers, b"X-Forwarded-Prefix") == [b"/app1"]
+    assert values(headers, b"X-Script-Name") == [b"/app1"]
+
+
+@pytest.mark.parametrize(
+    ("app", "told"),
+    [
+        (SCRIPT_ONLY, {b"x-script-name"}),
+        (SILENT, set()),
+        (CUSTOM, {b"x-mount"}),
+        (KEEP, set()),
+        (ROOT, set()),
+    ],
+    ids=["script-only", "none", "custom", "prefix-kept", "root"],
+)
+def test_prefix_headers_are_the_configured_ones(app: App, told: set[bytes]) -> None:
+    spoofed = [b"X-Forwarded-Prefix: /evil", b"X-Script-Name: /evil", b"x-mount: /evil"]
+    headers = app_headers(request(b"Host: h", *spoofed), app=app)
+    for name in (b"x-forwarded-prefix", b"x-script-name"):
+        expected = [app.mount.encode()] if name in told else []
+        assert values(headers, name) == expected, name
+    # A header of another name is the client's own, unless the app is configured with it.
+    mount = values(headers, b"x-mount")
+    assert mount == ([b"/app1"] if app is CUSTOM else [b"/evil"])
+
+
+def test_a_configured_prefix_header_is_dropped_from_the_client_even_when_not_sent() -> None:
+    kept_custom = App("k", Path("/s/k.sock"), "/k/", strip_prefix=False, prefix_headers=("X-M",))
+    headers = app_headers(request(b"Host: h", b"X-M: /evil"), app=kept_custom)
+    assert values(headers, b"X-M") == []
+
+
+RESPONSE: Headers = [
+    (b"Location", b"/login?next=/x"),
+    (b"Refresh", b"5; url=/later"),
+    (b"Set-Cookie", b"a=1; Path=/; HttpOnly"),
+    (b"set-cookie", b"b=2; path=/x"),
+    (b"Set-Cookie", b"c=3"),
+    (b"Link", b"</style.css>; rel=preload"),
+    (b"Content-Location", b"/doc"),
+]
+
+
+def test_to_client_rewrites_under_the_prefix() -> None:
+    kept = to_client(RESPONSE, upgrade=False, app=APP1, host=b"localhost:8080")
+    assert kept == [
+        (b"Location", b"/app1/login?next=/x"),
+        (b"Refresh", b"5; url=/app1/later"),
+        (b"Set-Cookie", b"a=1; Path=/app1/; HttpOnly"),
+        (b"set-cookie", b"b=2; path=/app1/x"),
+        (b"Set-Cookie", b"c=3"),
+        (b"Link", b"</style.css>; rel=preload"),
+        (b"Content-Location", b"/doc"),
+    ]
+
+
+def test_to_client_rewrites_absolute_urls_to_the_request_host() -> None:
+    response: Headers = [(b"Location", b"http://localhost:8080/x")]
+    kept = to_client(response, upgrade=False, app=APP1, host=b"localhost:8080")
+    assert kept == [(b"Location", b"http://localhost:8080/app1/x")]
+    kept = to_client(response, upgrade=False, app=APP1, host=b"other:8080")
+    assert kept == response
+
+
+@pytest.mark.parametrize(
+    "app", [None, NO_REWRITE, KEEP, ROOT], ids=["no-app", "off", "kept", "root"]
+)
+def test_to_client_leaves_values_alone_without_rewriting(app: App | None) -> None:
+    assert to_client(RESPONSE, upgrade=False, app=app, host=b"localhost:8080") == RESPONSE
+
+
+def test_rewriting_still_removes_hop_by_hop() -> None:
+    response: Headers = [
+        (b"Connection", b"X-Secret"),
+        (b"X-Secret", b"1"),
+        (b"Keep-Alive", b"timeout=5"),
+        (b"Location", b"/x"),
+    ]
+    kept = to_client(response, upgrade=False, app=APP1, host=b"h")
+    assert kept == [(b"Location", b"/app1/x")]
+
+
+def test_rewriting_touches_only_its_headers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hot path: a response without Location, Refresh or Set-Cookie calls no rewriting."""
+    from sockgate import rewrite
+
+    def fail(*args: object) -> bytes:
+        raise AssertionError("rewrite called")
+
+    monkeypatch.setattr(rewrite, "response_header", fail)
+    response: Headers = [(b"Content-Type", b"text/html"), (b"X-Location", b"/x")]
+    assert to_client(response, upgrade=False, app=APP1, host=b"h") == response
+
+
+def test_an_upgrade_response_is_rewritten_too() -> None:
+    response: Headers = [(b"Upgrade", b"websocket"), (b"Set-Cookie", b"a=1; Path=/")]
+    kept = to_client(response, upgrade=True, app=APP1, host=b"h")
+    assert (b"Set-Cookie", b"a=1; Path=/app1/") in kept

@@ -17,6 +17,7 @@ LAYERS: dict[int, set[str]] = {
     1: {
         "config",
         "routing",
+        "rewrite",
         "headers",
         "hosts",
         "http1",

@@ -169,6 +169,52 @@ def test_quoted_prefix_is_quoted_everywhere_it_appears() -> None:
     assert 'proxy_set_header X-Forwarded-Prefix "/it\'s;here";' in body
 
 
+# --- apps under a prefix: rewriting and prefix headers -----------------------------------------
+
+
+def test_rewriting_renders_proxy_redirect_and_proxy_cookie_path() -> None:
+    body = location(render(MINIMAL), "/app1/")
+    redirects = re.findall(r"^ *proxy_redirect (.*);$", body, re.M)
+    assert redirects == [
+        '"~^/(?!/|app1(?:[/?#]|$))(.*)$" /app1/$1',
+        "http://$http_host/app1 http://$http_host/app1",
+        "http://$http_host/ http://$http_host/app1/",
+    ]
+    assert "proxy_cookie_path ~^/(?!app1(?:/|$))(.*)$ /app1/$1;" in body
+
+
+def test_prefix_characters_are_literal_in_the_patterns() -> None:
+    body = location(render(with_app(MINIMAL, prefix="/a.b+(c)/")), "/a.b+(c)/")
+    assert r"(?!/|a\\.b\\+\\(c\\)(?:[/?#]|$))" in body
+    assert r"~^/(?!a\\.b\\+\\(c\\)(?:/|$))(.*)$" in body
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"rewrite": False}, {"strip_prefix": False}, {"prefix": "/"}],
+    ids=["rewrite-off", "prefix-kept", "root"],
+)
+def test_without_rewriting_redirects_pass_unchanged(changes: dict[str, Any]) -> None:
+    text = render(with_app(MINIMAL, **changes))
+    body = location(text, with_app(MINIMAL, **changes).apps[0].prefix)
+    assert re.findall(r"^ *proxy_redirect (.*);$", body, re.M) == ["off"]
+    assert "proxy_cookie_path" not in body
+
+
+def test_prefix_headers_are_the_configured_ones_and_the_others_emptied() -> None:
+    body = location(render(with_app(MINIMAL, prefix_headers=("X-Mount",))), "/app1/")
+    assert "proxy_set_header X-Mount /app1;" in body
+    assert 'proxy_set_header X-Forwarded-Prefix "";' in body
+    assert 'proxy_set_header X-Script-Name "";' in body
+
+
+def test_a_kept_prefix_empties_every_prefix_header() -> None:
+    config = with_app(MINIMAL, strip_prefix=False, prefix_headers=("X-Mount",))
+    body = location(render(config), "/app1/")
+    for name in ("X-Mount", "X-Forwarded-Prefix", "X-Script-Name"):
+        assert f'proxy_set_header {name} "";' in body
+
+
 # --- refused values ----------------------------------------------------------------------------
 
 

@@ -71,6 +71,8 @@ def rich(workdir: Path) -> Config:
         App("api", workdir / "b.sock", "/api/v2/", strip_prefix=False),
         App("quoted", workdir / "c.sock", "/it's;here/"),
         App("home", workdir / "d.sock", "/"),
+        App("regexy", workdir / "e.sock", "/a.b+(c)*/", prefix_headers=("X-Mount",)),
+        App("plain", workdir / "f.sock", "/plain/", rewrite=False, prefix_headers=()),
     )
     timeouts = Timeouts(connect=0.25, read=600, send=90, client_header=30, keepalive=15)
     return make_config(workdir, *apps, timeouts=timeouts, max_body_size=1024**3)

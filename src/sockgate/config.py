@@ -26,8 +26,33 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 # Characters a prefix may hold: unreserved and sub-delims of RFC 3986, no '%' (two spellings of
 # one path would route differently) and nothing nginx would need quoted.
 _PREFIX = re.compile(r"/(?:[A-Za-z0-9._~!$&'()*+,;=:@-]+/)*")
+# Prefix header names: letters, digits and '-' (no '_': many servers drop such headers).
+_HEADER_NAME = re.compile(r"[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*")
+DEFAULT_PREFIX_HEADERS = ("X-Forwarded-Prefix", "X-Script-Name")
+# Names a prefix header may not take: hop-by-hop headers, and those sockgate sets itself for
+# another purpose (a prefix header of the same name would replace or duplicate them).
+RESERVED_HEADERS = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+        "host",
+        "x-real-ip",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "forwarded",
+        "expect",
+    }
+)
 
 T = TypeVar("T")
+_APP_KEYS = {"socket", "prefix", "strip_prefix", "max_body_size", "rewrite", "prefix_headers"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,11 +90,24 @@ class App:
     prefix: str
     strip_prefix: bool = True
     max_body_size: int | None = None
+    # Both only apply with strip_prefix and a prefix other than "/" (see `rewrites`, `prefixed`).
+    rewrite: bool = True
+    prefix_headers: tuple[str, ...] = DEFAULT_PREFIX_HEADERS
 
     @property
     def mount(self) -> str:
         """The prefix without its trailing slash: "/app1" for "/app1/", "" for "/"."""
         return self.prefix[:-1]
+
+    @property
+    def prefixed(self) -> bool:
+        """The app sees paths without its prefix, and is told the prefix in prefix_headers."""
+        return self.strip_prefix and self.prefix != "/"
+
+    @property
+    def rewrites(self) -> bool:
+        """Location, Refresh and Set-Cookie paths in its responses are moved under the prefix."""
+        return self.rewrite and self.prefixed
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,7 +361,7 @@ class _Reader:
     def app(self, key: str, name: str, raw: Mapping[str, Any]) -> App:
         if not _NAME.fullmatch(name):
             raise self.fail(key, f"{name!r}: app names use letters, digits, '_', '.', '-'")
-        self.no_unknown(key, raw, {"socket", "prefix", "strip_prefix", "max_body_size"})
+        self.no_unknown(key, raw, _APP_KEYS)
         if "socket" not in raw:
             raise self.fail(f"{key}.socket", "missing: every app needs the path of its socket")
         socket = self.path(f"{key}.socket", raw["socket"], follow_links=False)
@@ -346,7 +384,33 @@ class _Reader:
             prefix=prefix,
             strip_prefix=self.boolean(f"{key}.strip_prefix", raw.get("strip_prefix", True)),
             max_body_size=self.opt(raw, "max_body_size", f"{key}.max_body_size", self.size),
+            rewrite=self.boolean(f"{key}.rewrite", raw.get("rewrite", True)),
+            prefix_headers=self.prefix_headers(
+                f"{key}.prefix_headers", raw.get("prefix_headers", list(DEFAULT_PREFIX_HEADERS))
+            ),
         )
+
+    def prefix_headers(self, key: str, value: object) -> tuple[str, ...]:
+        if not isinstance(value, list):
+            raise self.fail(key, f"expected an array of header names, got {_kind(value)} {value!r}")
+        seen: set[str] = set()
+        for item in value:
+            if not isinstance(item, str) or not _HEADER_NAME.fullmatch(item):
+                raise self.fail(
+                    key,
+                    f"{item!r}: expected a header name of letters, digits and '-', "
+                    "such as 'X-Forwarded-Prefix'",
+                )
+            if item.lower() in RESERVED_HEADERS:
+                raise self.fail(
+                    key,
+                    f"{item!r}: expected a header of its own, not one that is hop-by-hop or "
+                    "that sockgate sets for another purpose (Host, X-Forwarded-For, ...)",
+                )
+            if item.lower() in seen:
+                raise self.fail(key, f"{item!r}: expected each header name once")
+            seen.add(item.lower())
+        return tuple(value)
 
     def check_apps(self, apps: tuple[App, ...]) -> tuple[App, ...]:
         seen: dict[str, str] = {}

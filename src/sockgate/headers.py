@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 
-from .config import App
+from . import rewrite
+from .config import DEFAULT_PREFIX_HEADERS, App
 from .http1 import Framing, Headers, RequestHead
 
 HOP_BY_HOP = frozenset(
@@ -19,8 +21,12 @@ HOP_BY_HOP = frozenset(
         b"content-length",  # framing is decided again for each hop
     }
 )
-# Set by sockgate from what it knows; a client's own values would be spoofing.
-_OURS = frozenset({b"x-real-ip", b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-prefix"})
+# Set by sockgate from what it knows; a client's own values would be spoofing. The usual prefix
+# headers are dropped for every app, also one that is told none: they are not the client's to say.
+_OURS = frozenset(
+    {b"x-real-ip", b"x-forwarded-proto", b"x-forwarded-host"}
+    | {name.lower().encode() for name in DEFAULT_PREFIX_HEADERS}
+)
 
 
 def connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
@@ -39,16 +45,31 @@ def _end_to_end(headers: Headers, drop: frozenset[bytes] = frozenset()) -> Heade
     return [(name, value) for name, value in headers if name.lower() not in skip]
 
 
+def _end_to_end_rewritten(headers: Headers, mount: bytes, host: bytes | None) -> Headers:
+    """`_end_to_end`, with the values rewrite.py rewrites rewritten on the way."""
+    named = _named_by_connection(headers)
+    kept: Headers = []
+    for name, value in headers:
+        lower = name.lower()
+        if lower in HOP_BY_HOP or lower in named:
+            continue
+        if lower in rewrite.REWRITTEN:
+            value = rewrite.response_header(lower, value, mount, host)
+        kept.append((name, value))
+    return kept
+
+
 def to_app(
     head: RequestHead, app: App, *, client_ip: str, default_host: bytes, scheme: bytes = b"http"
 ) -> Headers:
     """The request headers the app receives."""
     named = _named_by_connection(head.headers)
+    prefix_names = _lower(app.prefix_headers)
     headers: Headers = []
     forwarded_for: list[bytes] = []
     for name, value in head.headers:
         lower = name.lower()
-        if lower in HOP_BY_HOP or lower in _OURS or lower in named:
+        if lower in HOP_BY_HOP or lower in _OURS or lower in named or lower in prefix_names:
             continue
         if lower == b"x-forwarded-for":
             forwarded_for.append(value)
@@ -65,8 +86,9 @@ def to_app(
         (b"X-Forwarded-Proto", scheme),
         (b"X-Forwarded-Host", host),
     ]
-    if app.strip_prefix and app.mount:
-        headers.append((b"X-Forwarded-Prefix", app.mount.encode()))
+    if app.prefixed:
+        mount = app.mount.encode()
+        headers += [(name.encode(), mount) for name in app.prefix_headers]
     if head.upgrade:
         upgrade = next(v for n, v in head.headers if n.lower() == b"upgrade")
         headers += [(b"Connection", b"upgrade"), (b"Upgrade", upgrade)]
@@ -84,9 +106,22 @@ def _named_by_connection(headers: Headers) -> set[bytes]:
     return tokens
 
 
-def to_client(headers: Headers, *, upgrade: bool) -> Headers:
-    """The app's response headers the client receives, before framing headers are added."""
-    kept = _end_to_end(headers)
+@functools.cache
+def _lower(names: tuple[str, ...]) -> frozenset[bytes]:
+    return frozenset(name.lower().encode() for name in names)
+
+
+def to_client(
+    headers: Headers, *, upgrade: bool, app: App | None = None, host: bytes | None = None
+) -> Headers:
+    """The app's response headers the client receives, before framing headers are added.
+
+    For an app that `rewrites`, Location, Refresh and Set-Cookie are moved under its prefix in the
+    same pass (see rewrite.py); `host` is the request's Host, the proxy's own origin."""
+    if app is None or not app.rewrites:
+        kept = _end_to_end(headers)
+    else:
+        kept = _end_to_end_rewritten(headers, app.mount.encode(), host)
     if upgrade:
         value = next((v for n, v in headers if n.lower() == b"upgrade"), None)
         kept += [(b"Connection", b"upgrade")]

@@ -868,7 +868,7 @@ class ClientConnection:
         """The framing towards the client, whether the connection carries another request,
         and the response head to send."""
         head = ex.head
-        framing, out = _client_framing(head, response)
+        framing, out = _client_framing(head, response, ex.app)
         keep = (
             head.keep_alive
             and not head.upgrade
@@ -962,7 +962,9 @@ class ClientConnection:
         self.stream.on_eof = None  # half-closes are part of the tunnelled protocol
         self._write_client(
             http1.response_head(
-                101, response.reason, headers.to_client(response.headers, upgrade=True)
+                101,
+                response.reason,
+                headers.to_client(response.headers, upgrade=True, app=ex.app, host=ex.head.host),
             )
         )
         for source, stream in (
@@ -1048,8 +1050,10 @@ class ClientConnection:
         )
 
 
-def _client_framing(head: RequestHead, response: ResponseHead) -> tuple[Framing, http1.Headers]:
-    out = headers.to_client(response.headers, upgrade=False)
+def _client_framing(
+    head: RequestHead, response: ResponseHead, app: App | None
+) -> tuple[Framing, http1.Headers]:
+    out = headers.to_client(response.headers, upgrade=False, app=app, host=head.host)
     if response.framing is Framing.NONE:
         if (
             response.content_length is not None

@@ -29,6 +29,8 @@ shutdown = "5s"               # on Ctrl-C, how long requests under way may take 
 socket = "~/app1/sock.sock"   # ~ and relative paths resolve against this file
 # prefix = "/app1/"           # default "/<name>/"; "/" makes a catch-all app
 # strip_prefix = true         # false: the app sees /app1/foo unchanged
+# rewrite = true              # Location, Refresh and cookie paths moved under /app1/
+# prefix_headers = ["X-Forwarded-Prefix", "X-Script-Name"]   # tell the app its prefix; [] none
 """
 
 

@@ -155,31 +155,33 @@ def wait_for_socket(path: Path, proc: subprocess.Popen[bytes] | None, deadline: 
 
 
 class Uvicorn:
-    """An ASGI app from tests/apps under `uvicorn --uds`."""
+    """An ASGI app from tests/apps under `uvicorn --uds`; `extra` are more uvicorn options."""
 
-    def __init__(self, target: str, path: Path) -> None:
+    def __init__(self, target: str, path: Path, *extra: str) -> None:
         self.target = target
         self.path = path
+        self.extra = extra
         self.proc: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            self.target,
+            "--uds",
+            str(self.path),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+            *self.extra,
+        ]
 
     def __enter__(self) -> Uvicorn:
         root = Path(__file__).resolve().parents[2]
         env = os.environ | {"PYTHONPATH": str(root)}
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                self.target,
-                "--uds",
-                str(self.path),
-                "--log-level",
-                "warning",
-                "--no-access-log",
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            self.command(), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         wait_for_socket(self.path, self.proc)
         return self
@@ -192,6 +194,27 @@ class Uvicorn:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+class Gunicorn(Uvicorn):
+    """A WSGI app from tests/apps under `gunicorn --bind unix:PATH` (one sync worker)."""
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--bind",
+            f"unix:{self.path}",
+            "--workers",
+            "1",
+            "--graceful-timeout",
+            "2",
+            "--log-level",
+            "warning",
+            *self.extra,
+            self.target,
+        ]
 
 
 def write_config(path: Path, body: str) -> Path:

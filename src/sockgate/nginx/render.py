@@ -11,7 +11,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..config import App, Config
+from ..config import DEFAULT_PREFIX_HEADERS, App, Config
 from ..errors import ConfigError
 from ..units import format_duration
 from .tree import Directive, block, directive, serialise
@@ -296,12 +296,13 @@ def _proxy_settings(config: Config) -> list[Directive]:
 def _locations(config: Config, app: App) -> list[Directive]:
     # Stripping "/" from "/" changes nothing; without a URI part nginx also forwards the path
     # exactly as the client wrote it instead of its normalised form.
-    strip = app.strip_prefix and app.prefix != "/"
+    strip = app.prefixed
     upstream = f"http://{upstream_name(app)}" + ("/" if strip else "")
     body = [
         directive("set", "$sockgate_app", app.name),
         directive("proxy_pass", upstream),
         *_headers(app, strip),
+        *_rewrites(app),
         directive(
             "client_max_body_size",
             _size(config.body_limit(app) or 0),
@@ -339,18 +340,85 @@ def _headers(app: App, strip: bool) -> list[Directive]:
         header("X-Forwarded-For", "$proxy_add_x_forwarded_for"),
         header("X-Forwarded-Proto", "$scheme"),
         header("X-Forwarded-Host", "$sockgate_host"),
-        header(
-            "X-Forwarded-Prefix",
-            app.mount if strip else "",
-            comment=(
-                "The part of the path that was stripped."
-                if strip
-                else "Nothing is stripped; an empty value also drops one the client sent."
-            ),
-        ),
+        *_prefix_headers(app, strip),
         header("Upgrade", "$http_upgrade"),
         header("Connection", "$connection_upgrade"),
     ]
+
+
+def _prefix_headers(app: App, strip: bool) -> list[Directive]:
+    """The stripped prefix in each of prefix_headers; the others set empty, which nginx does not
+    send: a client's own copy is dropped instead of passed on."""
+    told = app.prefix_headers if strip else ()
+    silent = [name for name in (*DEFAULT_PREFIX_HEADERS, *app.prefix_headers) if name not in told]
+    silent = list(dict.fromkeys(silent))
+    comment = "The part of the path that was stripped, in each of prefix_headers."
+    empty = (
+        "Empty: not sent, and a client's own copy is dropped."
+        if strip
+        else "Nothing is stripped; an empty value also drops one the client sent."
+    )
+    return [
+        *(
+            directive("proxy_set_header", name, app.mount, comment=comment if i == 0 else "")
+            for i, name in enumerate(told)
+        ),
+        *(
+            directive("proxy_set_header", name, "", comment=empty if i == 0 else "")
+            for i, name in enumerate(silent)
+        ),
+    ]
+
+
+def _rewrites(app: App) -> list[Directive]:
+    """The closest nginx has to rewrite.py: Location/Refresh and cookie paths under the prefix."""
+    if not app.rewrites:
+        return [
+            directive(
+                "proxy_redirect",
+                "off",
+                comment="Location and Refresh headers pass unchanged (rewrite = false or nothing "
+                "stripped).",
+            )
+        ]
+    mount = app.mount
+    # Root-relative, not scheme-relative (`//`), not already under the prefix (`/app10` is not).
+    outside = f"^/(?!/|{_pcre(mount[1:])}(?:[/?#]|$))(.*)$"
+    own = "http://$http_host"
+    return [
+        directive(
+            "proxy_redirect",
+            f"~{outside}",
+            f"{mount}/$1",
+            comment=(
+                "Location and Refresh: a root-relative target goes under the prefix, once.\n"
+                "The first proxy_redirect that matches applies."
+            ),
+        ),
+        directive(
+            "proxy_redirect",
+            f"{own}{mount}",
+            f"{own}{mount}",
+            comment="An absolute URL to this origin already under the prefix stays as it is...",
+        ),
+        directive(
+            "proxy_redirect",
+            f"{own}/",
+            f"{own}{mount}/",
+            comment="...one outside it gets the prefix.",
+        ),
+        directive(
+            "proxy_cookie_path",
+            f"~^/(?!{_pcre(mount[1:])}(?:/|$))(.*)$",
+            f"{mount}/$1",
+            comment="Set-Cookie: Path=/ becomes the prefix, Path=/x goes under it, once.",
+        ),
+    ]
+
+
+def _pcre(text: str) -> str:
+    """`text` as a literal in a PCRE pattern (a prefix never holds `$`: _check refuses it)."""
+    return re.sub(r"([\\^$.|?*+()\[\]{}])", r"\\\1", text)
 
 
 def _by_prefix(apps: Sequence[App]) -> list[App]:
