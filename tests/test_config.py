@@ -246,6 +246,7 @@ BAD_VALUES = {
     ),
     "engine": ('engine = "apache"\n' + APP, "engine", "'apache'", "builtin, nginx"),
     "rewrite-str": (APP + 'rewrite = "yes"\n', "apps.app1.rewrite", "'yes'", "true or false"),
+    "hold": (APP + 'hold = "soon"\n', "apps.app1.hold", "'soon'", "duration"),
     "prefix-headers-str": (
         APP + 'prefix_headers = "X-Script-Name"\n',
         "apps.app1.prefix_headers",
@@ -721,3 +722,19 @@ def test_rewriting_needs_a_stripped_prefix(tmp_path: Path, extra: str, prefixed:
     assert app.prefixed is prefixed
     assert app.rewrites is prefixed
     assert App("a", Path("/a.sock"), app.prefix, app.strip_prefix, rewrite=False).rewrites is False
+
+
+# --- hold -------------------------------------------------------------------------------------
+
+
+def test_hold_defaults_to_five_seconds(tmp_path: Path) -> None:
+    (app,) = load_text(tmp_path, APP).apps
+    assert app.hold == 5.0
+
+
+@pytest.mark.parametrize(("text", "seconds"), [('"0s"', 0.0), ('"250ms"', 0.25), ("30", 30.0)])
+def test_hold_is_a_duration_and_zero_turns_it_off(
+    tmp_path: Path, text: str, seconds: float
+) -> None:
+    (app,) = load_text(tmp_path, APP + f"hold = {text}\n").apps
+    assert app.hold == seconds

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from sockgate import errors
 from sockgate.http1 import Data, EndOfMessage, ResponseHead, ResponseParser
-from sockgate.pages import Page, render, wants_html
+from sockgate.pages import Page, is_navigation, render, wants_html
 
 FAULT = Page(
     502,
@@ -164,3 +165,52 @@ def test_head_only_has_no_body_but_the_same_length(as_html: bool) -> None:
 def test_status_line_reason(status: int, reason: bytes) -> None:
     raw = whole(Page(status, "x"), as_html=False, close=True)
     assert raw.startswith(b"HTTP/1.1 %d %s\r\n" % (status, reason))
+
+
+def test_a_page_that_retries_says_so_to_browsers_and_scripts() -> None:
+    page = Page(503, "socket file missing", "is the app running?", refresh=2)
+    head, body = split(whole(page, as_html=True, close=True))
+    assert head.status == 503
+    assert header(head, b"Retry-After") == [b"2"]
+    assert b"<meta http-equiv=refresh content=2>" in body
+    plain_head, plain = split(whole(page, as_html=False, close=True))
+    assert header(plain_head, b"Retry-After") == [b"2"]
+    assert b"meta" not in plain
+
+
+def test_pages_do_not_retry_by_default() -> None:
+    head, body = split(whole(FAULT, as_html=True, close=False))
+    assert header(head, b"Retry-After") == []
+    assert b"refresh" not in body
+
+
+@pytest.mark.parametrize(
+    ("method", "accept", "navigation"),
+    [
+        (b"GET", b"text/html,*/*;q=0.8", True),
+        (b"GET", b"application/json", False),
+        (b"POST", b"text/html", False),
+        (b"HEAD", b"text/html", False),
+    ],
+)
+def test_navigation_is_a_get_that_accepts_html(
+    method: bytes, accept: bytes, navigation: bool
+) -> None:
+    assert is_navigation(method, [(b"Accept", accept)]) is navigation
+
+
+@pytest.mark.parametrize(
+    ("error", "navigation", "status"),
+    [
+        (errors.SocketMissing("a", "/s"), True, 503),
+        (errors.NothingListening("a", "/s"), True, 503),
+        (errors.SocketMissing("a", "/s"), False, 502),
+        (errors.NotASocket("a", "/s"), True, 502),
+        (errors.AppReadTimeout("a", "/s"), True, 504),
+        (errors.BadRequest("x"), True, 400),
+    ],
+)
+def test_an_app_that_is_down_gets_503_for_a_navigation(
+    error: errors.SockgateError, navigation: bool, status: int
+) -> None:
+    assert errors.status_for(error, navigation=navigation) == status

@@ -86,7 +86,8 @@ def with_ok_app(
     make_proxy: ProxyFactory, raw_app: RawFactory, down: Path, timeouts: str = ""
 ) -> Proxy:
     ok = raw_app(name="ok")
-    return make_proxy({"down": down, "ok": ok.path}, timeouts=timeouts)
+    # Without holding: these tests are about the answer a fault gets (tests/test_hold.py holds).
+    return make_proxy({"down": {"socket": down, "hold": "0s"}, "ok": ok.path}, timeouts=timeouts)
 
 
 # --- connecting ---------------------------------------------------------------------------------
@@ -158,7 +159,13 @@ def test_stale_socket_page_differs_from_missing(
     one generic message with the path filled in."""
     stale_socket(tmp / "stale.sock")
     ok = raw_app(name="ok")
-    proxy = make_proxy({"stale": tmp / "stale.sock", "gone": tmp / "gone.sock", "ok": ok.path})
+    proxy = make_proxy(
+        {
+            "stale": {"socket": tmp / "stale.sock", "hold": "0s"},
+            "gone": {"socket": tmp / "gone.sock", "hold": "0s"},
+            "ok": ok.path,
+        }
+    )
     stale = httpx.get(f"{proxy.url}/stale/").text
     gone = httpx.get(f"{proxy.url}/gone/").text
     assert STALE in stale

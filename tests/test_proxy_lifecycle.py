@@ -215,7 +215,7 @@ def test_access_log_times_a_slow_request(
 @pytest.mark.nginx_difference("nginx's error.log names the errno, not sockgate's fault names")
 def test_error_log_records_a_502(make_proxy: ProxyFactory, tmp: Path) -> None:
     missing = tmp / "nothing-here.sock"
-    proxy = make_proxy({"app1": missing})
+    proxy = make_proxy({"app1": {"socket": missing, "hold": "0s"}})
     response = httpx.get(f"{proxy.url}/app1/x")
     assert response.status_code == 502
     line = wait_for_line(logs(tmp) / "error.log", "GET /app1/x HTTP/1.1")

@@ -52,7 +52,17 @@ RESERVED_HEADERS = frozenset(
 )
 
 T = TypeVar("T")
-_APP_KEYS = {"socket", "prefix", "strip_prefix", "max_body_size", "rewrite", "prefix_headers"}
+_APP_KEYS = {
+    "socket",
+    "prefix",
+    "strip_prefix",
+    "max_body_size",
+    "rewrite",
+    "prefix_headers",
+    "hold",
+}
+# How long a request waits for an app whose socket is missing or refuses (it is restarting).
+DEFAULT_HOLD = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +100,7 @@ class App:
     prefix: str
     strip_prefix: bool = True
     max_body_size: int | None = None
+    hold: float = DEFAULT_HOLD
     # Both only apply with strip_prefix and a prefix other than "/" (see `rewrites`, `prefixed`).
     rewrite: bool = True
     prefix_headers: tuple[str, ...] = DEFAULT_PREFIX_HEADERS
@@ -385,6 +396,7 @@ class _Reader:
             strip_prefix=self.boolean(f"{key}.strip_prefix", raw.get("strip_prefix", True)),
             max_body_size=self.opt(raw, "max_body_size", f"{key}.max_body_size", self.size),
             rewrite=self.boolean(f"{key}.rewrite", raw.get("rewrite", True)),
+            hold=self.duration(f"{key}.hold", raw.get("hold", DEFAULT_HOLD)),
             prefix_headers=self.prefix_headers(
                 f"{key}.prefix_headers", raw.get("prefix_headers", list(DEFAULT_PREFIX_HEADERS))
             ),

@@ -68,6 +68,9 @@ class UpstreamError(SockgateError):
 
     fault = "upstream error"
     state = "error"  # the short word `sockgate check` shows
+    # The app is down or between two runs: worth holding a request for (per-app `hold`), and a
+    # browser is better served by a page that retries on its own.
+    restarting = False
 
     def __init__(self, app: str, socket: str, detail: str = "") -> None:
         self.app = app
@@ -80,6 +83,7 @@ class UpstreamError(SockgateError):
 class SocketMissing(UpstreamError):
     fault = "socket file missing"
     state = "missing"
+    restarting = True
 
 
 class NotASocket(UpstreamError):
@@ -90,6 +94,7 @@ class NotASocket(UpstreamError):
 class NothingListening(UpstreamError):
     fault = "nothing listening (stale socket file)"
     state = "stale"
+    restarting = True
 
 
 class SocketPermissionDenied(UpstreamError):
@@ -140,10 +145,13 @@ _STATUS: dict[type[UpstreamError], HTTPStatus] = {
 }
 
 
-def status_for(error: SockgateError) -> HTTPStatus:
-    """The status a client gets for `error`: the one place this rule lives."""
+def status_for(error: SockgateError, *, navigation: bool = False) -> HTTPStatus:
+    """The status a client gets for `error`: the one place this rule lives. A browser's
+    navigation to an app that is down gets 503 (with a page that retries), others 502."""
     if isinstance(error, ClientError):
         return error.status
     if isinstance(error, UpstreamError):
+        if navigation and error.restarting:
+            return HTTPStatus.SERVICE_UNAVAILABLE
         return _STATUS.get(type(error), HTTPStatus.BAD_GATEWAY)
     return HTTPStatus.INTERNAL_SERVER_ERROR

@@ -17,10 +17,16 @@ class Page:
     app: str | None = None
     socket: str | None = None
     location: bytes | None = None
+    refresh: int | None = None  # seconds: the browser loads the page again (the app is down)
 
 
 def wants_html(headers: Headers) -> bool:
     return any(n.lower() == b"accept" and b"text/html" in v.lower() for n, v in headers)
+
+
+def is_navigation(method: bytes, headers: Headers) -> bool:
+    """A browser loading a page (not a script's request): worth a page that retries."""
+    return method == b"GET" and wants_html(headers)
 
 
 def render(page: Page, *, as_html: bool, close: bool) -> tuple[bytes, bytes]:
@@ -37,7 +43,8 @@ def render(page: Page, *, as_html: bool, close: bool) -> tuple[bytes, bytes]:
         items = "".join(f"<p>{html.escape(line)}</p>\n" for line in lines[1:])
         body = (
             "<!doctype html>\n<html><head><meta charset=utf-8>"
-            f"<title>{page.status} {html.escape(reason)}</title></head>\n<body>\n"
+            + (f"<meta http-equiv=refresh content={page.refresh}>" if page.refresh else "")
+            + f"<title>{page.status} {html.escape(reason)}</title></head>\n<body>\n"
             f"<h1>{page.status} {html.escape(reason)}</h1>\n"
             f"<p><b>{html.escape(page.title)}</b></p>\n"
             f"{items}<hr><p>sockgate</p>\n</body></html>\n"
@@ -53,6 +60,8 @@ def render(page: Page, *, as_html: bool, close: bool) -> tuple[bytes, bytes]:
     ]
     if page.location is not None:
         headers.append((b"Location", page.location))
+    if page.refresh:
+        headers.append((b"Retry-After", b"%d" % page.refresh))
     if close:
         headers.append((b"Connection", b"close"))
     return response_head(page.status, reason.encode(), headers), body

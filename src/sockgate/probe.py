@@ -25,7 +25,7 @@ class AppReport:
 async def probe_app(app: App, timeout: float) -> AppReport:  # noqa: ASYNC109 - also connect's
     upstream = Upstream(app, timeout)
     try:
-        conn = AppConnection(await upstream.connect())
+        conn = AppConnection(await upstream.connect(hold=False))  # a report, not a request
     except errors.UpstreamError as exc:
         return AppReport(app, exc.state, exc.detail)
     try:

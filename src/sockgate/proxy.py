@@ -13,6 +13,7 @@ which takes over from the state the callbacks left: the parsers' queued events a
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import time
@@ -33,6 +34,9 @@ log = logging.getLogger(__name__)
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
 # nginx logs an exchange the client abandoned as 499.
 CLIENT_CLOSED = 499
+# A browser navigating to an app that is down gets a page that loads itself again this often.
+RETRY_PAGE_STATUS = 503
+RETRY_EVERY = 2
 
 
 class Engine:
@@ -989,12 +993,18 @@ class ClientConnection:
     # --- answers and errors
     def _fail(self, ex: _Exchange, error: errors.SockgateError) -> bool:
         """Answer with sockgate's own page for `error` (nothing of a response was sent yet)."""
-        self._note_fault(ex, error)
         if isinstance(error, errors.ClientGone):
+            self._note_fault(ex, error)
             return False
-        status = errors.status_for(error)
+        head = ex.head
+        status = errors.status_for(error, navigation=pages.is_navigation(head.method, head.headers))
+        ex.status = status
+        self._note_fault(ex, error)
         if isinstance(error, errors.UpstreamError):
             page = pages.Page(status, error.fault, error.detail, error.app, error.socket)
+            if status == RETRY_PAGE_STATUS:
+                detail = f"{error.detail}; this page tries again every {RETRY_EVERY}s"
+                page = dataclasses.replace(page, detail=detail, refresh=RETRY_EVERY)
         else:
             page = pages.Page(status, str(error))
         ex.sent = self._write_page(page, ex.head, close=True)

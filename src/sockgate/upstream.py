@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import os
 import pwd
 import stat
@@ -25,6 +26,12 @@ MAX_IDLE = 256
 # (gunicorn: 2 s) and a close that crosses our request on the wire cannot be told apart from a
 # crash.
 FRESH_ENOUGH = 1.0
+# Connect retries while holding a request for an app that is restarting: soon at first, then at
+# most this far apart, so a request goes through within a tenth of a second of the app's return.
+HOLD_FIRST_RETRY = 0.01
+HOLD_MAX_RETRY = 0.1
+
+log = logging.getLogger(__name__)
 
 
 class ConnState(Enum):
@@ -71,6 +78,7 @@ class Upstream:
         self.app = app
         self.connect_timeout = connect_timeout
         self._idle: deque[AppConnection] = deque()
+        self._holding = False  # requests wait for the app to come back (logged once)
 
     def __repr__(self) -> str:
         return f"<Upstream {self.app.name} idle={len(self._idle)}>"
@@ -119,7 +127,31 @@ class Upstream:
         while self._idle:
             self._idle.pop().close()
 
-    async def connect(self) -> Stream:
+    async def connect(self, *, hold: bool = True) -> Stream:
+        """A new connection. While the app's socket is missing or refuses connections (the app
+        is restarting), tried again until the app's `hold` has passed (unless not `hold`)."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + (self.app.hold if hold else 0.0)
+        delay = HOLD_FIRST_RETRY
+        while True:
+            try:
+                stream = await self._connect_once()
+            except errors.UpstreamError as exc:
+                left = until - loop.time()
+                if not exc.restarting or left <= 0:
+                    raise
+                if not self._holding:
+                    self._holding = True
+                    log.info("%s; holding requests for up to %gs", exc, self.app.hold)
+                await asyncio.sleep(min(delay, left))
+                delay = min(delay * 2, HOLD_MAX_RETRY)
+                continue
+            if self._holding:
+                self._holding = False
+                log.info("%s: back", self.app.name)
+            return stream
+
+    async def _connect_once(self) -> Stream:
         path = str(self.app.socket)
         loop = asyncio.get_running_loop()
         busy = False

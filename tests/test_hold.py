@@ -1,0 +1,170 @@
+"""Holding requests while an app restarts: its socket missing or refusing, the request waits (per
+app `hold`) and goes through when the app is back; after the hold, a named fault, and a page that
+tries again for a browser."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import socket
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import ProxyFactory
+from tests.support.rawapp import RawApp
+
+HTML = {"Accept": "text/html,application/xhtml+xml"}
+MISSING = "socket file missing"
+
+NO_HOLD = pytest.mark.nginx_difference(
+    "nginx answers 502 at once: it has no way to wait for a socket that is missing or refusing"
+)
+
+
+def stale_socket(path: Path) -> None:
+    """A socket file nobody listens on: what an app that crashed leaves behind."""
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(path))
+    sock.close()
+
+
+class LateApp:
+    """Starts a RawApp at `path` after `delay` seconds (the app coming back), stops it at exit."""
+
+    def __init__(self, path: Path, delay: float) -> None:
+        self.path = path
+        self._app: RawApp | None = None
+        self.started = threading.Event()
+        self._timer = threading.Timer(delay, self._start)
+
+    @property
+    def app(self) -> RawApp:
+        assert self._app is not None, "the app has not started"
+        return self._app
+
+    def _start(self) -> None:
+        self._app = RawApp(self.path).__enter__()
+        self.started.set()
+
+    def __enter__(self) -> LateApp:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+        self._timer.join()
+        if self.started.is_set():
+            self.app.__exit__(None, None, None)
+
+
+@NO_HOLD
+@pytest.mark.parametrize("before", ["missing", "stale"])
+def test_request_is_held_until_the_app_is_back(
+    make_proxy: ProxyFactory, tmp: Path, before: str
+) -> None:
+    path = tmp / "late.sock"
+    if before == "stale":
+        stale_socket(path)
+    proxy = make_proxy({"app1": path})
+    with LateApp(path, 0.5) as late:
+        started = time.monotonic()
+        response = httpx.get(f"{proxy.url}/app1/x?y=1", timeout=10)
+        waited = time.monotonic() - started
+        assert late.started.is_set()
+        assert response.status_code == 200
+        assert response.text == "ok"
+        assert late.app.requests[-1].target == b"/x?y=1"
+        assert 0.4 < waited < 5, waited
+    proxy.wait_for_output("holding requests for up to 5s")
+
+
+@NO_HOLD
+def test_held_request_body_arrives_whole(make_proxy: ProxyFactory, tmp: Path) -> None:
+    """Nothing of the request went out while the app was away: its body is sent once, whole."""
+    path = tmp / "late.sock"
+    proxy = make_proxy({"app1": path})
+    body = bytes(range(256)) * 1024
+    with LateApp(path, 0.3) as late:
+        response = httpx.post(f"{proxy.url}/app1/upload", content=body, timeout=10)
+        assert response.status_code == 200
+        assert late.app.requests[-1].body == body
+
+
+@NO_HOLD
+@pytest.mark.parametrize("gap", ["missing", "stale"])
+def test_app_restarted_under_load_fails_no_request(
+    make_proxy: ProxyFactory, tmp: Path, gap: str
+) -> None:
+    path = tmp / "app.sock"
+    first = RawApp(path).__enter__()
+    proxy = make_proxy({"app1": path})
+    url = f"{proxy.url}/app1/n"
+    halfway = threading.Event()
+
+    def client(requests: int) -> list[int]:
+        statuses = []
+        with httpx.Client(timeout=10) as http:
+            for i in range(requests):
+                if i == requests // 2:
+                    halfway.set()
+                statuses.append(http.get(url).status_code)
+        return statuses
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        runs = [pool.submit(client, 60) for _ in range(4)]
+        assert halfway.wait(20)
+        first.__exit__(None, None, None)  # the app goes away (its socket file with it)
+        if gap == "stale":
+            stale_socket(path)
+        with LateApp(path, 0.7) as second:
+            statuses = [status for run in runs for status in run.result(timeout=30)]
+            assert second.started.is_set()
+            assert second.app.requests, "no request reached the restarted app"
+    assert statuses == [200] * 240
+
+
+@pytest.mark.nginx_difference("nginx's own 502 page does not name the fault")
+def test_hold_zero_answers_at_once(make_proxy: ProxyFactory, tmp: Path) -> None:
+    proxy = make_proxy({"app1": {"socket": tmp / "none.sock", "hold": "0s"}})
+    started = time.monotonic()
+    response = httpx.get(f"{proxy.url}/app1/", timeout=10)
+    assert response.status_code == 502
+    assert time.monotonic() - started < 1
+    assert MISSING in response.text
+
+
+@NO_HOLD
+def test_after_the_hold_a_script_gets_502_and_a_browser_a_page_that_retries(
+    make_proxy: ProxyFactory, tmp: Path
+) -> None:
+    sock = tmp / "none.sock"
+    proxy = make_proxy({"app1": {"socket": sock, "hold": "300ms"}})
+    started = time.monotonic()
+    api = httpx.get(f"{proxy.url}/app1/api", timeout=10)
+    assert time.monotonic() - started >= 0.3
+    assert api.status_code == 502
+    assert "Retry-After" not in api.headers
+    page = httpx.get(f"{proxy.url}/app1/", headers=HTML, timeout=10)
+    assert page.status_code == 503
+    assert page.headers["Retry-After"] == "2"
+    assert "<meta http-equiv=refresh content=2>" in page.text
+    assert MISSING in page.text
+    assert str(sock) in page.text
+    assert "tries again every 2s" in page.text
+    # A form post is not a navigation that may be repeated by reloading.
+    post = httpx.post(f"{proxy.url}/app1/form", headers=HTML, content=b"a=1", timeout=10)
+    assert post.status_code == 502
+
+
+def test_a_fault_that_is_not_a_restart_is_not_held(make_proxy: ProxyFactory, tmp: Path) -> None:
+    """A regular file where the socket should be will not turn into an app by waiting."""
+    path = tmp / "file.sock"
+    path.write_text("not a socket")
+    proxy = make_proxy({"app1": path})
+    started = time.monotonic()
+    response = httpx.get(f"{proxy.url}/app1/", timeout=10)
+    assert response.status_code == 502
+    assert time.monotonic() - started < 1
