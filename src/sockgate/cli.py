@@ -158,7 +158,7 @@ def run(
 ) -> None:
     """Run in the foreground; Ctrl-C stops it."""
     cfg = _load(config_path, listen, apps, engine)
-    configure(cfg.error_log, verbose=verbose)
+    configure(cfg.error_log, verbose=verbose, app_names=[app.name for app in cfg.supervised])
     warning = exposure_warning(cfg)
     if warning:
         click.echo(f"sockgate: warning: {warning}", err=True)

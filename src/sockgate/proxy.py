@@ -15,8 +15,10 @@ from enum import Enum, auto
 from . import errors, headers, http1, pages, routing, tunnel
 from .accesslog import AccessLog
 from .config import App, Config
+from .discovery import Discovery
 from .hosts import HostPolicy
 from .http1 import Event, Framing, RequestHead, ResponseHead
+from .managed import AppManager
 from .stream import Stream
 from .upstream import AppConnection, ConnState, Upstream
 
@@ -30,13 +32,33 @@ CLIENT_CLOSED = 499
 class Engine:
     """What every connection shares: config, routes, app pools, logs."""
 
-    def __init__(self, config: Config, access_log: AccessLog | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        access_log: AccessLog | None = None,
+        apps: AppManager | None = None,
+    ) -> None:
         self.config = config
-        self.router = routing.Router(config.apps)
+        self.discovery = (
+            None if config.sockets_dir is None else Discovery(config.sockets_dir, config.apps)
+        )
+        lookup = None if self.discovery is None else self.discovery.lookup
+        self.router = routing.Router(config.apps, lookup)
         self.upstreams = {app.name: Upstream(app, config.timeouts.connect) for app in config.apps}
+        # The apps this process runs; a worker's are run by its supervisor.
+        self.apps = apps or AppManager((), config.logs_dir)
         self.access_log = access_log or AccessLog(None)
         self.default_host = str(config.listen).encode()
         self.hosts = HostPolicy(config.listen.host, config.allowed_hosts)
+
+    def upstream(self, app: App) -> Upstream:
+        """The pool for an app; a discovered app's is made on its first request."""
+        found = self.upstreams.get(app.name)
+        if found is None or found.app is not app:
+            if found is not None:
+                found.close()  # a discovered socket that went away and came back
+            found = self.upstreams[app.name] = Upstream(app, self.config.timeouts.connect)
+        return found
 
     def close(self) -> None:
         for upstream in self.upstreams.values():
@@ -174,6 +196,8 @@ class ClientConnection:
                 return self._answer_locally(ex, pages.Page(421, *hosts.refusal(head.host)))
             decision = self.engine.router.route(head.target)
             if isinstance(decision, routing.Forward):
+                if decision.app.command is not None:
+                    return await self._forward_supervised(ex, decision)
                 return await self._forward(ex, decision)
             return self._answer_locally(ex, self._page_for(decision))
         finally:
@@ -220,6 +244,17 @@ class ClientConnection:
         return len(body) if with_body else 0
 
     # --- forwarding
+    async def _forward_supervised(self, ex: _Exchange, route: routing.Forward) -> bool:
+        """An app sockgate runs: started if need be (the request waits until it is ready), and
+        not idle while the exchange (or its tunnel) lasts."""
+        apps = self.engine.apps
+        with apps.in_use(route.app):
+            failure = await apps.ensure_ready(route.app)
+            if failure is not None:
+                ex.app = route.app
+                return self._fail(ex, failure)
+            return await self._forward(ex, route)
+
     async def _forward(self, ex: _Exchange, route: routing.Forward) -> bool:
         head, app = ex.head, route.app
         ex.app = app
@@ -234,7 +269,7 @@ class ClientConnection:
         if queued is not None:
             # The body is already known to be malformed: the app never sees this request.
             return self._fail(ex, queued)
-        upstream = self.engine.upstreams[app.name]
+        upstream = self.engine.upstream(app)
         request = http1.request_head(
             head.method,
             route.target,
