@@ -435,13 +435,15 @@ class _Reader:
             prefix=prefix,
             strip_prefix=self.boolean(f"{key}.strip_prefix", raw.get("strip_prefix", True)),
             max_body_size=self.opt(raw, "max_body_size", f"{key}.max_body_size", self.size),
-            command=self.command(key, raw, socket) if "command" in raw else None,
+            command=self.command(key, raw, socket),
         )
 
-    def command(self, key: str, raw: Mapping[str, Any], socket: Path) -> Command:
-        for name in COMMAND_KEYS:
-            if name != "command" and name in raw and "command" not in raw:
-                raise self.fail(f"{key}.{name}", "only meaningful with `command`")
+    def command(self, key: str, raw: Mapping[str, Any], socket: Path) -> Command | None:
+        if "command" not in raw:
+            for name in COMMAND_KEYS:
+                if name in raw:
+                    raise self.fail(f"{key}.{name}", "only meaningful with `command`")
+            return None
         shell = self.boolean(f"{key}.shell", raw.get("shell", False))
         text, argv = self.argv(f"{key}.command", raw["command"], shell, socket)
         start = self.string(f"{key}.start", raw.get("start", "always"))
@@ -473,7 +475,7 @@ class _Reader:
                 raise self.fail(key, "expected a string with shell = true, got an array")
             argv = [arg.replace(SOCKET_PLACEHOLDER, str(socket)) for arg in value]
             return shlex.join(value), tuple(argv)
-        text = self.string(key, value) if not isinstance(value, list) else None
+        text = value if isinstance(value, str) else None
         if text is None or not text.strip():
             raise self.fail(key, f"{value!r}: expected a command line or a non-empty array")
         if shell:
