@@ -35,6 +35,7 @@ LAYERS: dict[int, set[str]] = {
         "appoutput",
         "managed",
         "discovery",
+        "guard",
     },
     3: {"proxy"},
     4: {

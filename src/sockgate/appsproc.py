@@ -72,7 +72,7 @@ async def _run(config: Config) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
     prepare_discovery(config)
-    apps.start()
+    await apps.start()
     await stopping.wait()
     graceful = asyncio.ensure_future(apps.stop())
     forced = asyncio.ensure_future(force.wait())

@@ -28,6 +28,7 @@ from pathlib import Path
 from . import children, errors
 from .appoutput import AppOutput
 from .config import App, Command
+from .guard import GroupGuard
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +57,9 @@ class StartFailed(Exception):
 class ManagedApp:
     """One supervised app: its state, its process, its output."""
 
-    def __init__(self, app: App, logs_dir: Path) -> None:
+    def __init__(self, app: App, logs_dir: Path, guard: GroupGuard | None = None) -> None:
         assert app.command is not None
+        self.guard = guard
         self.app = app
         self.command: Command = app.command
         self.output = AppOutput(app.name, logs_dir / f"{app.name}.log")
@@ -169,6 +171,8 @@ class ManagedApp:
             log.error("app %s: cannot start: %s", self.app.name, exc)
             return f"could not start: {exc}"
         self.pid = proc.pid
+        if self.guard is not None:
+            self.guard.watch(proc.pid)
         log.info("app %s: started (pid %d): %s", self.app.name, proc.pid, self.command.text)
         self.output.note(f"started (pid {proc.pid}): {self.command.text}")
         assert proc.stdout is not None
@@ -265,6 +269,8 @@ class ManagedApp:
                 self.output.note(exit_text(proc.returncode))
         finally:
             children.signal_group(proc.pid, signal.SIGKILL)  # leftovers of its group
+            if self.guard is not None:
+                self.guard.forget(proc.pid)
             self.pid = None
             await asyncio.wait([pump], timeout=OUTPUT_DRAIN)
             pump.cancel()
@@ -292,14 +298,23 @@ class AppManager:
     """Every supervised app of a config, and what the engine asks about them."""
 
     def __init__(self, apps: Sequence[App], logs_dir: Path) -> None:
-        self.apps = {app.name: ManagedApp(app, logs_dir) for app in apps if app.command}
+        supervised = [app for app in apps if app.command is not None]
+        grace = max((app.command.stop_timeout for app in supervised if app.command), default=0)
+        self.guard = GroupGuard(grace) if supervised else None
+        self.apps = {app.name: ManagedApp(app, logs_dir, self.guard) for app in supervised}
 
     def __repr__(self) -> str:
         states = ", ".join(f"{name}={m.state.name}" for name, m in self.apps.items())
         return f"<AppManager {states}>"
 
-    def start(self) -> None:
+    async def start(self) -> None:
         """Start every app that is not on demand; each becomes ready on its own."""
+        if self.guard is not None:
+            try:
+                await self.guard.start()
+            except OSError as exc:
+                log.warning("no guard process (%s): apps' own children may outlive a crash", exc)
+                self.guard = None
         for managed in self.apps.values():
             if not managed.command.on_demand:
                 managed.start()
@@ -310,6 +325,8 @@ class AppManager:
         await asyncio.gather(*(managed.stop(now=now) for managed in self.apps.values()))
         for managed in self.apps.values():
             managed.output.close()
+        if self.guard is not None:
+            await self.guard.close()
 
     async def ensure_ready(self, app: App) -> errors.UpstreamError | None:
         managed = self.apps.get(app.name)

@@ -258,7 +258,7 @@ async def serve(
         try:
             if apps is not None:
                 prepare_discovery(config)
-                apps.start()
+                await apps.start()
             await _serve_until_stopped(server, config, force, on_ready=on_ready, worker=worker)
         finally:
             if apps is not None:
