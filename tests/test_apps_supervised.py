@@ -185,6 +185,8 @@ def test_a_request_under_way_keeps_an_on_demand_app_running(tmp: Path, mark: str
 def test_workers_start_each_app_once(tmp: Path, mark: str) -> None:
     path = supervised_config(tmp, mark, {"a": {"command": sockapp()}}, extra="workers = 2")
     with Proxy(path) as proxy, httpx.Client(timeout=10) as client:
+        # Workers do not hold requests while the app starts (its state lives in another process).
+        proxy.wait_for_output(r"app a: ready on")
         pids = {client.get(f"{proxy.url}/a/").text for _ in range(10)}
         assert len(pids) == 1
         wait_marked(mark, 1)

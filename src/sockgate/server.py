@@ -256,10 +256,7 @@ async def serve(
     config.logs_dir.mkdir(parents=True, exist_ok=True)
     with contextlib.nullcontext() if worker else PidFile(config.pid_file):
         try:
-            if apps is not None:
-                prepare_discovery(config)
-                await apps.start()
-            await _serve_until_stopped(server, config, force, on_ready=on_ready, worker=worker)
+            await _serve_until_stopped(server, config, force, on_ready=on_ready, apps=apps)
         finally:
             if apps is not None:
                 await apps.stop(now=force.is_set())
@@ -273,9 +270,13 @@ async def _serve_until_stopped(
     force: asyncio.Event,
     *,
     on_ready: Callable[[Server], None] | None,
-    worker: bool,
+    apps: AppManager | None,
 ) -> None:
+    worker = apps is None
     await server.start()
+    if apps is not None:  # once the port is ours: a second sockgate here starts nothing
+        prepare_discovery(config)
+        await apps.start()
     if not worker:
         host, port = server.address or ("?", 0)
         log_banner(config, host, port)
