@@ -81,6 +81,8 @@ class ManagedApp:
     def start(self) -> None:
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._supervise(), name=f"app {self.app.name}")
+            # At once, not when the task first runs: a request arriving in between waits.
+            self._set(AppState.STARTING)
 
     async def stop(self, *, now: bool = False) -> None:
         task = self._task
