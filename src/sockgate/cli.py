@@ -130,7 +130,10 @@ def check(
         click.echo(f"nginx -t ok: {nginx_render.conf_path(cfg)}")
     reports = asyncio.run(probe.probe_all(cfg))
     click.echo(_report_table(reports))
-    down = [r for r in reports if not r.ok]
+    if cfg.sockets_dir is not None:
+        found = sum(r.discovered for r in reports)
+        click.echo(f"discovery: every NAME.sock in {cfg.sockets_dir} at /NAME/ ({found} now)")
+    down = [r for r in reports if r.down]
     if down:
         word = "error" if strict else "warning"
         click.echo(f"{word}: {len(down)} of {len(reports)} apps are not answering", err=True)
@@ -142,6 +145,10 @@ def _report_table(reports: list[probe.AppReport]) -> str:
     rows = [("APP", "PREFIX", "SOCKET", "STATE")]
     for r in reports:
         state = f"ok ({r.status})" if r.ok else r.state + (f": {r.detail}" if r.detail else "")
+        if r.app.command is not None and not r.ok:
+            state = f"not running: `sockgate run` starts it ({r.app.command.text})"
+        if r.kind:
+            state = f"{state} [{r.kind}]"
         rows.append((r.app.name, r.app.prefix, str(r.app.socket), state))
     if len(rows) == 1:
         return "no apps configured"
@@ -167,7 +174,7 @@ def run(
 ) -> None:
     """Run in the foreground; Ctrl-C stops it."""
     cfg = _load(config_path, listen, apps, engine)
-    configure(cfg.error_log, verbose=verbose)
+    configure(cfg.error_log, verbose=verbose, app_names=[app.name for app in cfg.supervised])
     warning = exposure_warning(cfg)
     if warning:
         click.echo(f"sockgate: warning: {warning}", err=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import shlex
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ DEFAULT_LISTEN = "127.0.0.1:8080"
 MAX_SOCKET_PATH = 107
 ENGINES = ("builtin", "nginx")
 MAX_WORKERS = 64
+START_MODES = ("always", "on-demand")
+SOCKET_PLACEHOLDER = "{socket}"
 
 _HOST_PATTERN = re.compile(r"\*|(\*\.)?[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?|\[[0-9A-Fa-f:.]+\]")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -63,6 +66,16 @@ _APP_KEYS = {
 }
 # How long a request waits for an app whose socket is missing or refuses (it is restarting).
 DEFAULT_HOLD = 5.0
+COMMAND_KEYS = (
+    "command",
+    "cwd",
+    "env",
+    "shell",
+    "start",
+    "idle_stop",
+    "ready_timeout",
+    "stop_timeout",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +107,24 @@ class Timeouts:
 
 
 @dataclass(frozen=True, slots=True)
+class Command:
+    """How sockgate runs a supervised app: `command` and the keys that go with it."""
+
+    argv: tuple[str, ...]  # ready for exec: {socket} substituted; ("/bin/sh", "-c", ...) if shell
+    text: str  # as written in the file, for logs and `check`
+    cwd: Path
+    env: tuple[tuple[str, str], ...] = ()  # set over sockgate's own environment
+    start: str = "always"  # or "on-demand": on the first request, stopped after idle_stop
+    idle_stop: float = 600.0
+    ready_timeout: float = 30.0
+    stop_timeout: float = 10.0
+
+    @property
+    def on_demand(self) -> bool:
+        return self.start == "on-demand"
+
+
+@dataclass(frozen=True, slots=True)
 class App:
     name: str
     socket: Path
@@ -104,6 +135,7 @@ class App:
     # Both only apply with strip_prefix and a prefix other than "/" (see `rewrites`, `prefixed`).
     rewrite: bool = True
     prefix_headers: tuple[str, ...] = DEFAULT_PREFIX_HEADERS
+    command: Command | None = None  # supervised: sockgate starts and restarts it
 
     @property
     def mount(self) -> str:
@@ -133,6 +165,11 @@ class Config:
     workers: int = 1
     allowed_hosts: tuple[str, ...] = ()
     allow_remote: bool = False
+    sockets_dir: Path | None = None  # discovery: every NAME.sock here is served at /NAME/
+
+    @property
+    def supervised(self) -> tuple[App, ...]:
+        return tuple(app for app in self.apps if app.command is not None)
 
     @property
     def logs_dir(self) -> Path:
@@ -153,6 +190,19 @@ class Config:
     def body_limit(self, app: App) -> int | None:
         limit = app.max_body_size if app.max_body_size is not None else self.max_body_size
         return limit or None
+
+
+def discovered_app(name: str, socket: Path) -> App | None:
+    """The app a socket NAME.sock in `sockets_dir` stands for, if NAME is a valid app name."""
+    prefix = f"/{name}/"
+    if (
+        not _NAME.fullmatch(name)
+        or not _PREFIX.fullmatch(prefix)
+        or name in (".", "..")
+        or len(os.fsencode(socket)) > MAX_SOCKET_PATH
+    ):
+        return None
+    return App(name=name, socket=socket, prefix=prefix)
 
 
 # --- loading ----------------------------------------------------------------------------------
@@ -182,7 +232,31 @@ def load(
             "or name apps with --app NAME=SOCKET"
         )
     config = reader.config(raw, source)
-    return _check_exposure(_apply_overrides(config, listen=listen, apps=apps, engine=engine))
+    config = _apply_overrides(config, listen=listen, apps=apps, engine=engine)
+    return _check_engine_support(_check_exposure(config))
+
+
+def _check_engine_support(config: Config) -> Config:
+    """What only the built-in engine in one process can do: it sees every request."""
+    source = str(config.source or "command line")
+    if config.engine == "nginx" and config.sockets_dir is not None:
+        raise ConfigError(
+            "discovery is built-in engine only (nginx would need a reload for each new socket): "
+            'remove sockets_dir or use engine = "builtin"',
+            source=source,
+            key="sockets_dir",
+        )
+    for app in config.supervised:
+        assert app.command is not None
+        if app.command.on_demand and (config.engine == "nginx" or config.workers > 1):
+            where = 'engine = "nginx"' if config.engine == "nginx" else "workers > 1"
+            raise ConfigError(
+                f"'on-demand': expected 'always' with {where}: starting on the first request "
+                "needs the built-in engine in one process (workers = 1), which sees every request",
+                source=source,
+                key=f"apps.{app.name}.start",
+            )
+    return config
 
 
 def _check_exposure(config: Config) -> Config:
@@ -224,7 +298,7 @@ def _apply_overrides(
             name, sep, socket = spec.partition("=")
             if not sep or not name or not socket:
                 raise ConfigError(f"expected NAME=SOCKET, got {spec!r}", source="--app")
-            by_name[name] = cli.app(f"--app {name}", name, {"socket": socket})
+            by_name[name] = cli.app(f"--app {name}", name, {"socket": socket}, config.workdir)
         updates["apps"] = cli.check_apps(tuple(by_name.values()))
     if not updates:
         return config
@@ -253,17 +327,23 @@ class _Reader:
             "workers",
             "allowed_hosts",
             "allow_remote",
+            "sockets_dir",
         }
         self.no_unknown("", raw, known)
+        workdir = self.path("workdir", raw.get("workdir", "."))
         apps_raw = self.table("apps", raw.get("apps", {}))
         apps = tuple(
-            self.app(f"apps.{name}", name, self.table(f"apps.{name}", body))
+            self.app(f"apps.{name}", name, self.table(f"apps.{name}", body), workdir)
             for name, body in apps_raw.items()
         )
+        sockets_dir = None
+        if "sockets_dir" in raw:
+            sockets_dir = _Reader(self.source, workdir).path("sockets_dir", raw["sockets_dir"])
         return Config(
             source=source,
             listen=self.listen("listen", raw.get("listen", DEFAULT_LISTEN)),
-            workdir=self.path("workdir", raw.get("workdir", ".")),
+            workdir=workdir,
+            sockets_dir=sockets_dir,
             timeouts=self.timeouts(self.table("timeouts", raw.get("timeouts", {}))),
             apps=self.check_apps(apps),
             max_body_size=self.opt(raw, "max_body_size", "max_body_size", self.size),
@@ -369,13 +449,20 @@ class _Reader:
                 raise self.fail(f"timeouts.{name}", f"{raw[name]!r}: must be greater than zero")
         return Timeouts(**values)
 
-    def app(self, key: str, name: str, raw: Mapping[str, Any]) -> App:
+    def app(self, key: str, name: str, raw: Mapping[str, Any], workdir: Path) -> App:
         if not _NAME.fullmatch(name):
             raise self.fail(key, f"{name!r}: app names use letters, digits, '_', '.', '-'")
-        self.no_unknown(key, raw, _APP_KEYS)
-        if "socket" not in raw:
-            raise self.fail(f"{key}.socket", "missing: every app needs the path of its socket")
-        socket = self.path(f"{key}.socket", raw["socket"], follow_links=False)
+        self.no_unknown(key, raw, _APP_KEYS | set(COMMAND_KEYS))
+        if "socket" in raw:
+            socket = self.path(f"{key}.socket", raw["socket"], follow_links=False)
+        elif "command" in raw:
+            socket = workdir / "sockets" / f"{name}.sock"
+        else:
+            raise self.fail(
+                f"{key}.socket",
+                "missing: every app needs the path of its socket (or a `command` that sockgate "
+                "runs, whose socket defaults to workdir/sockets/<name>.sock)",
+            )
         if len(os.fsencode(socket)) > MAX_SOCKET_PATH:
             raise self.fail(
                 f"{key}.socket",
@@ -400,6 +487,7 @@ class _Reader:
             prefix_headers=self.prefix_headers(
                 f"{key}.prefix_headers", raw.get("prefix_headers", list(DEFAULT_PREFIX_HEADERS))
             ),
+            command=self.command(key, raw, socket),
         )
 
     def prefix_headers(self, key: str, value: object) -> tuple[str, ...]:
@@ -423,6 +511,81 @@ class _Reader:
                 raise self.fail(key, f"{item!r}: expected each header name once")
             seen.add(item.lower())
         return tuple(value)
+
+    def command(self, key: str, raw: Mapping[str, Any], socket: Path) -> Command | None:
+        if "command" not in raw:
+            for name in COMMAND_KEYS:
+                if name in raw:
+                    raise self.fail(f"{key}.{name}", "only meaningful with `command`")
+            return None
+        shell = self.boolean(f"{key}.shell", raw.get("shell", False))
+        text, argv = self.argv(f"{key}.command", raw["command"], shell, socket)
+        start = self.string(f"{key}.start", raw.get("start", "always"))
+        if start not in START_MODES:
+            raise self.fail(f"{key}.start", f"{start!r}: expected one of {', '.join(START_MODES)}")
+        if "idle_stop" in raw and start != "on-demand":
+            raise self.fail(f"{key}.idle_stop", 'only meaningful with start = "on-demand"')
+        timings = {
+            name: self.positive(f"{key}.{name}", raw[name])
+            for name in ("idle_stop", "ready_timeout", "stop_timeout")
+            if name in raw
+        }
+        return Command(
+            argv=argv,
+            text=text,
+            cwd=self.directory(f"{key}.cwd", raw.get("cwd", ".")),
+            env=self.environment(f"{key}.env", raw.get("env", {})),
+            start=start,
+            **timings,
+        )
+
+    def argv(
+        self, key: str, value: object, shell: bool, socket: Path
+    ) -> tuple[str, tuple[str, ...]]:
+        """The command as written, and the argv to run: a string is split like a shell would
+        (shlex) unless `shell`, an array is the argv itself; {socket} is the app's socket."""
+        if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+            if shell:
+                raise self.fail(key, "expected a string with shell = true, got an array")
+            argv = [arg.replace(SOCKET_PLACEHOLDER, str(socket)) for arg in value]
+            return shlex.join(value), tuple(argv)
+        text = value if isinstance(value, str) else None
+        if text is None or not text.strip():
+            raise self.fail(key, f"{value!r}: expected a command line or a non-empty array")
+        if shell:
+            return text, (
+                "/bin/sh",
+                "-c",
+                text.replace(SOCKET_PLACEHOLDER, shlex.quote(str(socket))),
+            )
+        try:
+            words = shlex.split(text)
+        except ValueError as exc:
+            raise self.fail(key, f"{text!r}: cannot split into arguments: {exc}") from None
+        return text, tuple(word.replace(SOCKET_PLACEHOLDER, str(socket)) for word in words)
+
+    def directory(self, key: str, value: object) -> Path:
+        path = self.path(key, value)
+        if not path.is_dir():
+            raise self.fail(key, f"{str(path)!r}: expected an existing directory")
+        return path
+
+    def environment(self, key: str, value: object) -> tuple[tuple[str, str], ...]:
+        table = self.table(key, value)
+        for name, item in table.items():
+            if not isinstance(item, str):
+                raise self.fail(
+                    f"{key}.{name}", f"expected a string, got {_kind(item)} {item!r} (quote it)"
+                )
+            if not name or "=" in name or "\0" in name or "\0" in item:
+                raise self.fail(f"{key}.{name}", "expected a variable name without '=' or NUL")
+        return tuple(table.items())
+
+    def positive(self, key: str, value: object) -> float:
+        seconds = self.duration(key, value)
+        if seconds == 0:
+            raise self.fail(key, f"{value!r}: must be greater than zero")
+        return seconds
 
     def check_apps(self, apps: tuple[App, ...]) -> tuple[App, ...]:
         seen: dict[str, str] = {}

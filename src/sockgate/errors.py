@@ -138,7 +138,15 @@ class AppCutShort(UpstreamError):
     fault = "app cut the response short"
 
 
+class AppNotRunning(UpstreamError):
+    """A supervised app that is down right now: failed to start, or waiting to restart."""
+
+    fault = "app is not running"
+    state = "not running"
+
+
 _STATUS: dict[type[UpstreamError], HTTPStatus] = {
+    AppNotRunning: HTTPStatus.SERVICE_UNAVAILABLE,
     ConnectTimeout: HTTPStatus.GATEWAY_TIMEOUT,
     AppReadTimeout: HTTPStatus.GATEWAY_TIMEOUT,
     AppSendTimeout: HTTPStatus.GATEWAY_TIMEOUT,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from . import errors, http1
 from .config import App, Config
+from .discovery import Discovery
 from .upstream import AppConnection, Upstream
 
 
@@ -16,10 +17,24 @@ class AppReport:
     state: str  # "ok", or the fault's short name: missing, stale, permission denied, ...
     detail: str = ""
     status: int | None = None
+    discovered: bool = False
 
     @property
     def ok(self) -> bool:
         return self.state == "ok"
+
+    @property
+    def down(self) -> bool:
+        """Not answering, and not an app that `run` starts itself."""
+        return not self.ok and self.app.command is None
+
+    @property
+    def kind(self) -> str:
+        if self.discovered:
+            return "discovered"
+        if self.app.command is None:
+            return ""
+        return "on demand" if self.app.command.on_demand else "supervised"
 
 
 async def probe_app(app: App, timeout: float) -> AppReport:  # noqa: ASYNC109 - also connect's
@@ -58,5 +73,17 @@ async def probe_app(app: App, timeout: float) -> AppReport:  # noqa: ASYNC109 - 
 
 
 async def probe_all(config: Config) -> list[AppReport]:
+    """The configured apps, then the ones discovered in sockets_dir right now."""
     timeout = config.timeouts.connect
-    return list(await asyncio.gather(*(probe_app(app, timeout) for app in config.apps)))
+    found = discovered(config)
+    reports = await asyncio.gather(*(probe_app(app, timeout) for app in (*config.apps, *found)))
+    return [
+        AppReport(r.app, r.state, r.detail, r.status, discovered=True) if r.app in found else r
+        for r in reports
+    ]
+
+
+def discovered(config: Config) -> list[App]:
+    if config.sockets_dir is None:
+        return []
+    return Discovery(config.sockets_dir, config.apps).scan()

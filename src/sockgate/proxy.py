@@ -24,8 +24,10 @@ from enum import Enum, auto
 from . import errors, headers, http1, pages, routing, tunnel
 from .accesslog import AccessLog
 from .config import App, Config
+from .discovery import Discovery
 from .hosts import HostPolicy
 from .http1 import Event, Framing, RequestHead, ResponseHead
+from .managed import AppManager
 from .stream import Stream
 from .upstream import AppConnection, ConnState, Upstream
 
@@ -42,13 +44,33 @@ RETRY_EVERY = 2
 class Engine:
     """What every connection shares: config, routes, app pools, logs."""
 
-    def __init__(self, config: Config, access_log: AccessLog | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        access_log: AccessLog | None = None,
+        apps: AppManager | None = None,
+    ) -> None:
         self.config = config
-        self.router = routing.Router(config.apps)
+        self.discovery = (
+            None if config.sockets_dir is None else Discovery(config.sockets_dir, config.apps)
+        )
+        lookup = None if self.discovery is None else self.discovery.lookup
+        self.router = routing.Router(config.apps, lookup)
         self.upstreams = {app.name: Upstream(app, config.timeouts.connect) for app in config.apps}
+        # The apps this process runs; a worker's are run by its supervisor.
+        self.apps = apps or AppManager((), config.logs_dir)
         self.access_log = access_log or AccessLog(None)
         self.default_host = str(config.listen).encode()
         self.hosts = HostPolicy(config.listen.host, config.allowed_hosts)
+
+    def upstream(self, app: App) -> Upstream:
+        """The pool for an app; a discovered app's is made on its first request."""
+        found = self.upstreams.get(app.name)
+        if found is None or found.app is not app:
+            if found is not None:
+                found.close()  # a discovered socket that went away and came back
+            found = self.upstreams[app.name] = Upstream(app, self.config.timeouts.connect)
+        return found
 
     def close(self) -> None:
         for upstream in self.upstreams.values():
@@ -267,8 +289,9 @@ class ClientConnection:
             and self.engine.hosts.allows(head.host)
         ):
             route = self.engine.router.route(head.target)
-            if type(route) is routing.Forward:
-                upstream = self.engine.upstreams[route.app.name]
+            # An app started on demand counts its exchanges (see _forward_supervised).
+            if type(route) is routing.Forward and not _on_demand(route.app):
+                upstream = self.engine.upstream(route.app)
                 conn = upstream.take_idle(retryable=head.method in IDEMPOTENT)
                 if conn is not None:
                     events.popleft()
@@ -535,6 +558,8 @@ class ClientConnection:
                 return self._answer_locally(ex, pages.Page(421, *hosts.refusal(head.host)))
             decision = self.engine.router.route(head.target)
             if isinstance(decision, routing.Forward):
+                if decision.app.command is not None:
+                    return await self._forward_supervised(ex, decision)
                 return await self._forward(ex, decision)
             return self._answer_locally(ex, self._page_for(decision))
         finally:
@@ -582,7 +607,21 @@ class ClientConnection:
         return len(body) if with_body else 0
 
     # --- forwarding
-    async def _forward(self, ex: _Exchange, route: routing.Forward) -> bool | None:
+    async def _forward_supervised(self, ex: _Exchange, route: routing.Forward) -> bool | None:
+        """An app sockgate runs: started if need be (the request waits until it is ready), and
+        not idle while the exchange (or its tunnel) lasts."""
+        apps = self.engine.apps
+        with apps.in_use(route.app):
+            failure = await apps.ensure_ready(route.app)
+            if failure is not None:
+                ex.app = route.app
+                return self._fail(ex, failure)
+            # The exchange must end inside in_use: not in callbacks after this returns.
+            return await self._forward(ex, route, callbacks=not _on_demand(route.app))
+
+    async def _forward(
+        self, ex: _Exchange, route: routing.Forward, *, callbacks: bool = True
+    ) -> bool | None:
         head, app = ex.head, route.app
         ex.app = app
         limit = self.engine.config.body_limit(app)
@@ -596,12 +635,12 @@ class ClientConnection:
         if queued is not None:
             # The body is already known to be malformed: the app never sees this request.
             return self._fail(ex, queued)
-        upstream = self.engine.upstreams[app.name]
+        upstream = self.engine.upstream(app)
         request = self._app_request(head, route)
         if head.framing is Framing.NONE:
             self._skip_end_of_request()
             ex.body_done = True
-            if not head.upgrade:
+            if callbacks and not head.upgrade:
                 return await self._forward_in_callbacks(ex, upstream, request)
         return await self._send(ex, upstream, request)
 
@@ -1079,6 +1118,10 @@ def _client_framing(
         out.append((b"Transfer-Encoding", b"chunked"))
         return Framing.CHUNKED, out
     return Framing.UNTIL_CLOSE, out
+
+
+def _on_demand(app: App) -> bool:
+    return app.command is not None and app.command.on_demand
 
 
 def _request_line(head: RequestHead) -> bytes:

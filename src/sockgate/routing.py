@@ -4,7 +4,7 @@ out."""
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .config import App
@@ -39,12 +39,20 @@ Decision = Forward | Redirect | NotFound | Rejected
 
 
 class Router:
-    """Longest prefix wins, whatever the order of the apps in the file."""
+    """Longest prefix wins, whatever the order of the apps in the file.
 
-    def __init__(self, apps: Sequence[App]) -> None:
+    `discover`, when given, is asked for the app a first path segment names (`b"notes"` for
+    `/notes/x`) when no configured prefix at least that long matches: a discovered app is
+    /NAME/ and loses to any configured app as long or longer.
+    """
+
+    def __init__(
+        self, apps: Sequence[App], discover: Callable[[bytes], App | None] | None = None
+    ) -> None:
         ordered = sorted(apps, key=lambda app: len(app.prefix), reverse=True)
         self._prefixes = [(app.prefix.encode(), app) for app in ordered]
         self._mounts = {app.mount.encode(): app for app in ordered if app.mount}
+        self._discover = discover
 
     @property
     def apps(self) -> list[App]:
@@ -57,13 +65,27 @@ class Router:
         mount = self._mounts.get(path)
         if mount is not None:
             return Redirect(mount.prefix.encode() + sep + query)
+        found = self._match(path)
+        if self._discover is not None:
+            name, slash, _ = path[1:].partition(b"/")
+            if name and (found is None or len(found.prefix) < len(name) + 2):
+                discovered = self._discover(name)
+                if discovered is not None:
+                    if not slash:
+                        return Redirect(discovered.prefix.encode() + sep + query)
+                    found = discovered
+        if found is None:
+            return NotFound()
+        if found.strip_prefix:
+            # Keep the prefix's last '/' so the app's path starts with one: no '//' added.
+            return Forward(found, target[len(found.prefix) - 1 :])
+        return Forward(found, target)
+
+    def _match(self, path: bytes) -> App | None:
         for prefix, app in self._prefixes:
             if path.startswith(prefix):
-                if app.strip_prefix:
-                    # Keep the prefix's last '/' so the app's path starts with one: no '//' added.
-                    return Forward(app, target[len(prefix) - 1 :])
-                return Forward(app, target)
-        return NotFound()
+                return app
+        return None
 
 
 def has_dot_segment(path: bytes) -> bool:

@@ -15,6 +15,7 @@ workdir = "."                 # relative to this file: logs/access.log, logs/err
 # workers = 1                 # built-in engine: processes sharing the port
 # allowed_hosts = []          # Host names answered besides localhost, *.localhost, 127.x, [::1]
 # allow_remote = false        # true is needed to listen on a non-loopback address
+# sockets_dir = "sockets"    # every NAME.sock in workdir/sockets is served at /NAME/
 
 [timeouts]                    # seconds, or "500ms", "90s", "5m", "1h"
 connect = "5s"                # connecting to an app's socket
@@ -31,6 +32,12 @@ socket = "~/app1/sock.sock"   # ~ and relative paths resolve against this file
 # strip_prefix = true         # false: the app sees /app1/foo unchanged
 # rewrite = true              # Location, Refresh and cookie paths moved under /app1/
 # prefix_headers = ["X-Forwarded-Prefix", "X-Script-Name"]   # tell the app its prefix; [] none
+
+# An app sockgate runs itself: started with `run`, restarted if it exits, stopped on Ctrl-C.
+# [apps.notes]
+# command = "uvicorn notes:app --uds {socket}"   # socket: workdir/sockets/notes.sock
+# cwd = "~/src/notes"
+# start = "on-demand"         # default "always"; on-demand stops it after idle_stop ("10m")
 """
 
 

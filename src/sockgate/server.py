@@ -22,8 +22,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .accesslog import AccessLog
+from .children import make_private_dir
 from .config import Config, Listen
 from .errors import SockgateError
+from .managed import AppManager
 from .proxy import ClientConnection, Engine
 from .stream import Stream
 
@@ -96,10 +98,15 @@ class Listener:
 
 
 class Server:
-    def __init__(self, config: Config, socks: list[socket.socket] | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        socks: list[socket.socket] | None = None,
+        apps: AppManager | None = None,
+    ) -> None:
         self.config = config
         self._socks = socks
-        self.engine = Engine(config, AccessLog(config.access_log))
+        self.engine = Engine(config, AccessLog(config.access_log), apps)
         self.connections: dict[ClientConnection, asyncio.Task[None]] = {}
         self.stopping = asyncio.Event()
         self.address: tuple[str, int] | None = None
@@ -236,7 +243,8 @@ async def serve(
     A `worker` (one of several processes, see supervisor) serves `socks` and leaves the pid file
     and the startup banner to its supervisor.
     """
-    server = Server(config, socks)
+    apps = None if worker else AppManager(config.supervised, config.logs_dir)
+    server = Server(config, socks, apps=apps)
     loop = asyncio.get_running_loop()
     force = asyncio.Event()
 
@@ -247,25 +255,53 @@ async def serve(
         loop.add_signal_handler(sig, on_signal)
     config.logs_dir.mkdir(parents=True, exist_ok=True)
     with contextlib.nullcontext() if worker else PidFile(config.pid_file):
-        await server.start()
-        if not worker:
-            host, port = server.address or ("?", 0)
-            log_banner(config, host, port)
-        if on_ready is not None:
-            on_ready(server)
-        await server.stopping.wait()
-        if not worker:
-            log.info("stopping: finishing requests under way (up to %gs)", config.timeouts.shutdown)
-        drain = asyncio.ensure_future(server.shutdown(config.timeouts.shutdown))
-        forced = asyncio.ensure_future(force.wait())
-        await asyncio.wait([drain, forced], return_when=asyncio.FIRST_COMPLETED)
-        if not drain.done():
-            log.info("second signal: stopping now")
-            await server.shutdown(0)
-        forced.cancel()
-        await asyncio.gather(drain, forced, return_exceptions=True)
+        try:
+            await _serve_until_stopped(server, config, force, on_ready=on_ready, apps=apps)
+        finally:
+            if apps is not None:
+                await apps.stop(now=force.is_set())
     if not worker:
         log.info("stopped")
+
+
+async def _serve_until_stopped(
+    server: Server,
+    config: Config,
+    force: asyncio.Event,
+    *,
+    on_ready: Callable[[Server], None] | None,
+    apps: AppManager | None,
+) -> None:
+    worker = apps is None
+    await server.start()
+    if apps is not None:  # once the port is ours: a second sockgate here starts nothing
+        prepare_discovery(config)
+        await apps.start()
+    if not worker:
+        host, port = server.address or ("?", 0)
+        log_banner(config, host, port)
+    if on_ready is not None:
+        on_ready(server)
+    await server.stopping.wait()
+    if not worker:
+        log.info("stopping: finishing requests under way (up to %gs)", config.timeouts.shutdown)
+    drain = asyncio.ensure_future(server.shutdown(config.timeouts.shutdown))
+    forced = asyncio.ensure_future(force.wait())
+    await asyncio.wait([drain, forced], return_when=asyncio.FIRST_COMPLETED)
+    if not drain.done():
+        log.info("second signal: stopping now")
+        await server.shutdown(0)
+    forced.cancel()
+    await asyncio.gather(drain, forced, return_exceptions=True)
+
+
+def prepare_discovery(config: Config) -> None:
+    """The folder discovery watches exists (0700 when created here), so sockets can appear."""
+    if config.sockets_dir is not None:
+        try:
+            make_private_dir(config.sockets_dir)
+        except OSError as exc:
+            log.warning("cannot create sockets_dir %s: %s", config.sockets_dir, exc.strerror)
 
 
 def log_banner(config: Config, host: str, port: int) -> None:
@@ -273,7 +309,12 @@ def log_banner(config: Config, host: str, port: int) -> None:
     shown = f"[{host}]" if ":" in host else host
     log.info("listening on http://%s:%d/ with %d apps", shown, port, len(config.apps))
     for app in config.apps:
-        log.info("  %s -> %s (%s)", app.prefix, app.socket, app.name)
+        runs = ""
+        if app.command is not None:
+            runs = ", on demand" if app.command.on_demand else ", supervised"
+        log.info("  %s -> %s (%s%s)", app.prefix, app.socket, app.name, runs)
+    if config.sockets_dir is not None:
+        log.info("  /NAME/ -> %s/NAME.sock (discovered)", config.sockets_dir)
 
 
 def run(

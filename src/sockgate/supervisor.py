@@ -10,7 +10,6 @@ workers have drained. Workers die with the supervisor (PR_SET_PDEATHSIG), so non
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import select
@@ -19,8 +18,9 @@ import socket
 import sys
 import time
 import traceback
+from collections.abc import Callable
 
-from . import server
+from . import appsproc, children, server
 from .config import Config
 from .errors import SockgateError
 
@@ -30,7 +30,6 @@ _SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD}
 READY_DEADLINE = 30.0
 # A worker that keeps dying is restarted at most this often.
 RESTART_BACKOFF = 1.0
-_PR_SET_PDEATHSIG = 1
 
 
 def _sockets(host: str, port: int, *, listen: bool) -> list[socket.socket]:
@@ -44,12 +43,15 @@ class Supervisor:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.workers: dict[int, int] = {}  # pid -> slot
+        self.apps: int | None = None  # the process that runs the supervised apps
         self.stopping = False
         self._ready_r, self._ready_w = os.pipe()
         self._port = 0
 
     def __repr__(self) -> str:
-        return f"<Supervisor workers={sorted(self.workers)} stopping={self.stopping}>"
+        return (
+            f"<Supervisor workers={sorted(self.workers)} apps={self.apps} stopping={self.stopping}>"
+        )
 
     def run(self) -> int:
         listen = self.config.listen
@@ -60,6 +62,8 @@ class Supervisor:
             with contextlib.ExitStack() as stack, server.PidFile(self.config.pid_file):
                 for sock in reserved:
                     stack.enter_context(sock)
+                # Before the workers: the apps start while the workers get ready.
+                self.apps = appsproc.start(self.config)
                 for slot in range(self.config.workers):
                     self._spawn(slot)
                 self._await_ready()
@@ -68,24 +72,26 @@ class Supervisor:
                 self._watch()
         finally:
             self._stop_all(signal.SIGKILL)
+            # After the workers: requests under way could still reach their apps.
+            appsproc.stop(self.apps)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
         log.info("stopped")
         return 0
 
     def _spawn(self, slot: int) -> None:
+        arm = children.die_with_parent()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child, which never returns
-            os._exit(self._worker())
+            os._exit(self._worker(arm))
         self.workers[pid] = slot
 
-    def _worker(self) -> int:
+    def _worker(self, die_with_parent: Callable[[], None]) -> int:
         try:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
             # Out of the terminal's process group: Ctrl-C reaches the supervisor alone, which
             # passes it on once (a second signal would skip the workers' drain).
             os.setpgid(0, 0)
-            with contextlib.suppress(OSError, AttributeError):
-                ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+            die_with_parent()
             os.close(self._ready_r)
             socks = _sockets(self.config.listen.host, self._port, listen=True)
             ready_w = self._ready_w
@@ -108,9 +114,10 @@ class Supervisor:
                 needed -= len(os.read(self._ready_r, needed))
             elif left <= 0:
                 raise SockgateError(f"workers not ready after {READY_DEADLINE:g}s")
-            pid, status = os.waitpid(-1, os.WNOHANG)
-            if pid:
-                raise SockgateError(f"worker {pid} failed to start (exit status {status >> 8})")
+            for pid in list(self.workers):
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    raise SockgateError(f"worker {pid} failed to start (exit status {status >> 8})")
 
     def _watch(self) -> None:
         restarts: dict[int, float] = {}
@@ -128,6 +135,9 @@ class Supervisor:
             pid, status = os.waitpid(-1, os.WNOHANG)
             if pid == 0:
                 return
+            if pid == self.apps:
+                self._apps_exited(status)
+                continue
             slot = self.workers.pop(pid, None)
             if slot is None or self.stopping:
                 continue
@@ -137,6 +147,14 @@ class Supervisor:
                 time.sleep(wait)  # crash-loop brake, not synchronisation
             restarts[slot] = time.monotonic()
             self._spawn(slot)
+
+    def _apps_exited(self, status: int) -> None:
+        self.apps = None
+        if self.stopping:
+            return
+        log.error("the apps process exited unasked (status %d); starting another", status)
+        time.sleep(RESTART_BACKOFF)  # crash-loop brake, not synchronisation
+        self.apps = appsproc.start(self.config)
 
     def _stop_all(self, sig: int) -> None:
         for pid in list(self.workers):

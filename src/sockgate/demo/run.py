@@ -1,23 +1,54 @@
-"""`sockgate demo`: two demo apps on Unix sockets in a temporary working directory, the proxy in
-front, and the commands to try it."""
+"""`sockgate demo`: a real sockgate.toml in a temporary working directory whose two apps sockgate
+runs itself (`command = ...`, uvicorn on `{socket}`), the proxy in front, and the commands to
+try it. What it writes is how a user's own config with supervised apps looks."""
 
 from __future__ import annotations
 
+import json
+import shlex
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from .. import config, server
 from ..logsetup import configure
-from .launcher import DemoApps
+from .launcher import DEMO_APPS, GRACEFUL_SHUTDOWN
 
 
-def write_config(workdir: Path, listen: str, sockets: dict[str, Path]) -> Path:
+def demo_command(target: str) -> str:
+    """The command that serves one demo app under uvicorn on the socket sockgate gives it."""
+    return (
+        shlex.join(
+            [
+                sys.executable,  # the interpreter sockgate runs on has uvicorn: it is a dependency
+                "-m",
+                "uvicorn",
+                target,
+                "--log-level",
+                "warning",
+                "--timeout-graceful-shutdown",
+                str(GRACEFUL_SHUTDOWN),
+                "--uds",
+            ]
+        )
+        + " {socket}"
+    )
+
+
+def write_config(workdir: Path, listen: str) -> Path:
     """A real sockgate.toml for the demo, so the user sees how their own would look."""
-    lines = [f'listen = "{listen}"', 'workdir = "."', ""]
-    for name, socket in sockets.items():
-        lines += [f"[apps.{name}]", f'socket = "{socket}"', ""]
+    lines = [
+        "# Written by `sockgate demo`: sockgate starts each app, waits until its socket",
+        "# (workdir/sockets/<name>.sock) accepts connections, restarts it if it exits, and",
+        "# stops it on Ctrl-C. Their output: logs/<name>.log and this terminal.",
+        f"listen = {json.dumps(listen)}",
+        'workdir = "."',
+        "",
+    ]
+    for name, target in DEMO_APPS.items():
+        lines += [f"[apps.{name}]", f"command = {json.dumps(demo_command(target))}", ""]
     path = workdir / "sockgate.toml"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
@@ -27,22 +58,21 @@ def run_demo(listen: str, *, echo: Callable[[str], None]) -> int:
     # /tmp keeps socket paths far below the kernel's 107-byte limit.
     workdir = Path(tempfile.mkdtemp(prefix="sockgate-demo-", dir="/tmp"))
     try:
-        with DemoApps(workdir) as apps:
-            cfg = config.load(write_config(workdir, listen, apps.apps))
-            configure(cfg.error_log)
+        cfg = config.load(write_config(workdir, listen))
+        configure(cfg.error_log, app_names=[app.name for app in cfg.supervised])
 
-            def ready(srv: server.Server) -> None:
-                host, port = srv.address or ("127.0.0.1", 8080)
-                base = f"http://{'localhost' if host in ('127.0.0.1', '::1') else host}:{port}"
-                echo("")
-                echo(f"sockgate demo is running (working directory {workdir})")
-                echo(f"  open      {base}/clock/      a live SSE clock and a WebSocket echo box")
-                echo(f"  try       curl -i {base}/echo/hello?x=1")
-                echo(f"  SSE       curl -N {base}/clock/events")
-                echo(f"  redirect  curl -i {base}/clock")
-                echo(f"  config    {cfg.source}")
-                echo("Ctrl-C stops the proxy and both apps.")
+        def ready(srv: server.Server) -> None:
+            host, port = srv.address or ("127.0.0.1", 8080)
+            base = f"http://{'localhost' if host in ('127.0.0.1', '::1') else host}:{port}"
+            echo("")
+            echo(f"sockgate demo is running (working directory {workdir})")
+            echo(f"  open      {base}/clock/      a live SSE clock and a WebSocket echo box")
+            echo(f"  try       curl -i {base}/echo/hello?x=1")
+            echo(f"  SSE       curl -N {base}/clock/events")
+            echo(f"  redirect  curl -i {base}/clock")
+            echo(f"  config    {cfg.source}")
+            echo("Ctrl-C stops the proxy and both apps.")
 
-            return server.run(cfg, on_ready=ready)
+        return server.run(cfg, on_ready=ready)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

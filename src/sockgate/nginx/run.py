@@ -6,7 +6,6 @@ sockgate exits with nginx's status. Nothing is written outside `workdir`.
 
 from __future__ import annotations
 
-import ctypes
 import grp
 import logging
 import os
@@ -15,10 +14,11 @@ import shutil
 import signal
 import subprocess
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
+from .. import appsproc, children
 from ..config import Config
 from ..errors import ConfigError, SockgateError
 from ..server import PidFile
@@ -116,7 +116,11 @@ def run(config: Config) -> int:
         "starting nginx for http://%s with %s (logs in %s)", config.listen, conf, config.logs_dir
     )
     with PidFile(config.pid_file):
-        status = _run_foreground(args)
+        apps = appsproc.start(config)  # the apps sockgate runs, in a process of their own
+        try:
+            status = _run_foreground(args)
+        finally:
+            appsproc.stop(apps)
     if status != 0:
         logger.error("nginx exited with status %d; see %s", status, config.error_log)
     return status
@@ -174,7 +178,7 @@ def _run_foreground(args: list[str]) -> int:
         try:
             # Its own process group: a terminal's Ctrl-C reaches sockgate alone, which turns it
             # into nginx's graceful stop; PR_SET_PDEATHSIG still ends nginx with sockgate.
-            child = subprocess.Popen(args, process_group=0, preexec_fn=_die_with_parent)
+            child = subprocess.Popen(args, process_group=0, preexec_fn=children.die_with_parent())
         except OSError as exc:
             raise NginxNotFound(f"cannot run {args[0]}: {exc.strerror}") from None
         finally:
@@ -185,15 +189,9 @@ def _run_foreground(args: list[str]) -> int:
     return status if status >= 0 else 128 - status
 
 
-def _die_with_parent() -> None:
-    with suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 # The first SIGINT or SIGTERM asks nginx for its graceful stop (SIGQUIT: requests under way
 # finish, up to worker_shutdown_timeout), as the built-in engine does; a second one stops it now.
 _GRACEFUL = {signal.SIGINT: signal.SIGQUIT, signal.SIGTERM: signal.SIGQUIT}
-_PR_SET_PDEATHSIG = 1
 
 
 class _SignalForwarder:

@@ -1,0 +1,60 @@
+"""`sockgate demo` end to end: a real config whose apps sockgate runs, and nothing left after."""
+
+from __future__ import annotations
+
+import re
+import signal
+import sys
+from pathlib import Path
+
+import httpx
+
+from sockgate.config import load
+from sockgate.demo.run import write_config
+from tests.support.proc import Proxy, free_port
+
+
+def _cmdlines_with(text: str) -> list[str]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if text in cmdline:
+                found.append(cmdline)
+    return found
+
+
+def test_the_demo_config_is_a_real_config_with_supervised_apps(tmp: Path) -> None:
+    cfg = load(write_config(tmp, "127.0.0.1:8080"))
+    assert [app.name for app in cfg.supervised] == ["clock", "echo"]
+    for app in cfg.supervised:
+        assert app.command is not None
+        assert app.socket == tmp.resolve() / "sockets" / f"{app.name}.sock"
+        assert app.command.argv[-2:] == ("--uds", str(app.socket))
+        assert "uvicorn" in app.command.text
+
+
+def test_sockgate_demo_runs_its_apps_and_stops_them(tmp: Path) -> None:
+    demo = Proxy(tmp / "unused.toml")
+    demo.args = [sys.executable, "-m", "sockgate", "demo", "--listen", f"127.0.0.1:{free_port()}"]
+    demo.start()
+    try:
+        pattern = r"(/tmp/sockgate-demo-[^/]+)/sockets/echo\.sock"
+        match = re.search(pattern, demo.wait_for_output(pattern))
+        assert match is not None
+        workdir = Path(match.group(1))
+        with httpx.Client(base_url=demo.url, timeout=10) as client:
+            echoed = client.get("/echo/hello?x=1")
+            assert echoed.status_code == 200
+            assert echoed.json()["path"] == "/hello"
+            assert "EventSource" in client.get("/clock/").text
+        assert "command = " in (workdir / "sockgate.toml").read_text()
+        assert len(_cmdlines_with(str(workdir / "sockets"))) == 2
+    finally:
+        code = demo.stop(signal.SIGINT)
+    assert code == 0, demo.output()
+    assert not workdir.exists()
+    assert _cmdlines_with(str(workdir / "sockets")) == []
