@@ -3,6 +3,7 @@ bytes flow both ways untouched, with half-close; an upgrade the app refuses open
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -12,7 +13,14 @@ import pytest
 from websockets.sync.client import connect
 
 from tests.conftest import ProxyFactory, RawFactory
-from tests.support.clients import DEADLINE, RawClient, head_header, read_head, request_bytes
+from tests.support.clients import (
+    DEADLINE,
+    RawClient,
+    head_header,
+    read_head,
+    request_bytes,
+    vm_kib,
+)
 from tests.support.rawapp import Conn
 
 UPGRADE = [("Connection", "Upgrade"), ("Upgrade", "echo-proto")]
@@ -239,3 +247,69 @@ def test_idle_tunnel_is_closed_after_the_read_timeout(
         idle = time.monotonic() - quiet_since
     assert app_handler.client_eof.wait(DEADLINE), "the app side of the tunnel was not closed"
     assert 0.5 <= idle < 5, f"the idle tunnel was closed after {idle:.2f}s"
+
+
+class FloodingTunnel:
+    """Accepts the upgrade, then sends `total` bytes into the tunnel and notes when the proxy
+    stops taking them."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.stalled = threading.Event()
+        self.finished = threading.Event()
+        self.sent_at_stall = 0
+
+    async def __call__(self, conn: Conn) -> None:
+        await read_head(conn)
+        await conn.send(
+            b"HTTP/1.1 101 Switching Protocols\r\n"
+            b"Connection: Upgrade\r\nUpgrade: echo-proto\r\n\r\n"
+        )
+        block = bytes(1 << 20)
+        sent = 0
+        while sent < self.total:
+            conn.writer.write(block)
+            sent += len(block)
+            drain = asyncio.ensure_future(conn.writer.drain())
+            await asyncio.wait([drain], timeout=1.0)
+            if not drain.done() and not self.stalled.is_set():
+                self.sent_at_stall = sent
+                self.stalled.set()
+            await drain
+        self.finished.set()
+
+
+def test_slow_tunnel_reader_holds_the_app_back(
+    make_proxy: ProxyFactory, raw_app: RawFactory
+) -> None:
+    total = 64 << 20
+    flood = FloodingTunnel(total)
+    app = raw_app(flood)
+    proxy = make_proxy({"app1": app.path})
+    assert proxy.proc is not None
+    before = vm_kib(proxy.proc.pid, "VmHWM")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    sock.settimeout(30)
+    with sock:
+        sock.connect(("127.0.0.1", proxy.port))
+        sock.sendall(request_bytes("/app1/tunnel", headers=UPGRADE))
+        received = b""
+        while b"\r\n\r\n" not in received:
+            data = sock.recv(4096)
+            assert data, "closed before the 101"
+            received += data
+        head, _, rest = received.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101 ")
+        # The client reads nothing more: the proxy must stop taking bytes from the app.
+        assert flood.stalled.wait(30), "the app was never held back"
+        assert flood.sent_at_stall < total // 2
+        grown = vm_kib(proxy.proc.pid, "VmHWM") - before
+        assert grown < 32 * 1024, f"the proxy grew by {grown} KiB"
+        count = len(rest)
+        while count < total:
+            data = sock.recv(1 << 20)
+            assert data, f"closed after {count} bytes"
+            count += len(data)
+    assert count == total
+    assert flood.finished.wait(DEADLINE)

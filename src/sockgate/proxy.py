@@ -122,7 +122,8 @@ class _Retry(Exception):
 
 
 class ClientConnection:
-    def __init__(self, stream: Stream, engine: Engine) -> None:
+    def __init__(self, stream: Stream, engine: Engine, peer: object = None) -> None:
+        """`peer`: the client's address as accept() gave it (else asked of the stream)."""
         self.stream = stream
         self.engine = engine
         self.timeouts = engine.config.timeouts
@@ -139,7 +140,8 @@ class ClientConnection:
         self._deadline: float | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
-        peer = stream.peer()
+        if peer is None:
+            peer = stream.peer()
         self.client_ip = peer[0] if isinstance(peer, tuple) else "unix"
 
     def __repr__(self) -> str:

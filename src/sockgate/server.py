@@ -48,7 +48,7 @@ class Listener:
     def __init__(
         self,
         sock: socket.socket,
-        on_accept: Callable[[socket.socket], None],
+        on_accept: Callable[[socket.socket, object], None],
         on_pause: Callable[[OSError], None],
     ) -> None:
         self.sock = sock
@@ -63,7 +63,7 @@ class Listener:
     def _accept(self) -> None:
         for _ in range(BACKLOG):
             try:
-                client, _ = self.sock.accept()
+                client, peer = self.sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except ConnectionAbortedError:
@@ -71,7 +71,7 @@ class Listener:
             except OSError as exc:
                 self._pause(exc)
                 return
-            self._on_accept(client)
+            self._on_accept(client, peer)
 
     def _pause(self, exc: OSError) -> None:
         self.paused = True
@@ -132,17 +132,16 @@ class Server:
         # For HTTP/1.0 clients that send no Host: the address really bound (port 0 resolved).
         self.engine.default_host = str(Listen(host, port)).encode()
 
-    def _accepted(self, sock: socket.socket) -> None:
-        task = asyncio.get_running_loop().create_task(self._serve(sock))
+    def _accepted(self, sock: socket.socket, peer: object) -> None:
+        task = asyncio.get_running_loop().create_task(self._serve(sock, peer))
         self._starting.add(task)
 
-    async def _serve(self, sock: socket.socket) -> None:
+    async def _serve(self, sock: socket.socket, peer: object) -> None:
+        # TCP_NODELAY comes with the socket: accepted sockets inherit it from the listening one.
         task = asyncio.current_task()
         assert task is not None
         loop = asyncio.get_running_loop()
         try:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             try:
                 _, stream = await loop.connect_accepted_socket(Stream, sock)
             except OSError as exc:
@@ -151,7 +150,7 @@ class Server:
                 return
             finally:
                 self._starting.discard(task)
-            conn = ClientConnection(stream, self.engine)
+            conn = ClientConnection(stream, self.engine, peer)
             self.connections[conn] = task
             try:
                 await conn.run()

@@ -125,6 +125,11 @@ class Stream(asyncio.Protocol):
         return self._eof
 
     @property
+    def reset(self) -> bool:
+        """The connection was lost with an error (a reset), not closed in order."""
+        return self._lost and self._error is not None
+
+    @property
     def writing_paused(self) -> bool:
         return self._writing_paused
 

@@ -1,32 +1,101 @@
-"""Bytes both ways after an upgrade, untouched, with half-close, until both sides are done."""
+"""Bytes both ways after an upgrade, untouched, with half-close, until both sides are done.
+
+The bytes move in the streams' callbacks (`Stream.on_data`): a WebSocket message costs no task
+wake-up. Backpressure: while one side is slow to read, the other is not read from.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 
 from .stream import Stream
 
 
 async def splice(client: Stream, app: Stream, idle_timeout: float) -> None:
-    """Pump until both directions reach end of stream; raise TimeoutError after idle_timeout
+    """Relay until both directions reach end of stream; raise TimeoutError after idle_timeout
     without a byte either way. A reset on either side ends both (the caller closes them)."""
-    loop = asyncio.get_running_loop()
-    async with asyncio.timeout(idle_timeout) as scope:
+    tunnel = _Tunnel(client, app, idle_timeout)
+    try:
+        await tunnel.done
+    finally:
+        tunnel.detach()
 
-        async def pump(src: Stream, dst: Stream) -> None:
-            try:
-                while data := await src.read():
-                    dst.write(data)
-                    await dst.drain()
-                    scope.reschedule(loop.time() + idle_timeout)
-            except ConnectionError:
-                # A reset ends the tunnel both ways; the other pump then sees end of stream.
-                src.abort()
-                dst.abort()
-                return
-            # Pass the half-close on: the other direction may still have bytes to carry.
-            dst.write_eof()
 
-        async with asyncio.TaskGroup() as group:
-            group.create_task(pump(client, app))
-            group.create_task(pump(app, client))
+class _Tunnel:
+    def __init__(self, a: Stream, b: Stream, idle_timeout: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.done: asyncio.Future[None] = self._loop.create_future()
+        self._streams = (a, b)
+        self._idle = idle_timeout
+        self._ended = 0  # directions that reached end of stream
+        self._deadline = self._loop.time() + idle_timeout
+        self._timer: asyncio.TimerHandle | None = self._loop.call_at(self._deadline, self._check)
+        for src, dst in ((a, b), (b, a)):
+            self._start(src, dst)
+
+    def _start(self, src: Stream, dst: Stream) -> None:
+        # What arrived before the upgrade was through (or was handed back) goes first.
+        while src.has_buffered and not self.done.done():
+            self._data(src, dst, src.take())
+        if self.done.done():
+            return
+        if src.peer_closed:  # its end of stream came before the tunnel: on_eof has fired
+            self._end(src, dst)
+            return
+        src.on_data = functools.partial(self._data, src, dst)
+        src.on_eof = functools.partial(self._end, src, dst)
+        dst.on_drained = functools.partial(src.hold, False)
+
+    def _data(self, src: Stream, dst: Stream, data: bytes) -> None:
+        self._deadline = self._loop.time() + self._idle
+        try:
+            dst.write(data)
+        except ConnectionError:
+            self._reset()
+            return
+        if dst.writing_paused:
+            src.hold(True)
+
+    def _end(self, src: Stream, dst: Stream) -> None:
+        """`src` sent its end of stream, or went away."""
+        if src.reset:
+            self._reset()
+            return
+        dst.write_eof()  # the other direction may still have bytes to carry
+        self._ended += 1
+        if self._ended == 2:
+            self._finish(None)
+
+    def _reset(self) -> None:
+        # A reset ends the tunnel both ways.
+        for stream in self._streams:
+            stream.abort()
+        self._finish(None)
+
+    def _check(self) -> None:
+        self._timer = None
+        if self.done.done():
+            return
+        if self._loop.time() < self._deadline:
+            self._timer = self._loop.call_at(self._deadline, self._check)
+        else:
+            self._finish(TimeoutError())
+
+    def _finish(self, error: BaseException | None) -> None:
+        if self.done.done():
+            return
+        if error is None:
+            self.done.set_result(None)
+        else:
+            self.done.set_exception(error)
+
+    def detach(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for stream in self._streams:
+            stream.on_data = None
+            stream.on_eof = None
+            stream.on_drained = None
+            stream.hold(False)
