@@ -29,6 +29,7 @@ LAYERS: dict[int, set[str]] = {
         "lint.report",
     },
     2: {
+        "deadline",
         "stream",
         "upstream",
         "tunnel",

@@ -24,6 +24,7 @@ from enum import Enum, auto
 from . import errors, headers, http1, pages, routing, tunnel
 from .accesslog import AccessLog
 from .config import App, Config
+from .deadline import Deadline
 from .discovery import Discovery
 from .hosts import HostPolicy
 from .http1 import Event, Framing, RequestHead, ResponseHead
@@ -137,9 +138,7 @@ class ClientConnection:
         self._wake: asyncio.Future[_Wake | _Resume] | None = None
         self._fast: _Exchange | None = None
         self._head_started = False
-        self._deadline: float | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0
+        self._deadline = Deadline(self.loop, self._on_deadline)
         if peer is None:
             peer = stream.peer()
         self.client_ip = peer[0] if isinstance(peer, tuple) else "unix"
@@ -173,10 +172,7 @@ class ClientConnection:
         except errors.SockgateError as exc:
             log.warning("client %s: exchange ended: %s", self.client_ip, exc)
         finally:
-            self._set_deadline(None)
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
+            self._deadline.cancel()
             if self._fast is not None:  # cancelled (the shutdown deadline) mid fast exchange
                 ex = self._fast
                 self._end_fast(ex)
@@ -239,7 +235,7 @@ class ClientConnection:
             t = self.timeouts
             self._head_started = self.parser.started
             wait = t.client_header if first or self._head_started else t.keepalive
-            self._set_deadline(self.loop.time() + wait)
+            self._deadline.set(self.loop.time() + wait)
             self._pump_client()
         try:
             return await wake
@@ -248,7 +244,7 @@ class ClientConnection:
             self.stream.on_data = None
             if self.stream.on_eof == self._on_client_eof:
                 self.stream.on_eof = None
-            self._set_deadline(None)
+            self._deadline.set(None)
 
     def _pump_client(self) -> None:
         """Between exchanges: start what the client already sent, or listen for more."""
@@ -271,7 +267,7 @@ class ClientConnection:
                 self._dispatch()
         elif not self._head_started:
             self._head_started = True
-            self._set_deadline(self.loop.time() + self.timeouts.client_header)
+            self._deadline.set(self.loop.time() + self.timeouts.client_header)
 
     def _on_client_eof(self) -> None:
         self._wake_task(_Wake.EOF)
@@ -327,7 +323,7 @@ class ClientConnection:
             return False
         conn.stream.on_data = self._on_app_data
         conn.stream.on_eof = self._on_app_eof
-        self._set_deadline(self.loop.time() + self.timeouts.read)
+        self._deadline.set(self.loop.time() + self.timeouts.read)
         return True
 
     def _on_app_data(self, data: bytes) -> None:
@@ -417,15 +413,15 @@ class ClientConnection:
             self._complete_fast(ex, ex.response, ex.keep)
         elif self.stream.writing_paused:
             conn.stream.hold(True)
-            self._set_deadline(self.loop.time() + self.timeouts.send)
+            self._deadline.set(self.loop.time() + self.timeouts.send)
         else:
-            self._set_deadline(self.loop.time() + self.timeouts.read)
+            self._deadline.set(self.loop.time() + self.timeouts.read)
 
     def _on_client_drained(self) -> None:
         ex = self._fast
         if ex is not None and ex.conn is not None:
             ex.conn.stream.hold(False)
-            self._set_deadline(self.loop.time() + self.timeouts.read)
+            self._deadline.set(self.loop.time() + self.timeouts.read)
 
     def _cut(self, ex: _Exchange, error: BaseException) -> None:
         """End a fast exchange whose head is out: without finishing, so the client sees it."""
@@ -477,18 +473,20 @@ class ClientConnection:
             return
         self._head_started = self.parser.started
         wait = self.timeouts.client_header if self._head_started else self.timeouts.keepalive
-        self._set_deadline(self.loop.time() + wait)
+        self._deadline.set(self.loop.time() + wait)
         self._pump_client()
 
-    def _hand_off(self, ex: _Exchange, *, written: bool) -> None:
-        """The task finishes this exchange, from the state the callbacks left."""
-        deadline = self._deadline
+    def _hand_off(self, ex: _Exchange, *, written: bool, deadline: float | None = None) -> None:
+        """The task finishes this exchange, from the state the callbacks left, keeping the
+        deadline in force for the app's answer."""
+        if deadline is None:
+            deadline = self._deadline.at
         self._end_fast(ex)
         self._wake_task(functools.partial(self._resume, ex, written, deadline))
 
     def _end_fast(self, ex: _Exchange) -> None:
         self._fast = None
-        self._set_deadline(None)
+        self._deadline.set(None)
         self.stream.on_eof = None
         self.stream.on_drained = None
         conn = ex.conn
@@ -512,29 +510,13 @@ class ClientConnection:
         if wake is not None and not wake.done():
             wake.set_result(why)
 
-    def _set_deadline(self, at: float | None) -> None:
-        """The deadline in force; the timer is re-armed only when it must fire earlier."""
-        self._deadline = at
-        if at is None:
-            return
-        if self._timer is None or self._timer_at > at:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer = self.loop.call_at(at, self._on_deadline)
-            self._timer_at = at
-
     def _on_deadline(self) -> None:
-        self._timer = None
-        at = self._deadline
-        if at is None:
-            return
         ex = self._fast
-        if self.loop.time() < at:
-            self._set_deadline(at)  # moved later since the timer was armed
-        elif ex is None:
+        if ex is None:
             self._wake_task(_Wake.TIMEOUT)
         elif not ex.head_sent:
-            self._hand_off(ex, written=True)  # the app is late: the task answers 504
+            # The app is late: the task answers 504 (its deadline has passed already).
+            self._hand_off(ex, written=True, deadline=self.loop.time())
         elif self.stream.writing_paused:
             self._cut(ex, errors.ClientGone("client stopped reading the response"))
         else:

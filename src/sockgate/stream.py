@@ -13,6 +13,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, cast
 
+from .deadline import Deadline
+
 # Read buffering beyond this pauses the transport until the reader catches up.
 READ_HIGH_WATER = 256 * 1024
 WRITE_HIGH_WATER = 256 * 1024
@@ -36,9 +38,8 @@ class Stream(asyncio.Protocol):
         # set per wait without creating or cancelling a timer in the common case.
         self._read_deadline: float | None = None
         self._drain_deadline: float | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0
         self._loop = asyncio.get_running_loop()
+        self._timer = Deadline(self._loop, self._on_timer)
         # Called once when the peer closes or the connection is lost, even if nobody reads.
         self.on_eof: Callable[[], None] | None = None
         # While set, received bytes go to it instead of the buffer: a caller driven by callbacks
@@ -83,9 +84,7 @@ class Stream(asyncio.Protocol):
         return not self.idle
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._timer.cancel()
         self._eof = self._lost = True
         self._error = exc
         self._wake_reader()
@@ -231,14 +230,11 @@ class Stream(asyncio.Protocol):
         return self.transport
 
     def _arm(self, deadline: float) -> None:
-        if self._timer is None or self._timer_at > deadline:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer = self._loop.call_at(deadline, self._on_timer)
-            self._timer_at = deadline
+        at = self._timer.at
+        if at is None or at > deadline:
+            self._timer.set(deadline)
 
     def _on_timer(self) -> None:
-        self._timer = None
         now = self._loop.time()
         for deadline, waiter in (
             (self._read_deadline, self._read_waiter),

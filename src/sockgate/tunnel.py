@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 
+from .deadline import Deadline
 from .stream import Stream
 
 
@@ -29,8 +30,8 @@ class _Tunnel:
         self._streams = (a, b)
         self._idle = idle_timeout
         self._ended = 0  # directions that reached end of stream
-        self._deadline = self._loop.time() + idle_timeout
-        self._timer: asyncio.TimerHandle | None = self._loop.call_at(self._deadline, self._check)
+        self._idle_deadline = Deadline(self._loop, self._timed_out)
+        self._idle_deadline.set(self._loop.time() + idle_timeout)
         for src, dst in ((a, b), (b, a)):
             self._start(src, dst)
 
@@ -48,7 +49,7 @@ class _Tunnel:
         dst.on_drained = functools.partial(src.hold, False)
 
     def _data(self, src: Stream, dst: Stream, data: bytes) -> None:
-        self._deadline = self._loop.time() + self._idle
+        self._idle_deadline.set(self._loop.time() + self._idle)
         try:
             dst.write(data)
         except ConnectionError:
@@ -73,14 +74,8 @@ class _Tunnel:
             stream.abort()
         self._finish(None)
 
-    def _check(self) -> None:
-        self._timer = None
-        if self.done.done():
-            return
-        if self._loop.time() < self._deadline:
-            self._timer = self._loop.call_at(self._deadline, self._check)
-        else:
-            self._finish(TimeoutError())
+    def _timed_out(self) -> None:
+        self._finish(TimeoutError())
 
     def _finish(self, error: BaseException | None) -> None:
         if self.done.done():
@@ -91,9 +86,7 @@ class _Tunnel:
             self.done.set_exception(error)
 
     def detach(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._idle_deadline.cancel()
         for stream in self._streams:
             stream.on_data = None
             stream.on_eof = None
