@@ -4,7 +4,6 @@ before the first body byte, SSE events one by one, big downloads in flat memory.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import select
 import socket
@@ -28,7 +27,7 @@ from tests.support.clients import (
     vm_kib,
     wait_gate,
 )
-from tests.support.rawapp import Conn
+from tests.support.rawapp import Conn, Flood
 
 MiB = 1024 * 1024
 
@@ -571,36 +570,9 @@ def test_big_download_is_complete_in_flat_memory(
     assert peak - before < 32 * 1024, f"proxy peak RSS grew by {peak - before} KiB"
 
 
-class BigSender:
-    """Sends a big Content-Length response and notes when the proxy stops taking bytes."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.stalled = threading.Event()
-        self.finished = threading.Event()
-        self.sent_at_stall = 0
-
-    async def __call__(self, conn: Conn) -> None:
-        if await conn.request() is None:
-            return
-        await conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % self.total)
-        block = bytes(MiB)
-        sent = 0
-        while sent < self.total:
-            conn.writer.write(block)
-            sent += len(block)
-            drain = asyncio.ensure_future(conn.writer.drain())
-            await asyncio.wait([drain], timeout=1.0)
-            if not drain.done() and not self.stalled.is_set():
-                self.sent_at_stall = sent
-                self.stalled.set()
-            await drain
-        self.finished.set()
-
-
 def test_slow_client_holds_the_app_back(make_proxy: ProxyFactory, raw_app: RawFactory) -> None:
     total = 64 * MiB
-    sender = BigSender(total)
+    sender = Flood(total, b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % total)
     app = raw_app(sender)
     proxy = make_proxy({"app1": app.path})
     assert proxy.proc is not None

@@ -3,7 +3,6 @@ bytes flow both ways untouched, with half-close; an upgrade the app refuses open
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import threading
 import time
@@ -21,7 +20,7 @@ from tests.support.clients import (
     request_bytes,
     vm_kib,
 )
-from tests.support.rawapp import Conn
+from tests.support.rawapp import Conn, Flood
 
 UPGRADE = [("Connection", "Upgrade"), ("Upgrade", "echo-proto")]
 # Bytes that would confuse anything still parsing HTTP inside the tunnel.
@@ -249,41 +248,14 @@ def test_idle_tunnel_is_closed_after_the_read_timeout(
     assert 0.5 <= idle < 5, f"the idle tunnel was closed after {idle:.2f}s"
 
 
-class FloodingTunnel:
-    """Accepts the upgrade, then sends `total` bytes into the tunnel and notes when the proxy
-    stops taking them."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.stalled = threading.Event()
-        self.finished = threading.Event()
-        self.sent_at_stall = 0
-
-    async def __call__(self, conn: Conn) -> None:
-        await read_head(conn)
-        await conn.send(
-            b"HTTP/1.1 101 Switching Protocols\r\n"
-            b"Connection: Upgrade\r\nUpgrade: echo-proto\r\n\r\n"
-        )
-        block = bytes(1 << 20)
-        sent = 0
-        while sent < self.total:
-            conn.writer.write(block)
-            sent += len(block)
-            drain = asyncio.ensure_future(conn.writer.drain())
-            await asyncio.wait([drain], timeout=1.0)
-            if not drain.done() and not self.stalled.is_set():
-                self.sent_at_stall = sent
-                self.stalled.set()
-            await drain
-        self.finished.set()
-
-
 def test_slow_tunnel_reader_holds_the_app_back(
     make_proxy: ProxyFactory, raw_app: RawFactory
 ) -> None:
     total = 64 << 20
-    flood = FloodingTunnel(total)
+    flood = Flood(
+        total,
+        b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo-proto\r\n\r\n",
+    )
     app = raw_app(flood)
     proxy = make_proxy({"app1": app.path})
     assert proxy.proc is not None

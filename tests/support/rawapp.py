@@ -105,6 +105,36 @@ class Conn:
         await self.writer.drain()
 
 
+class Flood:
+    """A handler that reads one request, answers with `head`, then sends `total` bytes (a body,
+    or tunnel bytes after a 101) and notes when the proxy stops taking them: a drain still
+    waiting after a second means the proxy holds the app back."""
+
+    def __init__(self, total: int, head: bytes) -> None:
+        self.total = total
+        self.head = head
+        self.stalled = threading.Event()
+        self.finished = threading.Event()
+        self.sent_at_stall = 0
+
+    async def __call__(self, conn: Conn) -> None:
+        if await conn.request() is None:
+            return
+        await conn.send(self.head)
+        block = bytes(1 << 20)
+        sent = 0
+        while sent < self.total:
+            conn.writer.write(block)
+            sent += len(block)
+            drain = asyncio.ensure_future(conn.writer.drain())
+            await asyncio.wait([drain], timeout=1.0)
+            if not drain.done() and not self.stalled.is_set():
+                self.sent_at_stall = sent
+                self.stalled.set()
+            await drain
+        self.finished.set()
+
+
 async def respond_ok(conn: Conn) -> None:
     """Answer every request on the connection with a fixed 200, keeping it alive."""
     while await conn.request() is not None:
