@@ -7,9 +7,7 @@ import json
 import os
 import re
 import shutil
-import signal
 import tempfile
-import time
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from html.parser import HTMLParser
@@ -21,8 +19,8 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import unix_connect
 
 from sockgate.demo.apps import ASGIApp, Message, Scope, clock, echo
-from sockgate.demo.launcher import DEMO_APPS, GRACEFUL_SHUTDOWN, DemoApps
-from sockgate.errors import SocketPathTooLong
+from sockgate.demo.run import DEMO_APPS, GRACEFUL_SHUTDOWN
+from tests.support.proc import Uvicorn
 
 TIMEOUT = 5.0
 
@@ -234,9 +232,15 @@ def workdir() -> Iterator[Path]:
 
 
 @pytest.fixture
-def demo(workdir: Path) -> Iterator[DemoApps]:
-    with DemoApps(workdir) as apps:
-        yield apps
+def demo(workdir: Path) -> Iterator[dict[str, Path]]:
+    """Each demo app under uvicorn on its socket, as `sockgate demo` runs them."""
+    sockets = {name: workdir / f"{name}.sock" for name in DEMO_APPS}
+    option = ("--timeout-graceful-shutdown", str(GRACEFUL_SHUTDOWN))
+    with (
+        Uvicorn(DEMO_APPS["clock"], sockets["clock"], *option),
+        Uvicorn(DEMO_APPS["echo"], sockets["echo"], *option),
+    ):
+        yield sockets
 
 
 def client(socket: Path) -> httpx.Client:
@@ -244,8 +248,8 @@ def client(socket: Path) -> httpx.Client:
     return httpx.Client(transport=transport, base_url="http://demo", timeout=TIMEOUT)
 
 
-def test_echo_answers_over_its_socket(demo: DemoApps) -> None:
-    with client(demo.apps["echo"]) as http:
+def test_echo_answers_over_its_socket(demo: dict[str, Path]) -> None:
+    with client(demo["echo"]) as http:
         response = http.post("/x/y?q=1", content=b"ping", headers={"X-Forwarded-Prefix": "/echo"})
     assert response.status_code == 200
     report = response.json()
@@ -254,8 +258,8 @@ def test_echo_answers_over_its_socket(demo: DemoApps) -> None:
     assert ["x-forwarded-prefix", "/echo"] in report["headers"]
 
 
-def test_clock_page_over_its_socket(demo: DemoApps) -> None:
-    with client(demo.apps["clock"]) as http:
+def test_clock_page_over_its_socket(demo: dict[str, Path]) -> None:
+    with client(demo["clock"]) as http:
         page, missing = http.get("/"), http.get("/missing")
     assert page.status_code == 200
     assert 'new EventSource("events")' in page.text
@@ -277,8 +281,8 @@ def read_events(lines: Iterator[str], count: int) -> list[list[str]]:
     raise AssertionError(f"the stream ended after {len(events)} event(s)")
 
 
-def test_clock_events_arrive_one_per_second(demo: DemoApps) -> None:
-    with client(demo.apps["clock"]) as http, http.stream("GET", "/events") as response:
+def test_clock_events_arrive_one_per_second(demo: dict[str, Path]) -> None:
+    with client(demo["clock"]) as http, http.stream("GET", "/events") as response:
         assert response.headers["content-type"].startswith("text/event-stream")
         assert response.headers["cache-control"] == "no-cache"
         first, second = read_events(response.iter_lines(), 2)
@@ -291,70 +295,18 @@ def test_clock_events_arrive_one_per_second(demo: DemoApps) -> None:
     assert 0 < (two - one).total_seconds() < 1.5
 
 
-def test_clock_websocket_echoes_over_its_socket(demo: DemoApps) -> None:
-    with unix_connect(
-        os.fspath(demo.apps["clock"]), "ws://localhost/ws", open_timeout=TIMEOUT
-    ) as ws:
+def test_clock_websocket_echoes_over_its_socket(demo: dict[str, Path]) -> None:
+    with unix_connect(os.fspath(demo["clock"]), "ws://localhost/ws", open_timeout=TIMEOUT) as ws:
         ws.send("hello")
         assert ws.recv(timeout=TIMEOUT) == "hello"
         ws.send(b"\x00\xff")
         assert ws.recv(timeout=TIMEOUT) == b"\x00\xff"
 
 
-def test_websocket_on_another_path_gets_403(demo: DemoApps) -> None:
+def test_websocket_on_another_path_gets_403(demo: dict[str, Path]) -> None:
     with (
         pytest.raises(InvalidStatus) as refused,
-        unix_connect(os.fspath(demo.apps["clock"]), "ws://localhost/nope", open_timeout=TIMEOUT),
+        unix_connect(os.fspath(demo["clock"]), "ws://localhost/nope", open_timeout=TIMEOUT),
     ):
         pass
     assert refused.value.response.status_code == 403
-
-
-def assert_gone(demo: DemoApps, pids: dict[str, int]) -> None:
-    for pid in pids.values():
-        with pytest.raises(ProcessLookupError):
-            os.kill(pid, 0)
-    assert not [path for path in demo.apps.values() if path.exists()]
-
-
-def test_exit_stops_the_children_and_removes_the_sockets(workdir: Path) -> None:
-    with DemoApps(workdir) as demo:
-        pids = demo.pids
-        assert set(pids) == set(DEMO_APPS) == set(demo.apps)
-        assert all(path.is_socket() for path in demo.apps.values())
-        assert set(demo.returncodes.values()) == {None}
-    assert_gone(demo, pids)
-    assert "stopped" in repr(demo)
-
-
-def test_exit_with_a_stream_open_is_still_graceful(workdir: Path) -> None:
-    demo = DemoApps(workdir)
-    with client(demo.apps["clock"]) as http:
-        with demo:
-            response = http.send(http.build_request("GET", "/events"), stream=True)
-            lines = response.iter_lines()  # held: dropping the iterator would close the stream
-            read_events(lines, 1)
-            started = time.monotonic()
-        stopped_in = time.monotonic() - started
-        response.close()
-    # uvicorn cancels the open stream itself (--timeout-graceful-shutdown): no SIGKILL needed.
-    assert set(demo.returncodes.values()) <= {0, -signal.SIGTERM}
-    assert stopped_in >= GRACEFUL_SHUTDOWN  # the stream really was open while stopping
-    assert_gone(demo, demo.pids)
-
-
-def test_an_app_that_dies_at_start_fails_enter_and_stops_the_others(workdir: Path) -> None:
-    targets = {"clock": DEMO_APPS["clock"], "broken": "sockgate.demo.apps:missing"}
-    demo = DemoApps(workdir, targets=targets)
-    with pytest.raises(RuntimeError, match="'broken' exited") as failed, demo:
-        pass
-    assert '"missing" not found' in str(failed.value)  # the tail of uvicorn's log
-    assert demo.returncodes["broken"] not in (None, 0)
-    assert_gone(demo, demo.pids)
-
-
-def test_a_socket_path_over_the_kernel_limit_is_refused_up_front() -> None:
-    workdir = Path("/tmp") / ("x" * 100)
-    with pytest.raises(SocketPathTooLong, match="clock"):
-        DemoApps(workdir)
-    assert not workdir.exists()

@@ -48,7 +48,6 @@ LAYERS: dict[int, set[str]] = {
         "supervisor",
         "appsproc",
         "nginx.run",
-        "demo.launcher",
         "demo.apps",
         "logsetup",
         "lint.run",

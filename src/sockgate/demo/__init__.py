@@ -1,1 +1,1 @@
-"""Two small ASGI apps for `sockgate demo`, and the launcher that serves each on a Unix socket."""
+"""Two small ASGI apps for `sockgate demo`, and the command that writes and runs its config."""

@@ -14,7 +14,15 @@ from pathlib import Path
 
 from .. import config, server
 from ..logsetup import configure
-from .launcher import DEMO_APPS, GRACEFUL_SHUTDOWN
+
+DEMO_APPS: dict[str, str] = {
+    "clock": "sockgate.demo.apps:clock",
+    "echo": "sockgate.demo.apps:echo",
+}
+"""App name -> the `module:attribute` uvicorn serves."""
+
+GRACEFUL_SHUTDOWN = 2
+"""Seconds uvicorn lets open streams (SSE, WebSocket) run on after SIGTERM before cancelling."""
 
 
 def demo_command(target: str) -> str:
