@@ -147,6 +147,27 @@ class Config:
 # --- loading ----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class Loader:
+    """How the running config was made: the file and the command-line overrides. Kept for the
+    life of the process, so a reload reads the same file with the same overrides."""
+
+    path: Path | None = None
+    listen: str | None = None
+    apps: tuple[str, ...] = ()
+    engine: str | None = None
+
+    def load(self) -> Config:
+        return load(self.path, listen=self.listen, apps=self.apps, engine=self.engine)
+
+    def pinned(self, config: Config) -> Loader:
+        """This loader, reading the file `config` came from (the default file is found in the
+        current directory once, at start)."""
+        if config.source is None:
+            return self
+        return Loader(config.source, self.listen, self.apps, self.engine)
+
+
 def load(
     path: str | os.PathLike[str] | None = None,
     *,

@@ -133,6 +133,12 @@ class AppCutShort(UpstreamError):
     fault = "app cut the response short"
 
 
+class AppRetired(UpstreamError):
+    """A reload removed the app (or moved its socket) and the drain deadline passed."""
+
+    fault = "app removed by a reload"
+
+
 _STATUS: dict[type[UpstreamError], HTTPStatus] = {
     ConnectTimeout: HTTPStatus.GATEWAY_TIMEOUT,
     AppReadTimeout: HTTPStatus.GATEWAY_TIMEOUT,

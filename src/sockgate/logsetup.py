@@ -23,3 +23,13 @@ def configure(error_log: Path | None, *, verbose: bool = False) -> None:
         handler = logging.FileHandler(error_log, encoding="utf-8")
         handler.setFormatter(logging.Formatter(_FILE_FORMAT, _DATE_FORMAT))
         root.addHandler(handler)
+
+
+def reopen() -> None:
+    """Write error.log to a fresh open of its file from now on (it may have been rotated)."""
+    for handler in logging.getLogger("sockgate").handlers:
+        if isinstance(handler, logging.FileHandler):
+            stream = open(handler.baseFilename, "a", encoding="utf-8")  # noqa: SIM115
+            old = handler.setStream(stream)
+            if old is not None:
+                old.close()
