@@ -198,3 +198,9 @@ def test_nginx_reload_installs_what_nginx_t_accepts(tmp_path: Path) -> None:
     assert reloader.last is not None
     assert reloader.last.message == "reloaded: +b"
     assert "/b/" in conf.read_text()
+
+
+def test_a_config_made_without_a_file_is_not_reloaded() -> None:
+    made = dataclasses.replace(make(A), source=None)
+    with pytest.raises(ConfigError, match="started without a config file"):
+        Loader.of(made).load()

@@ -253,6 +253,22 @@ def test_next_request_on_a_kept_alive_connection_follows_the_new_routes(
     assert a.connections == 1
 
 
+def test_limits_and_allowed_hosts_follow_a_reload(site: Site, raw_app: RawFactory) -> None:
+    app = raw_app(name="app1")
+    apps: dict[str, AppSpec] = {"app1": {"socket": str(app.path)}}
+    site.start(apps)
+
+    def answers(host: str, body: bytes) -> int:
+        url = site.url("/app1/x")
+        return httpx.post(url, headers={"Host": host}, content=body, timeout=DEADLINE).status_code
+
+    assert answers("example.test", b"") == 421
+    assert answers("localhost", b"x" * 2000) == 200
+    site.reload("sighup", apps, extra='allowed_hosts = ["example.test"]\nmax_body_size = "1k"')
+    settle(lambda: answers("example.test", b"") == 200, site.engine, "the host is not allowed")
+    assert answers("localhost", b"x" * 2000) == 413
+
+
 # --- a removed app: drained ---------------------------------------------------------------------
 
 

@@ -113,7 +113,7 @@ class Server:
     ) -> None:
         self.config = config
         # How to read the config again on reload: the same file, the same overrides.
-        self.loader = loader or Loader(config.source)
+        self.loader = loader or Loader.of(config)
         self.label = label  # "worker 1234: " in a worker's log lines
         self._socks = socks
         self.engine = Engine(config, AccessLog(config.access_log))

@@ -47,7 +47,7 @@ def _sockets(host: str, port: int, *, listen: bool) -> list[socket.socket]:
 class Supervisor:
     def __init__(self, config: Config, loader: Loader | None = None, watch: bool = False) -> None:
         self.config = config
-        self.loader = loader or Loader(config.source)
+        self.loader = loader or Loader.of(config)
         self.watch = watch
         self.workers: dict[int, int] = {}  # pid -> slot
         self.stopping = False

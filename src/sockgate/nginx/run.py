@@ -113,7 +113,7 @@ def run(config: Config, *, loader: Loader | None = None, watch: bool = False) ->
     nginx = find_nginx()
     conf = prepare(config)
     _check(nginx, config, conf)
-    reloader = Reloader(nginx, config, loader or Loader(config.source))
+    reloader = Reloader(nginx, config, loader or Loader.of(config))
     watcher = watching(config) if watch else None
     if os.geteuid() == 0:
         logger.warning(
