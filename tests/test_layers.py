@@ -16,6 +16,7 @@ LAYERS: dict[int, set[str]] = {
     0: {"errors", "units"},
     1: {
         "config",
+        "reconfig",
         "routing",
         "rewrite",
         "headers",
@@ -50,6 +51,7 @@ LAYERS: dict[int, set[str]] = {
         "nginx.run",
         "demo.apps",
         "logsetup",
+        "watch",
         "lint.run",
     },
     5: {"cli", "__main__", "demo.run"},

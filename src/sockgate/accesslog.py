@@ -21,11 +21,8 @@ class AccessLog:
     share it without tearing each other's lines."""
 
     def __init__(self, path: Path | None) -> None:
-        self._fd: int | None = (
-            os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            if path
-            else None
-        )
+        self.path = path
+        self._fd: int | None = _open(path) if path else None
         self._lines: list[str] = []
         self._flush_handle: asyncio.TimerHandle | None = None
         self._stamp_second = -1
@@ -73,12 +70,25 @@ class AccessLog:
             os.close(self._fd)
             self._fd = None
 
+    def reopen(self) -> None:
+        """Write to a fresh open of the file from now on (it may have been rotated away)."""
+        if self.path is None or self._fd is None:
+            return
+        self.flush()
+        fd, self._fd = self._fd, _open(self.path)
+        os.close(fd)
+
     def _timestamp(self, now: float) -> str:
         second = int(now)
         if second != self._stamp_second:
             self._stamp_second = second
             self._stamp = time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime(second))
         return self._stamp
+
+
+def _open(path: Path) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
 
 
 def _text(value: bytes) -> str:

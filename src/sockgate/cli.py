@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -13,7 +15,7 @@ from typing import Any, TypeVar
 
 import click
 
-from . import __version__, config, probe, scaffold, supervisor
+from . import __version__, config, probe, scaffold, server, supervisor
 from .errors import ConfigError, SockgateError
 from .lint import crawl as lint_crawl
 from .lint import report as lint_report
@@ -164,6 +166,7 @@ def _report_table(reports: list[probe.AppReport]) -> str:
 @main.command()
 @_config_options
 @click.option("-v", "--verbose", is_flag=True, help="Debug messages too.")
+@click.option("--watch", is_flag=True, help="Reload when the config file changes.")
 @_handle_errors
 def run(
     config_path: Path | None,
@@ -171,16 +174,52 @@ def run(
     apps: tuple[str, ...],
     engine: str | None,
     verbose: bool,
+    watch: bool,
 ) -> None:
-    """Run in the foreground; Ctrl-C stops it."""
-    cfg = _load(config_path, listen, apps, engine)
+    """Run in the foreground; Ctrl-C stops it, SIGHUP (`sockgate reload`) reloads the config."""
+    # Kept for reloads: the same file, read again with the same command-line overrides.
+    loader = config.Loader(config_path, listen, apps, engine)
+    cfg = loader.load()
+    loader = loader.pinned(cfg)
+    if watch and cfg.source is None:
+        raise SockgateError("--watch needs a config file; apps given with --app alone never change")
     configure(cfg.error_log, verbose=verbose, app_names=[app.name for app in cfg.supervised])
     warning = exposure_warning(cfg)
     if warning:
         click.echo(f"sockgate: warning: {warning}", err=True)
     if cfg.engine == "nginx":
-        sys.exit(nginx_run.run(cfg))
-    sys.exit(supervisor.run(cfg))
+        sys.exit(nginx_run.run(cfg, loader=loader, watch=watch))
+    sys.exit(supervisor.run(cfg, loader=loader, watch=watch))
+
+
+@main.command()
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Config file (default: ./sockgate.toml).",
+)
+@_handle_errors
+def reload(config_path: Path | None) -> None:
+    """Reload the running sockgate of this config (SIGHUP to the pid in its workdir).
+
+    The config is checked here first: an invalid one is reported and nothing is sent. The
+    running sockgate checks it again and logs the outcome ("reloaded: ..." or the error) in
+    logs/error.log. Exit codes: 0 sent; 1 invalid config; 2 not running.
+    """
+    cfg = _load(config_path, None, ())
+    pid = server.live_pid(cfg.pid_file)
+    if pid is None:
+        raise SockgateError(
+            f"sockgate is not running for {cfg.source or 'this config'} "
+            f"(no live pid in {cfg.pid_file}); start it with `sockgate run`"
+        )
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except OSError as exc:
+        raise SockgateError(f"cannot signal pid {pid}: {exc.strerror}") from None
+    click.echo(f"reload sent to sockgate (pid {pid}); the outcome is logged in {cfg.error_log}")
 
 
 def exposure_warning(cfg: config.Config) -> str | None:

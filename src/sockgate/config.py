@@ -208,6 +208,37 @@ def discovered_app(name: str, socket: Path) -> App | None:
 # --- loading ----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class Loader:
+    """How the running config was made: the file and the command-line overrides. Kept for the
+    life of the process, so a reload reads the same file with the same overrides."""
+
+    path: Path | None = None
+    listen: str | None = None
+    apps: tuple[str, ...] = ()
+    engine: str | None = None
+    # False for a config made in code without a file (the demo): nothing to read again.
+    reloadable: bool = True
+
+    def load(self) -> Config:
+        if not self.reloadable:
+            raise ConfigError("started without a config file: there is nothing to read again")
+        return load(self.path, listen=self.listen, apps=self.apps, engine=self.engine)
+
+    @classmethod
+    def of(cls, config: Config) -> Loader:
+        """For a config made without the command line (the demo, tests): its file alone, or,
+        without a file, a loader that refuses to reload."""
+        return cls(config.source, reloadable=config.source is not None)
+
+    def pinned(self, config: Config) -> Loader:
+        """This loader, reading the file `config` came from (the default file is found in the
+        current directory once, at start)."""
+        if config.source is None:
+            return self
+        return Loader(config.source, self.listen, self.apps, self.engine)
+
+
 def load(
     path: str | os.PathLike[str] | None = None,
     *,

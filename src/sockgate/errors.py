@@ -145,6 +145,12 @@ class AppNotRunning(UpstreamError):
     state = "not running"
 
 
+class AppRetired(UpstreamError):
+    """A reload removed the app (or moved its socket) and the drain deadline passed."""
+
+    fault = "app removed by a reload"
+
+
 _STATUS: dict[type[UpstreamError], HTTPStatus] = {
     AppNotRunning: HTTPStatus.SERVICE_UNAVAILABLE,
     ConnectTimeout: HTTPStatus.GATEWAY_TIMEOUT,

@@ -62,3 +62,13 @@ class AppLineFormatter(logging.Formatter):
             code = self.colours.get(name, _COLOURS[len(self.colours) % len(_COLOURS)])
             label = f"\x1b[{code}m{label}\x1b[0m"
         return f"{label} {record.getMessage()}"
+
+
+def reopen() -> None:
+    """Write error.log to a fresh open of its file from now on (it may have been rotated)."""
+    for handler in logging.getLogger("sockgate").handlers:
+        if isinstance(handler, logging.FileHandler):
+            stream = open(handler.baseFilename, "a", encoding="utf-8")  # noqa: SIM115
+            old = handler.setStream(stream)
+            if old is not None:
+                old.close()

@@ -43,7 +43,11 @@ RETRY_EVERY = 2
 
 
 class Engine:
-    """What every connection shares: config, routes, app pools, logs."""
+    """What every connection shares: config, routes, app pools, logs.
+
+    Connections read `config`, `router`, `upstreams` and `hosts` here for each request, so a
+    reload (`reconfigure`) that replaces them between two requests is seen by the next request
+    of every connection, kept-alive ones included."""
 
     def __init__(
         self,
@@ -63,6 +67,60 @@ class Engine:
         self.access_log = access_log or AccessLog(None)
         self.default_host = str(config.listen).encode()
         self.hosts = HostPolicy(config.listen.host, config.allowed_hosts)
+        self._drains: set[asyncio.TimerHandle] = set()
+
+    def __repr__(self) -> str:
+        return f"<Engine apps={sorted(self.upstreams)} draining={len(self._drains)}>"
+
+    def reconfigure(self, config: Config) -> list[Upstream]:
+        """Serve `config` from the next request on; returns the pools it retires.
+
+        An app whose name and socket stay keeps its pool (warm connections survive) and the
+        exchanges under way on it. A removed app, or one whose socket moved, is retired: its
+        idle connections close now, those under way go on until `drain()` cuts them.
+        The attributes are swapped with no await in between: a request sees one config whole.
+        """
+        kept = self.upstreams
+        upstreams: dict[str, Upstream] = {}
+        for app in config.apps:
+            upstream = kept.get(app.name)
+            if upstream is None or upstream.app.socket != app.socket:
+                upstream = Upstream(app, config.timeouts.connect)
+            else:
+                upstream.app = app
+                upstream.connect_timeout = config.timeouts.connect
+            upstreams[app.name] = upstream
+        retired = [up for name, up in kept.items() if upstreams.get(name) is not up]
+        self.config = config
+        self.router = routing.Router(config.apps)
+        self.upstreams = upstreams
+        self.hosts = HostPolicy(config.listen.host, config.allowed_hosts)
+        for upstream in retired:
+            upstream.retire()
+        return retired
+
+    def drain(self, retired: list[Upstream], deadline: float) -> None:
+        """Cut what is still under way on `retired` pools after `deadline` seconds."""
+        busy = [upstream for upstream in retired if upstream.active]
+        if not busy:
+            return
+        loop = asyncio.get_running_loop()
+        handle: asyncio.TimerHandle
+
+        def cut() -> None:
+            self._drains.discard(handle)
+            for upstream in busy:
+                count = upstream.cut()
+                if count:
+                    log.info(
+                        "%s: %d connections cut at the drain deadline (%gs) after a reload",
+                        upstream.app.name,
+                        count,
+                        deadline,
+                    )
+
+        handle = loop.call_later(deadline, cut)
+        self._drains.add(handle)
 
     def upstream(self, app: App) -> Upstream:
         """The pool for an app; a discovered app's is made on its first request."""
@@ -74,6 +132,9 @@ class Engine:
         return found
 
     def close(self) -> None:
+        for handle in self._drains:
+            handle.cancel()
+        self._drains.clear()
         for upstream in self.upstreams.values():
             upstream.close()
 
@@ -186,6 +247,11 @@ class ClientConnection:
             else:
                 self.stream.close()
             self.state = ClientState.CLOSED
+
+    def reconfigured(self) -> None:
+        """A reload replaced the engine's config: its timeouts apply from the next wait on
+        (routes, limits and hosts are read from the engine for each request anyway)."""
+        self.timeouts = self.engine.config.timeouts
 
     def shutdown(self) -> None:
         """Stop after what is under way: now if idle or tunnelling, else after the exchange."""
@@ -353,6 +419,9 @@ class ClientConnection:
             return
         if not ex.head_sent:
             self._hand_off(ex, written=True)
+        elif ex.conn is not None and ex.conn.cut_off:
+            assert ex.app is not None
+            self._cut(ex, _retired(ex.app.name, str(ex.app.socket)))
         elif ex.client_left:
             self._cut(ex, errors.ClientGone("client closed the connection"))
         else:
@@ -706,7 +775,7 @@ class ClientConnection:
                     conn.stream.write(request)
             except ConnectionError:
                 conn.close()
-                if retry_ok and conn.reused:
+                if retry_ok and _may_retry(conn):
                     raise _Retry from None
                 return self._fail(ex, _closed_early(conn, upstream))
             if head.framing is not Framing.NONE:
@@ -851,14 +920,14 @@ class ClientConnection:
             raise self._blame(ex) or _read_timeout(upstream, self.timeouts.read) from None
         except ConnectionError:
             # On a Unix socket a reset means the app closed with our request unread.
-            if retry_ok and conn.reused and conn.received == 0 and not _body_started(ex):
+            if retry_ok and _may_retry(conn) and not _body_started(ex):
                 raise _Retry from None
             raise self._blame(ex) or _closed_early(conn, upstream) from None
         if event is None:
             blame = self._blame(ex)
             if blame is not None:
                 raise blame
-            if retry_ok and conn.reused and conn.received == 0 and _resendable(ex):
+            if retry_ok and _may_retry(conn) and _resendable(ex):
                 raise _Retry
             raise _closed_early(conn, upstream)
         if isinstance(event, http1.ProtocolError):
@@ -974,6 +1043,8 @@ class ClientConnection:
             blame = self._blame(ex)
             if blame is not None:
                 raise blame  # our own abort of the app connection is no end of a body
+            if conn.cut_off:
+                raise _retired(upstream.app.name, str(upstream.app.socket))
             if response.framing is not Framing.UNTIL_CLOSE:
                 raise errors.AppCutShort(
                     upstream.app.name, str(upstream.app.socket), "the body was incomplete"
@@ -1004,12 +1075,14 @@ class ClientConnection:
             source.clear()
         self.state = ClientState.TUNNEL
         self._tunnel = conn
+        conn.on_cut = self.stream.close  # a reload retired the app: both sides end
         try:
             await tunnel.splice(self.stream, conn.stream, self.timeouts.read)
         except TimeoutError:
             log.info("%s: idle tunnel closed after %gs", ex.app and ex.app.name, self.timeouts.read)
         finally:
             self._tunnel = None
+            conn.on_cut = None
             conn.close()
         return False
 
@@ -1127,8 +1200,19 @@ def _resendable(ex: _Exchange) -> bool:
     return ex.head.method in IDEMPOTENT and not _body_started(ex)
 
 
+def _may_retry(conn: AppConnection) -> bool:
+    """A reused connection the app closed before answering: the request may go again."""
+    return conn.reused and conn.received == 0 and not conn.cut_off
+
+
+def _retired(app: str, socket: str) -> errors.UpstreamError:
+    return errors.AppRetired(app, socket, "the drain deadline after a reload passed")
+
+
 def _closed_early(conn: AppConnection, upstream: Upstream) -> errors.UpstreamError:
     app = upstream.app
+    if conn.cut_off:
+        return _retired(app.name, str(app.socket))
     if conn.received:
         return errors.AppBadResponse(app.name, str(app.socket), "closed in the middle of the head")
     return errors.AppClosedEarly(app.name, str(app.socket))

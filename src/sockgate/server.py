@@ -5,6 +5,10 @@ descriptors pauses accepting and says so in the log (uvloop accepts and drops, s
 
 Shutdown runs in a fixed order: stop accepting, close idle connections and tunnels, let requests
 under way finish until the deadline, cancel what is left, remove the pid file.
+
+SIGHUP (also `sockgate reload`, and `run --watch` on an edit) reloads: `Server.reload` reads the
+config again, refuses it whole if it is invalid or changes what only a restart can, and otherwise
+swaps it into the engine between two requests; nothing open is dropped.
 """
 
 from __future__ import annotations
@@ -21,13 +25,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from . import logsetup, reconfig
 from .accesslog import AccessLog
 from .children import make_private_dir
-from .config import Config, Listen
-from .errors import SockgateError
+from .config import Config, Listen, Loader
+from .errors import ConfigError, SockgateError
 from .managed import AppManager
 from .proxy import ClientConnection, Engine
+from .reconfig import ReloadResult
 from .stream import Stream
+from .watch import ConfigWatcher
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +110,14 @@ class Server:
         config: Config,
         socks: list[socket.socket] | None = None,
         apps: AppManager | None = None,
+        *,
+        loader: Loader | None = None,
+        label: str = "",
     ) -> None:
         self.config = config
+        # How to read the config again on reload: the same file, the same overrides.
+        self.loader = loader or Loader.of(config)
+        self.label = label  # "worker 1234: " in a worker's log lines
         self._socks = socks
         self.engine = Engine(config, AccessLog(config.access_log), apps)
         self.connections: dict[ClientConnection, asyncio.Task[None]] = {}
@@ -131,6 +144,36 @@ class Server:
         host, port = self.address
         # For HTTP/1.0 clients that send no Host: the address really bound (port 0 resolved).
         self.engine.default_host = str(Listen(host, port)).encode()
+
+    def reload(self) -> ReloadResult:
+        """Read the config again and serve it from the next request of every connection.
+
+        Invalid, or changing what only a restart can (listen, workdir, engine, workers): refused
+        whole, the running config stays, the error (file and key) is logged. Otherwise apps
+        whose socket stays keep their pools and open streams; removed apps and moved sockets
+        take no new request and what is under way on them is cut after `timeouts.shutdown`.
+        """
+        try:
+            new = self.loader.load()
+            reconfig.check_fixed(self.config, new)
+        except ConfigError as exc:
+            result = reconfig.refused(exc)
+            log.error("%s%s", self.label, result.message)
+            return result
+        changes = reconfig.compare(self.config, new)
+        retired = self.engine.reconfigure(new)
+        self.config = new
+        for conn in self.connections:
+            conn.reconfigured()
+        self.engine.drain(retired, new.timeouts.shutdown)
+        try:
+            self.engine.access_log.reopen()
+            logsetup.reopen()
+        except OSError as exc:
+            log.warning("%scannot reopen the logs: %s", self.label, exc)
+        result = reconfig.applied(changes)
+        log.info("%s%s", self.label, result.message)
+        return result
 
     def _accepted(self, sock: socket.socket, peer: object) -> None:
         task = asyncio.get_running_loop().create_task(self._serve(sock, peer))
@@ -236,24 +279,36 @@ async def serve(
     on_ready: Callable[[Server], None] | None = None,
     socks: list[socket.socket] | None = None,
     worker: bool = False,
+    loader: Loader | None = None,
+    watch: bool = False,
 ) -> None:
-    """Run until SIGINT or SIGTERM; a second signal skips the drain.
+    """Run until SIGINT or SIGTERM; a second signal skips the drain. SIGHUP reloads; with
+    `watch`, so does a change to the config file.
 
-    A `worker` (one of several processes, see supervisor) serves `socks` and leaves the pid file
-    and the startup banner to its supervisor.
+    A `worker` (one of several processes, see supervisor) serves `socks` and leaves the pid file,
+    the startup banner and the config watcher to its supervisor.
     """
     apps = None if worker else AppManager(config.supervised, config.logs_dir)
-    server = Server(config, socks, apps=apps)
+    label = f"worker {os.getpid()}: " if worker else ""
+    server = Server(config, socks, apps=apps, loader=loader, label=label)
     loop = asyncio.get_running_loop()
     force = asyncio.Event()
 
     def on_signal() -> None:
         (force if server.stopping.is_set() else server.stopping).set()
 
+    def on_hup() -> None:
+        if not server.stopping.is_set():
+            server.reload()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
     config.logs_dir.mkdir(parents=True, exist_ok=True)
-    with contextlib.nullcontext() if worker else PidFile(config.pid_file):
+    with (
+        contextlib.nullcontext() if worker else PidFile(config.pid_file),
+        watching(config) if watch else contextlib.nullcontext(),
+    ):
         try:
             await _serve_until_stopped(server, config, force, on_ready=on_ready, apps=apps)
         finally:
@@ -322,6 +377,8 @@ def run(
     on_ready: Callable[[Server], None] | None = None,
     socks: list[socket.socket] | None = None,
     worker: bool = False,
+    loader: Loader | None = None,
+    watch: bool = False,
 ) -> int:
     """Run the engine in this process, on uvloop when it is installed."""
     try:
@@ -331,8 +388,24 @@ def run(
     except ImportError:
         factory = None
     with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(serve(config, on_ready=on_ready, socks=socks, worker=worker))
+        runner.run(
+            serve(
+                config,
+                on_ready=on_ready,
+                socks=socks,
+                worker=worker,
+                loader=loader,
+                watch=watch,
+            )
+        )
     return 0
+
+
+def watching(config: Config) -> ConfigWatcher:
+    """The watcher behind `run --watch`; refused when there is no file to watch."""
+    if config.source is None:
+        raise SockgateError("--watch needs a config file (apps given with --app only)")
+    return ConfigWatcher(config.source)
 
 
 class PidFile:

@@ -5,6 +5,10 @@ connections to listening members of a reuseport group), forks the workers, each 
 its own listening socket on that port, and then only waits for signals and exits: a worker that
 dies unasked is started again; SIGINT/SIGTERM are passed on and the supervisor exits when all
 workers have drained. Workers die with the supervisor (PR_SET_PDEATHSIG), so none is orphaned.
+
+SIGHUP (or an edit, with `--watch`) is validated here first, so an invalid config is reported
+once; a valid one is passed on to every worker, each of which reloads on its own, and becomes
+the config of workers started later.
 """
 
 from __future__ import annotations
@@ -20,13 +24,13 @@ import time
 import traceback
 from collections.abc import Callable
 
-from . import appsproc, children, server
-from .config import Config
-from .errors import SockgateError
+from . import appsproc, children, reconfig, server
+from .config import Config, Loader
+from .errors import ConfigError, SockgateError
 
 log = logging.getLogger(__name__)
 
-_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD}
+_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, signal.SIGHUP}
 READY_DEADLINE = 30.0
 # A worker that keeps dying is restarted at most this often.
 RESTART_BACKOFF = 1.0
@@ -40,8 +44,10 @@ def _sockets(host: str, port: int, *, listen: bool) -> list[socket.socket]:
 
 
 class Supervisor:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, loader: Loader | None = None, watch: bool = False) -> None:
         self.config = config
+        self.loader = loader or Loader.of(config)
+        self.watch = watch
         self.workers: dict[int, int] = {}  # pid -> slot
         self.apps: int | None = None  # the process that runs the supervised apps
         self.stopping = False
@@ -69,6 +75,9 @@ class Supervisor:
                 self._await_ready()
                 server.log_banner(self.config, listen.host, self._port)
                 log.info("%d worker processes", self.config.workers)
+                if self.watch:
+                    # Started with the signals blocked: its SIGHUP waits for sigwaitinfo.
+                    stack.enter_context(server.watching(self.config))
                 self._watch()
         finally:
             self._stop_all(signal.SIGKILL)
@@ -87,6 +96,9 @@ class Supervisor:
 
     def _worker(self, die_with_parent: Callable[[], None]) -> int:
         try:
+            # A reload passed on before the worker's loop handles SIGHUP must not end it: this
+            # worker was forked with the supervisor's config of the moment anyway.
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
             # Out of the terminal's process group: Ctrl-C reaches the supervisor alone, which
             # passes it on once (a second signal would skip the workers' drain).
@@ -99,7 +111,9 @@ class Supervisor:
             def ready(_: server.Server) -> None:
                 os.write(ready_w, b".")
 
-            return server.run(self.config, socks=socks, worker=True, on_ready=ready)
+            return server.run(
+                self.config, socks=socks, worker=True, on_ready=ready, loader=self.loader
+            )
         except BaseException:
             traceback.print_exc(file=sys.stderr)
             return 1
@@ -123,12 +137,29 @@ class Supervisor:
         restarts: dict[int, float] = {}
         while self.workers:
             info = signal.sigwaitinfo(_SIGNALS)
+            if info.si_signo == signal.SIGHUP and not self.stopping:
+                self._reload()
             if info.si_signo in (signal.SIGINT, signal.SIGTERM):
                 if not self.stopping:
                     log.info("stopping %d workers", len(self.workers))
                 self.stopping = True
                 self._stop_all(info.si_signo)
             self._reap(restarts)
+
+    def _reload(self) -> None:
+        """Validate once here; if valid, every worker reloads the same file itself."""
+        try:
+            new = self.loader.load()
+            reconfig.check_fixed(self.config, new)
+        except ConfigError as exc:
+            log.error("%s", reconfig.refused(exc).message)
+            return
+        changes = reconfig.compare(self.config, new)
+        log.info("reloading %d workers: %s", len(self.workers), changes.summary())
+        self.config = new  # for workers started from now on
+        for pid in list(self.workers):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGHUP)
 
     def _reap(self, restarts: dict[int, float]) -> None:
         while self.workers:
@@ -167,7 +198,7 @@ class Supervisor:
             self.workers.clear()
 
 
-def run(config: Config) -> int:
+def run(config: Config, *, loader: Loader | None = None, watch: bool = False) -> int:
     if config.workers == 1:
-        return server.run(config)
-    return Supervisor(config).run()
+        return server.run(config, loader=loader, watch=watch)
+    return Supervisor(config, loader, watch).run()

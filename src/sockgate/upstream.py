@@ -10,6 +10,7 @@ import pwd
 import stat
 import time
 from collections import deque
+from collections.abc import Callable
 from enum import Enum, auto
 from pathlib import Path
 
@@ -43,13 +44,24 @@ class ConnState(Enum):
 class AppConnection:
     """One connection to an app: its stream and the parser for what the app sends back."""
 
-    def __init__(self, stream: Stream, reused: bool = False) -> None:
+    def __init__(
+        self,
+        stream: Stream,
+        reused: bool = False,
+        active: set[AppConnection] | None = None,
+    ) -> None:
         self.stream = stream
         self.parser = ResponseParser()
         self.state = ConnState.ACTIVE
         self.reused = reused
         self.idle_since = 0.0
         self.received = 0  # bytes of the current response so far
+        # The pool's set of connections under way, which this one leaves when it closes.
+        self._active = active
+        # Cut by sockgate (a reload retired its app): the end of stream is no fault of the app.
+        self.cut_off = False
+        # What else to close when the connection is cut (the client side of a tunnel).
+        self.on_cut: Callable[[], None] | None = None
 
     def __repr__(self) -> str:
         return f"<AppConnection {self.state.name} reused={self.reused} {self.stream!r}>"
@@ -68,25 +80,49 @@ class AppConnection:
 
     def close(self) -> None:
         self.state = ConnState.CLOSED
+        if self._active is not None:
+            self._active.discard(self)
         self.stream.abort()
+
+    def cut(self) -> None:
+        """End the exchange or tunnel under way: its app was retired by a reload."""
+        self.cut_off = True
+        hook, self.on_cut = self.on_cut, None
+        self.close()
+        if hook is not None:
+            hook()
 
 
 class Upstream:
-    """The pool for one app socket."""
+    """The pool for one app socket, and the registry of its connections under way (so that a
+    reload that retires the app can end them at the drain deadline)."""
 
     def __init__(self, app: App, connect_timeout: float) -> None:
         self.app = app
         self.connect_timeout = connect_timeout
+        self.retired = False
         self._idle: deque[AppConnection] = deque()
         self._holding = False  # requests wait for the app to come back (logged once)
+        self._active: set[AppConnection] = set()
 
     def __repr__(self) -> str:
-        return f"<Upstream {self.app.name} idle={len(self._idle)}>"
+        state = " retired" if self.retired else ""
+        return (
+            f"<Upstream {self.app.name}{state} idle={len(self._idle)} active={len(self._active)}>"
+        )
+
+    @property
+    def active(self) -> int:
+        """Connections carrying an exchange or a tunnel now."""
+        return len(self._active)
 
     async def acquire(self, *, retryable: bool, fresh: bool = False) -> AppConnection:
         """A usable pooled connection unless `fresh` is asked; else a new one."""
         conn = None if fresh else self.take_idle(retryable=retryable)
-        return conn or AppConnection(await self.connect())
+        if conn is None:
+            conn = AppConnection(await self.connect(), active=self._active)
+            self._active.add(conn)
+        return conn
 
     def take_idle(self, *, retryable: bool) -> AppConnection | None:
         """A usable pooled connection, or None when a new one must be made."""
@@ -105,13 +141,16 @@ class Upstream:
             conn.reused = True
             conn.received = 0
             conn.parser.head_request = False  # llhttp reads one response after another
+            self._active.add(conn)
             return conn
         return None
 
     def release(self, conn: AppConnection) -> None:
         """Back to the pool after a complete exchange on a connection the app keeps open."""
+        self._active.discard(conn)
         if (
-            conn.stream.closed
+            self.retired
+            or conn.stream.closed
             or conn.stream.has_buffered
             or not conn.parser.idle
             or len(self._idle) >= MAX_IDLE
@@ -126,6 +165,19 @@ class Upstream:
     def close(self) -> None:
         while self._idle:
             self._idle.pop().close()
+
+    def retire(self) -> None:
+        """A reload removed this app or moved its socket: no new exchanges, idle connections
+        closed now; those under way finish or are `cut()` at the drain deadline."""
+        self.retired = True
+        self.close()
+
+    def cut(self) -> int:
+        """End every exchange and tunnel still under way; returns how many."""
+        under_way = list(self._active)
+        for conn in under_way:
+            conn.cut()
+        return len(under_way)
 
     async def connect(self, *, hold: bool = True) -> Stream:
         """A new connection. While the app's socket is missing or refuses connections (the app

@@ -79,6 +79,26 @@ class Proxy:
             raise AssertionError(f"no line matching {regex.pattern!r} in {deadline}s:\n{text}")
         return text
 
+    def wait_for_lines(self, pattern: str, count: int, deadline: float = 20) -> list[str]:
+        """Until `count` lines of the proxy's stderr match; returns the matching lines."""
+        regex = re.compile(pattern)
+
+        def matching() -> list[str]:
+            return [line for line in self._lines if regex.search(line)]
+
+        with self._new_line:
+            self._new_line.wait_for(
+                lambda: (
+                    len(matching()) >= count
+                    or (self.proc is not None and self.proc.poll() is not None and self._eof)
+                ),
+                timeout=deadline,
+            )
+            found, text = matching(), "".join(self._lines)
+        if len(found) < count:
+            raise AssertionError(f"{len(found)} of {count} lines matching {pattern!r}:\n{text}")
+        return found
+
     def _drain_stderr(self) -> None:
         assert self.proc is not None
         assert self.proc.stderr is not None

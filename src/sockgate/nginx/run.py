@@ -2,6 +2,10 @@
 
 nginx is a child process in our process group: signals sent to sockgate are passed on to it, and
 sockgate exits with nginx's status. Nothing is written outside `workdir`.
+
+SIGHUP is a reload: sockgate reads its config again, renders it next to nginx.conf, has
+`nginx -t` check it, and only then moves it over nginx.conf and passes SIGHUP on. An invalid
+config never reaches nginx, which keeps running the previous one.
 """
 
 from __future__ import annotations
@@ -13,15 +17,17 @@ import pwd
 import shutil
 import signal
 import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 from types import FrameType
 
-from .. import appsproc, children
-from ..config import Config
+from .. import appsproc, children, logsetup, reconfig
+from ..config import Config, Loader
 from ..errors import ConfigError, SockgateError
-from ..server import PidFile
+from ..reconfig import ReloadResult
+from ..server import PidFile, watching
+from ..watch import ConfigWatcher
 from .render import TEMP_DIRS, command_line, conf_path, pid_path, render, temp_path
 
 logger = logging.getLogger(__name__)
@@ -67,11 +73,12 @@ def render_here(config: Config) -> str:
     return render(config, run_as_root=user is not None, user=user)
 
 
-def prepare(config: Config) -> Path:
-    """Create the directories under workdir and write conf/nginx.conf; return its path."""
+def prepare(config: Config, conf: Path | None = None) -> Path:
+    """Create the directories under workdir and write conf/nginx.conf (or `conf`); return its
+    path."""
     # Render first: a config nginx cannot take leaves nothing half-written behind.
     text = render_here(config)
-    conf = conf_path(config)
+    conf = conf or conf_path(config)
     try:
         for directory in (conf.parent, config.logs_dir):
             directory.mkdir(parents=True, exist_ok=True)
@@ -95,15 +102,18 @@ def test_config(config: Config) -> None:
     _check(find_nginx(), config, prepare(config))
 
 
-def run(config: Config) -> int:
+def run(config: Config, *, loader: Loader | None = None, watch: bool = False) -> int:
     """Run nginx in the foreground until it exits; return its exit status.
 
-    SIGINT, SIGTERM, SIGHUP and SIGQUIT are passed on to nginx (stop, stop, reload, graceful
-    stop); a stop by signal exits 0. Call from the main thread: it installs signal handlers.
+    SIGINT, SIGTERM and SIGQUIT are passed on to nginx (stop, stop, graceful stop); SIGHUP
+    reloads (`Reloader`), and so does a change to the config file with `watch`. A stop by signal
+    exits 0. Call from the main thread: it installs signal handlers.
     """
     nginx = find_nginx()
     conf = prepare(config)
     _check(nginx, config, conf)
+    reloader = Reloader(nginx, config, loader or Loader.of(config))
+    watcher = watching(config) if watch else None
     if os.geteuid() == 0:
         logger.warning(
             "running as root: nginx workers run as %s too, so they can reach the app sockets "
@@ -115,10 +125,12 @@ def run(config: Config) -> int:
     logger.info(
         "starting nginx for http://%s with %s (logs in %s)", config.listen, conf, config.logs_dir
     )
-    with PidFile(config.pid_file):
+    forwarder = _SignalForwarder(reloader)
+    # Signals handled before the pid file tells `sockgate reload` where to send them.
+    with forwarder.installed(), PidFile(config.pid_file):
         apps = appsproc.start(config)  # the apps sockgate runs, in a process of their own
         try:
-            status = _run_foreground(args)
+            status = _run_foreground(args, forwarder, watcher)
         finally:
             appsproc.stop(apps)
     if status != 0:
@@ -168,22 +180,24 @@ def _check(nginx: str, config: Config, conf: Path) -> None:
             logger.warning("%s", line)
 
 
-def _run_foreground(args: list[str]) -> int:
-    forwarder = _SignalForwarder()
-    with forwarder.installed():
-        # nginx listens before it installs its signal handlers, so a signal in between would
-        # kill it outright (a reload would become a crash). Started with the signals blocked,
-        # nginx holds them until its master loop unblocks them, handlers in place.
-        unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
-        try:
-            # Its own process group: a terminal's Ctrl-C reaches sockgate alone, which turns it
-            # into nginx's graceful stop; PR_SET_PDEATHSIG still ends nginx with sockgate.
-            child = subprocess.Popen(args, process_group=0, preexec_fn=children.die_with_parent())
-        except OSError as exc:
-            raise NginxNotFound(f"cannot run {args[0]}: {exc.strerror}") from None
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
-        forwarder.attach(child)
+def _run_foreground(
+    args: list[str], forwarder: _SignalForwarder, watcher: ConfigWatcher | None
+) -> int:
+    # nginx listens before it installs its signal handlers, so a signal in between would
+    # kill it outright (a reload would become a crash). Started with the signals blocked,
+    # nginx holds them until its master loop unblocks them, handlers in place.
+    unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
+    try:
+        # Its own process group: a terminal's Ctrl-C reaches sockgate alone, which turns it
+        # into nginx's graceful stop; PR_SET_PDEATHSIG still ends nginx with sockgate.
+        child = subprocess.Popen(args, process_group=0, preexec_fn=children.die_with_parent())
+    except OSError as exc:
+        raise NginxNotFound(f"cannot run {args[0]}: {exc.strerror}") from None
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
+    forwarder.attach(child)
+    # The watcher's thread starts after the fork above (preexec_fn is not safe with threads).
+    with watcher or nullcontext():
         status = child.wait()
     # Killed by a signal nginx did not handle: report it the way a shell would.
     return status if status >= 0 else 128 - status
@@ -194,10 +208,71 @@ def _run_foreground(args: list[str]) -> int:
 _GRACEFUL = {signal.SIGINT: signal.SIGQUIT, signal.SIGTERM: signal.SIGQUIT}
 
 
-class _SignalForwarder:
-    """Passes FORWARDED_SIGNALS on to the child; holds any that arrive before it exists."""
+class Reloader:
+    """SIGHUP for the nginx engine: the config read again (with the same overrides), checked
+    like at start, rendered next to nginx.conf, `nginx -t` on that file; only then moved over
+    nginx.conf. Returns whether nginx should be told (SIGHUP) to load it."""
 
-    def __init__(self) -> None:
+    def __init__(self, nginx: str, config: Config, loader: Loader) -> None:
+        self.nginx = nginx
+        self.config = config
+        self.loader = loader
+        self.last: ReloadResult | None = None
+        self._busy = False
+        self._again = False
+
+    def __repr__(self) -> str:
+        return f"<Reloader {self.config.source} busy={self._busy}>"
+
+    def __call__(self) -> bool:
+        # Called from a signal handler: a SIGHUP during a reload asks for one more round.
+        if self._busy:
+            self._again = True
+            return False
+        self._busy = True
+        try:
+            changed = False
+            self._again = True
+            while self._again:
+                self._again = False
+                self.last = self.reload()
+                changed = changed or self.last.ok
+            return changed
+        finally:
+            self._busy = False
+
+    def reload(self) -> ReloadResult:
+        try:
+            new = self.loader.load()
+            reconfig.check_fixed(self.config, new)
+            self._install(new)
+        except (ConfigError, NginxConfigRejected) as exc:
+            result = reconfig.refused(exc)
+            logger.error("%s", result.message)
+            return result
+        result = reconfig.applied(reconfig.compare(self.config, new))
+        self.config = new
+        with suppress(OSError):
+            logsetup.reopen()
+        logger.info("%s (passed on to nginx)", result.message)
+        return result
+
+    def _install(self, config: Config) -> None:
+        conf = conf_path(config)
+        candidate = conf.with_name(conf.name + ".next")
+        try:
+            _check(self.nginx, config, prepare(config, candidate))
+            candidate.replace(conf)
+        finally:
+            candidate.unlink(missing_ok=True)
+
+
+class _SignalForwarder:
+    """Passes FORWARDED_SIGNALS on to the child; holds any that arrive before it exists.
+    SIGHUP goes on only when `reload` says the new config is in place."""
+
+    def __init__(self, reload: Callable[[], bool] | None = None) -> None:
+        self._reload = reload
         self._child: subprocess.Popen[bytes] | None = None
         self._pending: list[int] = []
         self._stopping = False
@@ -229,6 +304,8 @@ class _SignalForwarder:
 
     def _send(self, signum: int) -> None:
         assert self._child is not None
+        if signum == signal.SIGHUP and self._reload is not None and not self._reload():
+            return
         if signum in _GRACEFUL:
             signum = signal.SIGTERM if self._stopping else _GRACEFUL[signal.Signals(signum)]
             self._stopping = True
