@@ -60,3 +60,15 @@ async def probe_app(app: App, timeout: float) -> AppReport:  # noqa: ASYNC109 - 
 async def probe_all(config: Config) -> list[AppReport]:
     timeout = config.timeouts.connect
     return list(await asyncio.gather(*(probe_app(app, timeout) for app in config.apps)))
+
+
+async def reach(app: App, timeout: float) -> tuple[str, str]:  # noqa: ASYNC109 - connect's
+    """Whether the app's socket takes a connection now: ("up", "") or the fault's short name
+    and reason. Nothing is sent, so the app sees no request (the status page asks every
+    second)."""
+    try:
+        stream = await Upstream(app, timeout).connect()
+    except errors.UpstreamError as exc:
+        return exc.state, exc.detail
+    stream.abort()
+    return "up", ""

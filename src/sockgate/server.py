@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import logging
 import os
@@ -21,8 +22,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from . import control
 from .accesslog import AccessLog
-from .config import Config, Listen
+from .config import MAX_SOCKET_PATH, Config, Listen
 from .errors import SockgateError
 from .proxy import ClientConnection, Engine
 from .stream import Stream
@@ -96,10 +98,12 @@ class Listener:
 
 
 class Server:
-    def __init__(self, config: Config, socks: list[socket.socket] | None = None) -> None:
+    def __init__(
+        self, config: Config, socks: list[socket.socket] | None = None, *, slot: int | None = None
+    ) -> None:
         self.config = config
         self._socks = socks
-        self.engine = Engine(config, AccessLog(config.access_log))
+        self.engine = Engine(config, AccessLog(config.access_log), worker=slot)
         self.connections: dict[ClientConnection, asyncio.Task[None]] = {}
         self.stopping = asyncio.Event()
         self.address: tuple[str, int] | None = None
@@ -124,6 +128,8 @@ class Server:
         host, port = self.address
         # For HTTP/1.0 clients that send no Host: the address really bound (port 0 resolved).
         self.engine.default_host = str(Listen(host, port)).encode()
+        monitor = self.engine.monitor
+        monitor.process = dataclasses.replace(monitor.process, listen=str(Listen(host, port)))
 
     def _accepted(self, sock: socket.socket) -> None:
         task = asyncio.get_running_loop().create_task(self._serve(sock))
@@ -230,13 +236,15 @@ async def serve(
     on_ready: Callable[[Server], None] | None = None,
     socks: list[socket.socket] | None = None,
     worker: bool = False,
+    slot: int = 0,
 ) -> None:
-    """Run until SIGINT or SIGTERM; a second signal skips the drain.
+    """Run until SIGINT or SIGTERM (or `POST /stop` on the control socket); a second signal
+    skips the drain.
 
     A `worker` (one of several processes, see supervisor) serves `socks` and leaves the pid file
-    and the startup banner to its supervisor.
+    and the startup banner to its supervisor; worker `slot` 0 serves the control socket.
     """
-    server = Server(config, socks)
+    server = Server(config, socks, slot=slot if worker else None)
     loop = asyncio.get_running_loop()
     force = asyncio.Event()
 
@@ -246,8 +254,14 @@ async def serve(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
     config.logs_dir.mkdir(parents=True, exist_ok=True)
-    with contextlib.nullcontext() if worker else PidFile(config.pid_file):
+    with contextlib.ExitStack() as stack:
+        if not worker:
+            stack.enter_context(PidFile(config.pid_file))
         await server.start()
+        if not worker or slot == 0:
+            ctl = await start_control(config, server, worker=worker)
+            if ctl is not None:
+                stack.callback(ctl.close)  # last: `sockgate stop` returns once this closes
         if not worker:
             host, port = server.address or ("?", 0)
             log_banner(config, host, port)
@@ -268,6 +282,35 @@ async def serve(
         log.info("stopped")
 
 
+async def start_control(
+    config: Config, server: Server, *, worker: bool
+) -> control.ControlServer | None:
+    """The control socket in workdir. A worker's stop goes to its supervisor, which stops all
+    workers. A workdir too deep for a Unix socket path runs without one, and says so."""
+    path = config.control_socket
+    if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+        log.warning(
+            "no control socket: %s is over the %d-byte limit for Unix socket paths; "
+            "`sockgate status` and `sockgate stop` will not find this sockgate",
+            path,
+            MAX_SOCKET_PATH,
+        )
+        return None
+
+    def stop() -> None:
+        log.info("stop asked on the control socket")
+        if worker:
+            os.kill(os.getppid(), signal.SIGTERM)
+        else:
+            server.stopping.set()
+
+    # The reload branch: `reload=...` here, and one line in control.ENDPOINTS.
+    actions = control.Actions(status=server.engine.monitor.snapshot, stop=stop)
+    ctl = control.ControlServer(path, actions)
+    await ctl.start()
+    return ctl
+
+
 def log_banner(config: Config, host: str, port: int) -> None:
     """The line tests and users wait for, then the routes."""
     shown = f"[{host}]" if ":" in host else host
@@ -282,6 +325,7 @@ def run(
     on_ready: Callable[[Server], None] | None = None,
     socks: list[socket.socket] | None = None,
     worker: bool = False,
+    slot: int = 0,
 ) -> int:
     """Run the engine in this process, on uvloop when it is installed."""
     try:
@@ -291,7 +335,7 @@ def run(
     except ImportError:
         factory = None
     with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(serve(config, on_ready=on_ready, socks=socks, worker=worker))
+        runner.run(serve(config, on_ready=on_ready, socks=socks, worker=worker, slot=slot))
     return 0
 
 

@@ -75,10 +75,10 @@ class Supervisor:
     def _spawn(self, slot: int) -> None:
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child, which never returns
-            os._exit(self._worker())
+            os._exit(self._worker(slot))
         self.workers[pid] = slot
 
-    def _worker(self) -> int:
+    def _worker(self, slot: int) -> int:
         try:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
             # Out of the terminal's process group: Ctrl-C reaches the supervisor alone, which
@@ -93,7 +93,7 @@ class Supervisor:
             def ready(_: server.Server) -> None:
                 os.write(ready_w, b".")
 
-            return server.run(self.config, socks=socks, worker=True, on_ready=ready)
+            return server.run(self.config, socks=socks, worker=True, slot=slot, on_ready=ready)
         except BaseException:
             traceback.print_exc(file=sys.stderr)
             return 1
