@@ -133,7 +133,8 @@ def test_the_page_is_self_contained_and_its_csp_allows_only_its_own_script() -> 
 
 def test_an_event_is_one_data_line() -> None:
     event = dashboard.event(doc_with_traffic())
-    assert event.startswith(b"data: {") and event.endswith(b"}\n\n")
+    assert event.startswith(b"data: {")
+    assert event.endswith(b"}\n\n")
     assert event.count(b"\n") == 2
 
 
