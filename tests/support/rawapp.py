@@ -150,6 +150,15 @@ class RawApp:
     async def _stop(self) -> None:
         assert self._server is not None
         self._server.close()
+        others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        # A connection accepted just now (sockgate's status page probes sockets at any time)
+        # is still being set up by the loop: cancelled before its first step, its socket would
+        # never be closed. Let the setup finish; the handler it starts is cancelled below.
+        accepting = [
+            t for t in others if getattr(t.get_coro(), "__name__", "") == "_accept_connection2"
+        ]
+        if accepting:
+            await asyncio.wait(accepting)
         for task in asyncio.all_tasks():
             if task is not asyncio.current_task():
                 task.cancel()
