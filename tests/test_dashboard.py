@@ -92,9 +92,12 @@ def test_the_table_shows_each_app_and_the_recent_requests() -> None:
     lines = text.splitlines()
     assert lines[0] == "sockgate 1.0, pid 42, listening on http://127.0.0.1:8080/, up 10s"
     assert lines[1].split() == [
-        "APP", "PREFIX", "STATE", "REQS", "ERRS", "P50", "P99", "STREAMS", "LAST", "ERROR"
+        "APP", "PREFIX", "SOCKET", "STATE", "REQS", "ERRS", "P50", "P99", "STREAMS", "LAST",
+        "ERROR",
     ]  # fmt: skip
-    assert re.match(r"app1 +/app1/ +up +1 +0 +4\.0ms +4\.0ms +1 ws, 0 sse +-$", lines[2])
+    assert re.match(
+        r"app1 +/app1/ +/s/app1.sock +up +1 +0 +4\.0ms +4\.0ms +1 ws, 0 sse +-$", lines[2]
+    )
     assert "missing: is the app running?" in lines[3]
     assert lines[3].endswith("socket file missing (POST /app2/</script><b>)")
     assert "recent requests:" in lines

@@ -251,8 +251,8 @@ def test_status_and_stop_through_the_control_socket(tmp: Path, raw_app: RawFacto
         lines = shown.stdout.splitlines()
         assert lines[0].startswith("sockgate ")
         assert f"listening on http://127.0.0.1:{proxy.port}/" in lines[0]
-        assert lines[1].split()[:3] == ["APP", "PREFIX", "STATE"]
-        assert lines[2].split()[:5] == ["app1", "/app1/", "up", "1", "0"]
+        assert lines[1].split()[:4] == ["APP", "PREFIX", "SOCKET", "STATE"]
+        assert lines[2].split()[:6] == ["app1", "/app1/", str(app.path), "up", "1", "0"]
         assert "GET /app1/x" in shown.stdout
 
         as_json = sockgate("status", "--json", "-c", str(config), cwd=tmp)

@@ -127,7 +127,9 @@ def table(doc: dict[str, Any]) -> str:
     ]
     if note := scope_note(doc):
         lines.append(f"note: {note}")
-    rows = [["APP", "PREFIX", "STATE", "REQS", "ERRS", "P50", "P99", "STREAMS", "LAST ERROR"]]
+    rows = [
+        ["APP", "PREFIX", "SOCKET", "STATE", "REQS", "ERRS", "P50", "P99", "STREAMS", "LAST ERROR"]
+    ]
     for a in doc["apps"]:
         lat = a["latency_ms"] or {"p50": None, "p99": None}
         state = a["state"] + (f": {a['detail']}" if a["detail"] and a["state"] != "up" else "")
@@ -136,6 +138,7 @@ def table(doc: dict[str, Any]) -> str:
             [
                 a["name"],
                 a["prefix"],
+                a["socket"],
                 state,
                 str(a["requests"]),
                 str(a["errors"]),
