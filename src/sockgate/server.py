@@ -297,10 +297,12 @@ async def start_control(
         )
         return None
 
+    supervisor = os.getppid() if worker else None
+
     def stop() -> None:
         log.info("stop asked on the control socket")
-        if worker:
-            os.kill(os.getppid(), signal.SIGTERM)
+        if supervisor is not None and os.getppid() == supervisor:  # never signal an adopter
+            os.kill(supervisor, signal.SIGTERM)
         else:
             server.stopping.set()
 

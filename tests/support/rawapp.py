@@ -159,9 +159,12 @@ class RawApp:
         ]
         if accepting:
             await asyncio.wait(accepting)
-        for task in asyncio.all_tasks():
-            if task is not asyncio.current_task():
-                task.cancel()
+        handlers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in handlers:
+            task.cancel()
+        # Each handler closes its connection on the way out; the close completes in a callback
+        # the loop runs before this wait returns, so no transport outlives the loop.
+        await asyncio.gather(*handlers, return_exceptions=True)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
