@@ -105,6 +105,13 @@ def test_root_shows_the_status_page_when_no_app_owns_it(
     assert app.connections == 0 or app.requests == []
 
 
+def test_the_host_check_comes_first(make_proxy: ProxyFactory, raw_app: RawFactory) -> None:
+    proxy = make_proxy({"app1": raw_app().path})
+    for target in ("/", "/_sockgate/", "/_sockgate/status.json"):
+        response = httpx.get(f"{proxy.url}{target}", headers={"Host": "evil.example"})
+        assert response.status_code == 421
+
+
 def test_an_app_at_root_keeps_it_and_the_page_can_move(
     make_proxy: ProxyFactory, raw_app: RawFactory, engine: str
 ) -> None:
