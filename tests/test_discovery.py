@@ -99,7 +99,7 @@ def test_the_router_asks_discovery_only_when_no_longer_prefix_matches() -> None:
         return found if name == b"todo" else None
 
     long = App("deep", Path("/d.sock"), "/todo/deep/")
-    router = routing.Router([long, App("root", Path("/r.sock"), "/")], discover)
+    router = routing.Router([long, App("root", Path("/r.sock"), "/")], discover=discover)
     assert router.route(b"/todo/deep/x") == routing.Forward(long, b"/x")
     assert asked == []
     assert router.route(b"/todo/x?q") == routing.Forward(found, b"/x?q")

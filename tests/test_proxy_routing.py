@@ -89,7 +89,8 @@ def test_redirect_followed_by_httpx_reaches_the_app(
     assert app.requests[0].target == b"/?x=1"
 
 
-@pytest.mark.parametrize("target", ["/", "/app2/", "/app", "/APP1/x", "/other/app1/"])
+# `/` without an app of its own shows the status page on the built-in engine: test_status.py.
+@pytest.mark.parametrize("target", ["/app2/", "/app", "/APP1/x", "/other/app1/", "/_sockgatex"])
 def test_no_matching_prefix_is_404(
     make_proxy: ProxyFactory, raw_app: RawFactory, target: str
 ) -> None:

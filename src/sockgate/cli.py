@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import click
 
-from . import __version__, config, probe, scaffold, server, supervisor
+from . import __version__, config, control, dashboard, probe, scaffold, server, supervisor
 from .errors import ConfigError, SockgateError
 from .lint import crawl as lint_crawl
 from .lint import report as lint_report
@@ -202,13 +202,25 @@ def run(
 )
 @_handle_errors
 def reload(config_path: Path | None) -> None:
-    """Reload the running sockgate of this config (SIGHUP to the pid in its workdir).
+    """Reload the running sockgate of this config.
 
     The config is checked here first: an invalid one is reported and nothing is sent. The
-    running sockgate checks it again and logs the outcome ("reloaded: ..." or the error) in
-    logs/error.log. Exit codes: 0 sent; 1 invalid config; 2 not running.
+    built-in engine is asked on its control socket and the outcome is printed ("reloaded: ..."
+    or why it was refused); the nginx engine (or a sockgate without a control socket) gets
+    SIGHUP and logs the outcome in logs/error.log. Exit codes: 0 reloaded (or sent); 1 invalid
+    config, or the reload was refused; 2 not running.
     """
     cfg = _load(config_path, None, ())
+    if cfg.engine == "builtin":
+        try:
+            result = control.reload(cfg.control_socket)
+        except control.NotRunning:
+            pass  # no control socket (a workdir too deep for one): the signal still works
+        else:
+            click.echo(f"sockgate: {result['message']}", err=not result["ok"])
+            if not result["ok"]:
+                sys.exit(EXIT_INVALID)
+            return
     pid = server.live_pid(cfg.pid_file)
     if pid is None:
         raise SockgateError(
@@ -271,6 +283,55 @@ def lint(
     if report.errors:
         sys.exit(EXIT_ERROR)
     sys.exit(EXIT_FOUND if report.escapes else 0)
+
+
+def _config_only(func: F) -> F:
+    return click.option(
+        "-c",
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Config file (default: ./sockgate.toml): its workdir holds the control socket.",
+    )(func)
+
+
+def _control_socket(config_path: Path | None, command: str) -> tuple[config.Config, Path]:
+    cfg = _load(config_path, None, ())
+    if cfg.engine == "nginx":
+        raise SockgateError(
+            f"`sockgate {command}` talks to the built-in engine's control socket; the nginx "
+            "engine has none (no status page either): stop it with Ctrl-C or SIGTERM to the "
+            f"pid in {cfg.pid_file}"
+        )
+    return cfg, cfg.control_socket
+
+
+@main.command()
+@_config_only
+@click.option("--json", "as_json", is_flag=True, help="The status document (schema: README).")
+@_handle_errors
+def status(config_path: Path | None, as_json: bool) -> None:
+    """Show each app's state, requests, errors, latency and streams, from the running sockgate.
+
+    Asks the control socket in the config's workdir; exit code 2 when sockgate is not running
+    there.
+    """
+    _, path = _control_socket(config_path, "status")
+    doc = control.status(path)
+    click.echo(json.dumps(doc, indent=2) if as_json else dashboard.table(doc))
+
+
+@main.command()
+@_config_only
+@_handle_errors
+def stop(config_path: Path | None) -> None:
+    """Stop the running sockgate gracefully (as Ctrl-C) and wait until it has stopped.
+
+    Exit code 2 when sockgate is not running in the config's workdir.
+    """
+    cfg, path = _control_socket(config_path, "stop")
+    control.stop(path, cfg.timeouts.shutdown + 10)
+    click.echo(f"stopped sockgate in {cfg.workdir}")
 
 
 @main.group()

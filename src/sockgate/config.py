@@ -23,6 +23,8 @@ ENGINES = ("builtin", "nginx")
 MAX_WORKERS = 64
 START_MODES = ("always", "on-demand")
 SOCKET_PLACEHOLDER = "{socket}"
+# The built-in engine's status page, status.json and event stream live under this prefix.
+DEFAULT_DASHBOARD = "/_sockgate/"
 
 _HOST_PATTERN = re.compile(r"\*|(\*\.)?[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?|\[[0-9A-Fa-f:.]+\]")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -167,6 +169,9 @@ class Config:
     allow_remote: bool = False
     sockets_dir: Path | None = None  # discovery: every NAME.sock here is served at /NAME/
 
+    # The reserved prefix of the status page (built-in engine); None: turned off.
+    dashboard: str | None = DEFAULT_DASHBOARD
+
     @property
     def supervised(self) -> tuple[App, ...]:
         return tuple(app for app in self.apps if app.command is not None)
@@ -186,6 +191,11 @@ class Config:
     @property
     def pid_file(self) -> Path:
         return self.workdir / "sockgate.pid"
+
+    @property
+    def control_socket(self) -> Path:
+        """The control channel of the built-in engine (`sockgate status`, `stop`): mode 0600."""
+        return self.workdir / "sockgate.ctl"
 
     def body_limit(self, app: App) -> int | None:
         limit = app.max_body_size if app.max_body_size is not None else self.max_body_size
@@ -330,7 +340,7 @@ def _apply_overrides(
             if not sep or not name or not socket:
                 raise ConfigError(f"expected NAME=SOCKET, got {spec!r}", source="--app")
             by_name[name] = cli.app(f"--app {name}", name, {"socket": socket}, config.workdir)
-        updates["apps"] = cli.check_apps(tuple(by_name.values()))
+        updates["apps"] = cli.check_apps(tuple(by_name.values()), config.dashboard)
     if not updates:
         return config
     fields = {name: getattr(config, name) for name in config.__dataclass_fields__}
@@ -359,6 +369,7 @@ class _Reader:
             "allowed_hosts",
             "allow_remote",
             "sockets_dir",
+            "dashboard",
         }
         self.no_unknown("", raw, known)
         workdir = self.path("workdir", raw.get("workdir", "."))
@@ -370,13 +381,15 @@ class _Reader:
         sockets_dir = None
         if "sockets_dir" in raw:
             sockets_dir = _Reader(self.source, workdir).path("sockets_dir", raw["sockets_dir"])
+        dashboard = self.dashboard("dashboard", raw.get("dashboard", DEFAULT_DASHBOARD))
         return Config(
             source=source,
             listen=self.listen("listen", raw.get("listen", DEFAULT_LISTEN)),
             workdir=workdir,
             sockets_dir=sockets_dir,
             timeouts=self.timeouts(self.table("timeouts", raw.get("timeouts", {}))),
-            apps=self.check_apps(apps),
+            apps=self.check_apps(apps, dashboard),
+            dashboard=dashboard,
             max_body_size=self.opt(raw, "max_body_size", "max_body_size", self.size),
             engine=self.engine("engine", raw.get("engine", "builtin")),
             workers=self.workers("workers", raw.get("workers", 1)),
@@ -618,9 +631,35 @@ class _Reader:
             raise self.fail(key, f"{value!r}: must be greater than zero")
         return seconds
 
-    def check_apps(self, apps: tuple[App, ...]) -> tuple[App, ...]:
+    def dashboard(self, key: str, value: object) -> str | None:
+        if value is False:
+            return None
+        if value is True:
+            return DEFAULT_DASHBOARD
+        if (
+            not isinstance(value, str)
+            or value == "/"
+            or not _PREFIX.fullmatch(value)
+            or any(s in (".", "..") for s in value.split("/"))
+        ):
+            raise self.fail(
+                key,
+                f"{value!r}: expected a prefix of its own such as '{DEFAULT_DASHBOARD}' (starts "
+                "and ends with '/', not '/' itself, no '.' or '..' segments, '//', '%' or "
+                "spaces), or false to turn the status page off",
+            )
+        return value
+
+    def check_apps(self, apps: tuple[App, ...], dashboard: str | None = None) -> tuple[App, ...]:
         seen: dict[str, str] = {}
         for app in apps:
+            if dashboard is not None and app.prefix.startswith(dashboard):
+                raise self.fail(
+                    f"apps.{app.name}.prefix",
+                    f"{app.prefix!r} is under {dashboard!r}, the prefix reserved for sockgate's "
+                    "status page: pick another prefix, or move the page with "
+                    "dashboard = '/other/' (or turn it off with dashboard = false)",
+                )
             if app.prefix in seen:
                 raise self.fail(
                     f"apps.{app.name}.prefix",

@@ -87,3 +87,15 @@ def discovered(config: Config) -> list[App]:
     if config.sockets_dir is None:
         return []
     return Discovery(config.sockets_dir, config.apps).scan()
+
+
+async def reach(app: App, timeout: float) -> tuple[str, str]:  # noqa: ASYNC109 - connect's
+    """Whether the app's socket takes a connection now: ("up", "") or the fault's short name
+    and reason. Nothing is sent, so the app sees no request (the status page asks every
+    second)."""
+    try:
+        stream = await Upstream(app, timeout).connect(hold=False)  # a look, not a request
+    except errors.UpstreamError as exc:
+        return exc.state, exc.detail
+    stream.abort()
+    return "up", ""

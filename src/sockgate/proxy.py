@@ -15,20 +15,24 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import ipaddress
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import Enum, auto
 
-from . import errors, headers, http1, pages, routing, tunnel
+from . import __version__, errors, headers, http1, monitor, pages, routing, tunnel
 from .accesslog import AccessLog
 from .config import App, Config
+from .dashboard import Process
 from .deadline import Deadline
 from .discovery import Discovery
 from .hosts import HostPolicy
 from .http1 import Event, Framing, RequestHead, ResponseHead
 from .managed import AppManager
+from .stats import Stats
 from .stream import Stream
 from .upstream import AppConnection, ConnState, Upstream
 
@@ -43,24 +47,23 @@ RETRY_EVERY = 2
 
 
 class Engine:
-    """What every connection shares: config, routes, app pools, logs.
+    """What every connection shares: config, routes, app pools, logs, the status counters.
 
     Connections read `config`, `router`, `upstreams` and `hosts` here for each request, so a
     reload (`reconfigure`) that replaces them between two requests is seen by the next request
-    of every connection, kept-alive ones included."""
+    of every connection, kept-alive ones included. `worker` is this process's slot when it is one
+    of several workers (the counters are then this worker's own, and the status says so)."""
 
     def __init__(
         self,
         config: Config,
         access_log: AccessLog | None = None,
         apps: AppManager | None = None,
+        *,
+        worker: int | None = None,
     ) -> None:
         self.config = config
-        self.discovery = (
-            None if config.sockets_dir is None else Discovery(config.sockets_dir, config.apps)
-        )
-        lookup = None if self.discovery is None else self.discovery.lookup
-        self.router = routing.Router(config.apps, lookup)
+        self.router = _router(config)
         self.upstreams = {app.name: Upstream(app, config.timeouts.connect) for app in config.apps}
         # The apps this process runs; a worker's are run by its supervisor.
         self.apps = apps or AppManager((), config.logs_dir)
@@ -68,6 +71,18 @@ class Engine:
         self.default_host = str(config.listen).encode()
         self.hosts = HostPolicy(config.listen.host, config.allowed_hosts)
         self._drains: set[asyncio.TimerHandle] = set()
+        # The status page's counters (one O(1) update per exchange, in `_log`) and its prober.
+        self.stats = Stats([app.name for app in config.apps])
+        process = Process(
+            version=__version__,
+            pid=os.getpid(),
+            listen=str(config.listen),
+            started=time.time(),
+            dashboard=config.dashboard,
+            workers=config.workers,
+            worker=worker,
+        )
+        self.monitor = monitor.Monitor(config, self.stats, process)
 
     def __repr__(self) -> str:
         return f"<Engine apps={sorted(self.upstreams)} draining={len(self._drains)}>"
@@ -92,7 +107,8 @@ class Engine:
             upstreams[app.name] = upstream
         retired = [up for name, up in kept.items() if upstreams.get(name) is not up]
         self.config = config
-        self.router = routing.Router(config.apps)
+        self.router = _router(config)
+        self.monitor.config = config
         self.upstreams = upstreams
         self.hosts = HostPolicy(config.listen.host, config.allowed_hosts)
         for upstream in retired:
@@ -135,14 +151,24 @@ class Engine:
         for handle in self._drains:
             handle.cancel()
         self._drains.clear()
+        self.monitor.close()
         for upstream in self.upstreams.values():
             upstream.close()
+
+
+def _router(config: Config) -> routing.Router:
+    """The routes of `config`: its apps, the dashboard, and the sockets found in sockets_dir."""
+    lookup = None
+    if config.sockets_dir is not None:
+        lookup = Discovery(config.sockets_dir, config.apps).lookup
+    return routing.Router(config.apps, config.dashboard, discover=lookup)
 
 
 class ClientState(Enum):
     WAITING = auto()  # for a request head
     ACTIVE = auto()  # an exchange is under way
     TUNNEL = auto()  # upgraded: bytes flow both ways
+    EVENTS = auto()  # sockgate's own status event stream: ends at once on shutdown
     CLOSED = auto()
 
 
@@ -177,6 +203,9 @@ class _Exchange:
     body_done: bool = False
     client_left: bool = False
     head_sent: bool = False
+    # For the status counters: a long-lived stream (kept out of latency), the fault that ended it.
+    stream: bool = False
+    fault: str | None = None
 
 
 class _Retry(Exception):
@@ -256,7 +285,7 @@ class ClientConnection:
     def shutdown(self) -> None:
         """Stop after what is under way: now if idle or tunnelling, else after the exchange."""
         self.closing = True
-        if self.state in (ClientState.WAITING, ClientState.TUNNEL):
+        if self.state in (ClientState.WAITING, ClientState.TUNNEL, ClientState.EVENTS):
             self.stream.abort()
         if self._tunnel is not None:
             self._tunnel.close()
@@ -614,6 +643,8 @@ class ClientConnection:
                 if decision.app.command is not None:
                     return await self._forward_supervised(ex, decision)
                 return await self._forward(ex, decision)
+            if isinstance(decision, routing.Dashboard):
+                return await self._dashboard(ex, decision)
             return self._answer_locally(ex, self._page_for(decision))
         finally:
             if self._fast is not ex:
@@ -625,6 +656,48 @@ class ClientConnection:
         if isinstance(decision, routing.Rejected):
             return pages.Page(400, decision.reason)
         return pages.Page(404, "no app is routed at this path", detail=_routes(self.engine))
+
+    # --- sockgate's own status page
+    async def _dashboard(self, ex: _Exchange, decision: routing.Dashboard) -> bool:
+        """The status page, status.json and its event stream, for loopback clients only."""
+        head = ex.head
+        if not _is_loopback(self.client_ip):
+            if decision.at_root:  # `/` shows what it showed before there was a status page
+                return self._answer_locally(ex, self._page_for(routing.NotFound()))
+            page = pages.Page(403, "sockgate's status page answers loopback clients only")
+            return self._answer_locally(ex, page)
+        if head.method not in (b"GET", b"HEAD"):
+            return self._answer_locally(ex, pages.Page(405, "the status page is read-only"))
+        if decision.path == b"/events" and not decision.at_root:
+            return await self._dashboard_events(ex)
+        found = await monitor.page_or_json(self.engine.monitor, decision.path)
+        if found is None:
+            page = pages.Page(404, "no such page", detail=f"try {self.engine.config.dashboard}")
+            return self._answer_locally(ex, page)
+        content_type, body = found
+        keep = self._can_continue(head)
+        if keep:
+            self._skip_end_of_request()
+        ex.status = 200
+        response = monitor.reply(200, content_type, body, close=not keep)
+        with_body = head.method != b"HEAD"
+        ex.sent = len(body) if with_body else 0
+        self._write_client(response + body if with_body else response)
+        return keep
+
+    async def _dashboard_events(self, ex: _Exchange) -> bool:
+        """The status document once a second, until the client leaves or sockgate stops; it
+        counts as no app's stream and never holds the shutdown."""
+        if self.closing:
+            return self._answer_locally(ex, pages.Page(503, "sockgate is stopping"))
+        ex.status = 200
+        head = monitor.events_head()
+        if ex.head.method == b"HEAD":
+            self._write_client(head)
+            return False
+        self.state = ClientState.EVENTS
+        ex.sent = await self.engine.monitor.serve_events(self.stream, head, self.timeouts.send)
+        return False
 
     def _answer_locally(self, ex: _Exchange, page: pages.Page) -> bool:
         head = ex.head
@@ -944,6 +1017,10 @@ class ClientConnection:
         self, ex: _Exchange, upstream: Upstream, conn: AppConnection, response: ResponseHead
     ) -> bool:
         framing, keep, pending = self._plan_response(ex, response)
+        counts = self.engine.stats.app(upstream.app.name)
+        ex.stream = _is_event_stream(response)
+        if ex.stream:
+            counts.sse += 1
         try:
             await self._stream_body(ex, upstream, conn, response, framing, pending)
         except (errors.SockgateError, ConnectionError) as exc:
@@ -955,6 +1032,9 @@ class ClientConnection:
             self._note_fault(ex, exc)
             self.stream.abort()
             return False
+        finally:
+            if ex.stream:
+                counts.sse -= 1
         self._release(ex, upstream, conn, response)
         return keep and ex.body_done
 
@@ -1076,11 +1156,16 @@ class ClientConnection:
         self.state = ClientState.TUNNEL
         self._tunnel = conn
         conn.on_cut = self.stream.close  # a reload retired the app: both sides end
+        assert ex.app is not None
+        counts = self.engine.stats.app(ex.app.name)
+        counts.upgrades += 1
+        ex.stream = True
         try:
             await tunnel.splice(self.stream, conn.stream, self.timeouts.read)
         except TimeoutError:
-            log.info("%s: idle tunnel closed after %gs", ex.app and ex.app.name, self.timeouts.read)
+            log.info("%s: idle tunnel closed after %gs", ex.app.name, self.timeouts.read)
         finally:
+            counts.upgrades -= 1
             self._tunnel = None
             conn.on_cut = None
             conn.close()
@@ -1113,12 +1198,26 @@ class ClientConnection:
         if isinstance(error, errors.SockgateError):
             ex.status = ex.status or errors.status_for(error)
         if isinstance(error, errors.UpstreamError):
+            ex.fault = f"{error.fault}: {error.detail}" if error.detail else error.fault
             log.error("%s (request %s)", error, _request_line(ex.head).decode("latin-1"))
 
     def _write_client(self, data: bytes) -> None:
         self.stream.write(data)
 
     def _log(self, ex: _Exchange) -> None:
+        app = ex.app
+        if app is not None:  # the status page's counters: O(1), bounded
+            now = time.time()
+            head = ex.head
+            self.engine.stats.app(app.name).record(
+                now,
+                head.method,
+                head.target,
+                ex.status,
+                now - ex.started,
+                stream=ex.stream,
+                fault=ex.fault,
+            )
         self._log_line(
             _request_line(ex.head),
             ex.status,
@@ -1179,6 +1278,23 @@ def _client_framing(
 
 def _on_demand(app: App) -> bool:
     return app.command is not None and app.command.on_demand
+
+
+def _is_event_stream(response: ResponseHead) -> bool:
+    for name, value in response.headers:
+        if len(name) == 12 and name.lower() == b"content-type":
+            return value.lstrip().lower().startswith(b"text/event-stream")
+    return False
+
+
+def _is_loopback(client_ip: str) -> bool:
+    try:
+        address = ipaddress.ip_address(client_ip)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
 
 
 def _request_line(head: RequestHead) -> bytes:

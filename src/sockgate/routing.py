@@ -35,11 +35,21 @@ class Rejected:
     reason: str
 
 
-Decision = Forward | Redirect | NotFound | Rejected
+@dataclass(frozen=True, slots=True)
+class Dashboard:
+    """sockgate's own status page: `path` is what follows its prefix ("/", "/status.json"),
+    without the query; `at_root` when it answers `/` because no app owns it."""
+
+    path: bytes
+    at_root: bool = False
+
+
+Decision = Forward | Redirect | NotFound | Rejected | Dashboard
 
 
 class Router:
-    """Longest prefix wins, whatever the order of the apps in the file.
+    """Longest prefix wins, whatever the order of the apps in the file. The `dashboard` prefix
+    (reserved: no app lives under it) comes before every app, and takes `/` if no app does.
 
     `discover`, when given, is asked for the app a first path segment names (`b"notes"` for
     `/notes/x`) when no configured prefix at least that long matches: a discovered app is
@@ -47,11 +57,16 @@ class Router:
     """
 
     def __init__(
-        self, apps: Sequence[App], discover: Callable[[bytes], App | None] | None = None
+        self,
+        apps: Sequence[App],
+        dashboard: str | None = None,
+        *,
+        discover: Callable[[bytes], App | None] | None = None,
     ) -> None:
         ordered = sorted(apps, key=lambda app: len(app.prefix), reverse=True)
         self._prefixes = [(app.prefix.encode(), app) for app in ordered]
         self._mounts = {app.mount.encode(): app for app in ordered if app.mount}
+        self._dashboard = dashboard.encode() if dashboard else None
         self._discover = discover
 
     @property
@@ -65,6 +80,12 @@ class Router:
         mount = self._mounts.get(path)
         if mount is not None:
             return Redirect(mount.prefix.encode() + sep + query)
+        dashboard = self._dashboard
+        if dashboard is not None:
+            if path.startswith(dashboard):
+                return Dashboard(path[len(dashboard) - 1 :])
+            if path == dashboard[:-1]:
+                return Redirect(dashboard + sep + query)
         found = self._match(path)
         if self._discover is not None:
             name, slash, _ = path[1:].partition(b"/")
@@ -75,6 +96,8 @@ class Router:
                         return Redirect(discovered.prefix.encode() + sep + query)
                     found = discovered
         if found is None:
+            if dashboard is not None and path == b"/":
+                return Dashboard(b"/", at_root=True)
             return NotFound()
         if found.strip_prefix:
             # Keep the prefix's last '/' so the app's path starts with one: no '//' added.

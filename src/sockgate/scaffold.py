@@ -9,13 +9,14 @@ TEMPLATE = """\
 # Check it with `sockgate check`, run it with `sockgate run` (Ctrl-C stops it).
 
 listen = "127.0.0.1:8080"     # HOST:PORT or [::1]:PORT; loopback keeps the apps off the network
-workdir = "."                 # relative to this file: logs/access.log, logs/error.log, sockgate.pid
+workdir = "."                 # relative to this file: logs/, sockgate.pid, sockgate.ctl
 # engine = "builtin"          # or "nginx": the same routes on user-mode nginx
 # max_body_size = "100m"      # request bodies larger than this get 413; unlimited by default
 # workers = 1                 # built-in engine: processes sharing the port
 # allowed_hosts = []          # Host names answered besides localhost, *.localhost, 127.x, [::1]
 # allow_remote = false        # true is needed to listen on a non-loopback address
 # sockets_dir = "sockets"    # every NAME.sock in workdir/sockets is served at /NAME/
+# dashboard = "/_sockgate/"   # built-in engine's status page (also at / if no app is); false: off
 
 [timeouts]                    # seconds, or "500ms", "90s", "5m", "1h"
 connect = "5s"                # connecting to an app's socket

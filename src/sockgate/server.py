@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import logging
 import os
@@ -25,10 +26,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import logsetup, reconfig
+from . import control, logsetup, reconfig
 from .accesslog import AccessLog
 from .children import make_private_dir
-from .config import Config, Listen, Loader
+from .config import MAX_SOCKET_PATH, Config, Listen, Loader
 from .errors import ConfigError, SockgateError
 from .managed import AppManager
 from .proxy import ClientConnection, Engine
@@ -113,13 +114,14 @@ class Server:
         *,
         loader: Loader | None = None,
         label: str = "",
+        slot: int | None = None,
     ) -> None:
         self.config = config
         # How to read the config again on reload: the same file, the same overrides.
         self.loader = loader or Loader.of(config)
         self.label = label  # "worker 1234: " in a worker's log lines
         self._socks = socks
-        self.engine = Engine(config, AccessLog(config.access_log), apps)
+        self.engine = Engine(config, AccessLog(config.access_log), apps, worker=slot)
         self.connections: dict[ClientConnection, asyncio.Task[None]] = {}
         self.stopping = asyncio.Event()
         self.address: tuple[str, int] | None = None
@@ -144,6 +146,8 @@ class Server:
         host, port = self.address
         # For HTTP/1.0 clients that send no Host: the address really bound (port 0 resolved).
         self.engine.default_host = str(Listen(host, port)).encode()
+        monitor = self.engine.monitor
+        monitor.process = dataclasses.replace(monitor.process, listen=str(Listen(host, port)))
 
     def reload(self) -> ReloadResult:
         """Read the config again and serve it from the next request of every connection.
@@ -281,16 +285,21 @@ async def serve(
     worker: bool = False,
     loader: Loader | None = None,
     watch: bool = False,
+    slot: int = 0,
 ) -> None:
-    """Run until SIGINT or SIGTERM; a second signal skips the drain. SIGHUP reloads; with
-    `watch`, so does a change to the config file.
+    """Run until SIGINT or SIGTERM (or `POST /stop` on the control socket); a second signal
+    skips the drain. SIGHUP (or `POST /reload`) reloads; with `watch`, so does a change to the
+    config file.
 
     A `worker` (one of several processes, see supervisor) serves `socks` and leaves the pid file,
-    the startup banner and the config watcher to its supervisor.
+    the startup banner and the config watcher to its supervisor; worker `slot` 0 serves the
+    control socket.
     """
     apps = None if worker else AppManager(config.supervised, config.logs_dir)
     label = f"worker {os.getpid()}: " if worker else ""
-    server = Server(config, socks, apps=apps, loader=loader, label=label)
+    server = Server(
+        config, socks, apps=apps, loader=loader, label=label, slot=slot if worker else None
+    )
     loop = asyncio.get_running_loop()
     force = asyncio.Event()
 
@@ -305,12 +314,21 @@ async def serve(
         loop.add_signal_handler(sig, on_signal)
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     config.logs_dir.mkdir(parents=True, exist_ok=True)
-    with (
-        contextlib.nullcontext() if worker else PidFile(config.pid_file),
-        watching(config) if watch else contextlib.nullcontext(),
-    ):
+    with contextlib.ExitStack() as stack:
+        if not worker:
+            stack.enter_context(PidFile(config.pid_file))
+        if watch:
+            stack.enter_context(watching(config))
         try:
-            await _serve_until_stopped(server, config, force, on_ready=on_ready, apps=apps)
+            await _serve_until_stopped(
+                server,
+                config,
+                force,
+                stack,
+                on_ready=on_ready,
+                apps=apps,
+                control=not worker or slot == 0,
+            )
         finally:
             if apps is not None:
                 await apps.stop(now=force.is_set())
@@ -322,12 +340,18 @@ async def _serve_until_stopped(
     server: Server,
     config: Config,
     force: asyncio.Event,
+    stack: contextlib.ExitStack,
     *,
     on_ready: Callable[[Server], None] | None,
     apps: AppManager | None,
+    control: bool,
 ) -> None:
     worker = apps is None
     await server.start()
+    if control:
+        ctl = await start_control(config, server, worker=worker)
+        if ctl is not None:
+            stack.callback(ctl.close)  # last: `sockgate stop` returns once this closes
     if apps is not None:  # once the port is ours: a second sockgate here starts nothing
         prepare_discovery(config)
         await apps.start()
@@ -358,6 +382,50 @@ def prepare_discovery(config: Config) -> None:
             log.warning("cannot create sockets_dir %s: %s", config.sockets_dir, exc.strerror)
 
 
+async def start_control(
+    config: Config, server: Server, *, worker: bool
+) -> control.ControlServer | None:
+    """The control socket in workdir. A worker's stop goes to its supervisor, which stops all
+    workers. A workdir too deep for a Unix socket path runs without one, and says so."""
+    path = config.control_socket
+    if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+        log.warning(
+            "no control socket: %s is over the %d-byte limit for Unix socket paths; "
+            "`sockgate status` and `sockgate stop` will not find this sockgate",
+            path,
+            MAX_SOCKET_PATH,
+        )
+        return None
+
+    supervisor = os.getppid() if worker else None
+
+    def to_supervisor(signum: int) -> bool:
+        if supervisor is not None and os.getppid() == supervisor:  # never signal an adopter
+            os.kill(supervisor, signum)
+            return True
+        return False
+
+    def stop() -> None:
+        log.info("stop asked on the control socket")
+        if not to_supervisor(signal.SIGTERM):
+            server.stopping.set()
+
+    def reload() -> reconfig.ReloadResult:
+        log.info("reload asked on the control socket")
+        if worker:
+            # The supervisor validates once and passes the reload on to every worker.
+            sent = to_supervisor(signal.SIGHUP)
+            return reconfig.ReloadResult(sent, "reload passed on to the supervisor", None)
+        if server.stopping.is_set():
+            return reconfig.ReloadResult(False, "stopping: no reload", None)
+        return server.reload()
+
+    actions = control.Actions(status=server.engine.monitor.snapshot, stop=stop, reload=reload)
+    ctl = control.ControlServer(path, actions)
+    await ctl.start()
+    return ctl
+
+
 def log_banner(config: Config, host: str, port: int) -> None:
     """The line tests and users wait for, then the routes."""
     shown = f"[{host}]" if ":" in host else host
@@ -379,6 +447,7 @@ def run(
     worker: bool = False,
     loader: Loader | None = None,
     watch: bool = False,
+    slot: int = 0,
 ) -> int:
     """Run the engine in this process, on uvloop when it is installed."""
     try:
@@ -396,6 +465,7 @@ def run(
                 worker=worker,
                 loader=loader,
                 watch=watch,
+                slot=slot,
             )
         )
     return 0

@@ -91,10 +91,10 @@ class Supervisor:
         arm = children.die_with_parent()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child, which never returns
-            os._exit(self._worker(arm))
+            os._exit(self._worker(arm, slot))
         self.workers[pid] = slot
 
-    def _worker(self, die_with_parent: Callable[[], None]) -> int:
+    def _worker(self, die_with_parent: Callable[[], None], slot: int) -> int:
         try:
             # A reload passed on before the worker's loop handles SIGHUP must not end it: this
             # worker was forked with the supervisor's config of the moment anyway.
@@ -112,7 +112,12 @@ class Supervisor:
                 os.write(ready_w, b".")
 
             return server.run(
-                self.config, socks=socks, worker=True, on_ready=ready, loader=self.loader
+                self.config,
+                socks=socks,
+                worker=True,
+                slot=slot,
+                on_ready=ready,
+                loader=self.loader,
             )
         except BaseException:
             traceback.print_exc(file=sys.stderr)

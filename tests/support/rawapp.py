@@ -180,9 +180,21 @@ class RawApp:
     async def _stop(self) -> None:
         assert self._server is not None
         self._server.close()
-        for task in asyncio.all_tasks():
-            if task is not asyncio.current_task():
-                task.cancel()
+        others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        # A connection accepted just now (sockgate's status page probes sockets at any time)
+        # is still being set up by the loop: cancelled before its first step, its socket would
+        # never be closed. Let the setup finish; the handler it starts is cancelled below.
+        accepting = [
+            t for t in others if getattr(t.get_coro(), "__name__", "") == "_accept_connection2"
+        ]
+        if accepting:
+            await asyncio.wait(accepting)
+        handlers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in handlers:
+            task.cancel()
+        # Each handler closes its connection on the way out; the close completes in a callback
+        # the loop runs before this wait returns, so no transport outlives the loop.
+        await asyncio.gather(*handlers, return_exceptions=True)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1

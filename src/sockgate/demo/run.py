@@ -78,6 +78,7 @@ def run_demo(listen: str, *, echo: Callable[[str], None]) -> int:
             echo(f"  try       curl -i {base}/echo/hello?x=1")
             echo(f"  SSE       curl -N {base}/clock/events")
             echo(f"  redirect  curl -i {base}/clock")
+            echo(f"  status    {base}/_sockgate/   or   sockgate status -c {cfg.source}")
             echo(f"  config    {cfg.source}")
             echo("Ctrl-C stops the proxy and both apps.")
 

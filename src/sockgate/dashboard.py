@@ -1,0 +1,343 @@
+"""The status document and its three faces: the JSON of `status.json` (schema in the README),
+the HTML status page (self-contained: inline style and script, no external assets; it updates
+itself over SSE), and the terminal table of `sockgate status`. Pure: the page and the table are
+rendered from the document alone, so the CLI renders what the control socket sends."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .config import App
+from .stats import AppSnapshot
+
+SCHEMA = 1
+# The most recent requests the page and the table list, across apps.
+RECENT_SHOWN = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Live:
+    """An app's socket as last probed: "up", or the fault's short name and its reason."""
+
+    state: str
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Process:
+    """The process that answers (with workers, one of them: its counts are its own)."""
+
+    version: str
+    pid: int
+    listen: str
+    started: float
+    dashboard: str | None
+    workers: int = 1
+    worker: int | None = None  # the worker's slot when workers > 1
+
+
+def document(
+    process: Process, apps: Sequence[tuple[App, Live, AppSnapshot]], now: float | None = None
+) -> dict[str, Any]:
+    now = time.time() if now is None else now
+    return {
+        "schema": SCHEMA,
+        "time": round(now, 3),
+        "sockgate": {
+            "version": process.version,
+            "engine": "builtin",
+            "pid": process.pid,
+            "listen": process.listen,
+            "started": round(process.started, 3),
+            "uptime": round(now - process.started, 3),
+            "dashboard": process.dashboard,
+            "workers": process.workers,
+            "worker": process.worker,
+        },
+        "apps": [_app(app, live, snap) for app, live, snap in apps],
+    }
+
+
+def _app(app: App, live: Live, snap: AppSnapshot) -> dict[str, Any]:
+    timed = snap.p50 is not None and snap.p99 is not None
+    return {
+        "name": app.name,
+        "prefix": app.prefix,
+        "socket": str(app.socket),
+        "state": live.state,
+        "detail": live.detail,
+        "requests": snap.requests,
+        "errors": snap.errors,
+        "latency_ms": {"p50": _ms(snap.p50), "p99": _ms(snap.p99)} if timed else None,
+        "streams": {"upgrade": snap.upgrades, "sse": snap.sse},
+        "last_error": (
+            {"time": round(snap.last_error.time, 3), "text": snap.last_error.text}
+            if snap.last_error
+            else None
+        ),
+        "recent": [
+            {
+                "time": round(r.time, 3),
+                "method": r.method,
+                "target": r.target,
+                "status": r.status,
+                "ms": _ms(r.seconds),
+            }
+            for r in snap.recent
+        ],
+    }
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 3)
+
+
+def recent(doc: dict[str, Any], limit: int = RECENT_SHOWN) -> list[dict[str, Any]]:
+    """The most recent requests across apps, newest first, each with its app's name."""
+    merged = [r | {"app": a["name"]} for a in doc["apps"] for r in a["recent"]]
+    return sorted(merged, key=lambda r: r["time"], reverse=True)[:limit]
+
+
+def scope_note(doc: dict[str, Any]) -> str:
+    """With workers, what the counts cover ("" for a single process)."""
+    me = doc["sockgate"]
+    if me["worker"] is None:
+        return ""
+    return (
+        f"counts are worker {me['worker']}'s alone, one of {me['workers']} processes "
+        "(each keeps its own); socket states hold for all"
+    )
+
+
+# --- the terminal table -----------------------------------------------------------------------
+
+
+def table(doc: dict[str, Any]) -> str:
+    me = doc["sockgate"]
+    lines = [
+        f"sockgate {me['version']}, pid {me['pid']}, listening on http://{me['listen']}/, "
+        f"up {duration(me['uptime'])}"
+    ]
+    if note := scope_note(doc):
+        lines.append(f"note: {note}")
+    rows = [
+        ["APP", "PREFIX", "SOCKET", "STATE", "REQS", "ERRS", "P50", "P99", "STREAMS", "LAST ERROR"]
+    ]
+    for a in doc["apps"]:
+        lat = a["latency_ms"] or {"p50": None, "p99": None}
+        state = a["state"] + (f": {a['detail']}" if a["detail"] and a["state"] != "up" else "")
+        streams = a["streams"]
+        rows.append(
+            [
+                a["name"],
+                a["prefix"],
+                a["socket"],
+                state,
+                str(a["requests"]),
+                str(a["errors"]),
+                latency(lat["p50"]),
+                latency(lat["p99"]),
+                f"{streams['upgrade']} ws, {streams['sse']} sse",
+                a["last_error"]["text"] if a["last_error"] else "-",
+            ]
+        )
+    if len(rows) == 1:
+        lines.append("no apps configured")
+    else:
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+        for row in rows:
+            cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+            lines.append("  ".join([*cells, row[-1]]).rstrip())
+    shown = recent(doc, 10)
+    if shown:
+        lines.append("")
+        lines.append("recent requests:")
+        for r in shown:
+            clock = time.strftime("%H:%M:%S", time.localtime(r["time"]))
+            lines.append(
+                f"  {clock}  {r['app']}  {r['status']}  {r['method']} {r['target']}  "
+                f"{latency(r['ms'])}"
+            )
+    return "\n".join(lines)
+
+
+def latency(ms: float | None) -> str:
+    if ms is None:
+        return "-"
+    if ms < 10:
+        return f"{ms:.1f}ms"
+    if ms < 10_000:
+        return f"{ms:.0f}ms"
+    return f"{ms / 1000:.0f}s"
+
+
+def duration(seconds: float) -> str:
+    whole = int(seconds)
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours}h"
+    if hours:
+        return f"{hours}h{minutes}m"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"
+
+
+# --- the HTML page ----------------------------------------------------------------------------
+
+_STYLE = """
+body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222;background:#fafafa}
+h1{font-size:1.3em;margin:0 0 .2em}h2{font-size:1.1em;margin:1.5em 0 .4em}
+.meta{color:#666;margin:0 0 1em}.note{color:#8a5a00}
+table{border-collapse:collapse;background:#fff;min-width:60%}
+th,td{text-align:left;padding:.3em .6em;border-bottom:1px solid #ddd;vertical-align:top}
+th{background:#eee;font-weight:600}td.n{text-align:right;font-variant-numeric:tabular-nums}
+.state{font-weight:600;border-radius:3px;padding:0 .4em;white-space:nowrap}
+.up{color:#0a6b0a;background:#e3f5e3}.down{color:#a00;background:#fde8e8}
+.detail,.err{color:#666;font-size:.9em}.bad{color:#a00}
+code{font:12px ui-monospace,monospace}
+#live.off{color:#a00}
+"""
+
+# Builds the rows with createElement/textContent only: targets and errors come from clients.
+_SCRIPT = """
+"use strict";
+const $ = (id) => document.getElementById(id);
+function el(tag, text, cls) {
+  const e = document.createElement(tag);
+  if (text !== undefined && text !== null) e.textContent = String(text);
+  if (cls) e.className = cls;
+  return e;
+}
+function ms(v) {
+  if (v === null || v === undefined) return "-";
+  if (v < 10) return v.toFixed(1) + "ms";
+  if (v < 10000) return Math.round(v) + "ms";
+  return Math.round(v / 1000) + "s";
+}
+function clock(t) { return new Date(t * 1000).toLocaleTimeString(); }
+function appRow(a) {
+  const tr = el("tr");
+  tr.dataset.app = a.name;
+  tr.dataset.state = a.state;
+  tr.appendChild(el("td", a.name, "name"));
+  const link = el("a", a.prefix);
+  link.href = a.prefix;
+  const p = el("td"); p.appendChild(link); tr.appendChild(p);
+  const s = el("td"); s.appendChild(el("code", a.socket)); tr.appendChild(s);
+  const st = el("td");
+  st.appendChild(el("span", a.state, "state " + (a.state === "up" ? "up" : "down")));
+  if (a.state !== "up" && a.detail) st.appendChild(el("div", a.detail, "detail"));
+  tr.appendChild(st);
+  tr.appendChild(el("td", a.requests, "n requests"));
+  tr.appendChild(el("td", a.errors, "n errors" + (a.errors ? " bad" : "")));
+  const lat = a.latency_ms || {p50: null, p99: null};
+  tr.appendChild(el("td", ms(lat.p50), "n p50"));
+  tr.appendChild(el("td", ms(lat.p99), "n p99"));
+  tr.appendChild(el("td", a.streams.upgrade + " ws, " + a.streams.sse + " sse", "n streams"));
+  const e = el("td", a.last_error ? clock(a.last_error.time) + " " + a.last_error.text : "-",
+               "err");
+  tr.appendChild(e);
+  return tr;
+}
+function render(doc) {
+  const me = doc.sockgate;
+  $("me").textContent = "sockgate " + me.version + ", pid " + me.pid + ", listening on http://" +
+    me.listen + "/, updated " + clock(doc.time);
+  $("note").textContent = me.worker === null ? "" : "counts are worker " + me.worker +
+    "'s alone, one of " + me.workers +
+    " processes (each keeps its own); socket states hold for all";
+  $("apps").replaceChildren(...doc.apps.map(appRow));
+  if (!doc.apps.length) {
+    const tr = el("tr"); tr.appendChild(el("td", "no apps configured")); $("apps").appendChild(tr);
+  }
+  const recent = doc.apps.flatMap((a) => a.recent.map((r) => ({...r, app: a.name})))
+    .sort((x, y) => y.time - x.time).slice(0, RECENT_SHOWN);
+  $("recent").replaceChildren(...recent.map((r) => {
+    const tr = el("tr");
+    tr.appendChild(el("td", clock(r.time)));
+    tr.appendChild(el("td", r.app));
+    tr.appendChild(el("td", r.status, "n" + (r.status >= 500 ? " bad" : "")));
+    tr.appendChild(el("td", r.method));
+    const t = el("td"); t.appendChild(el("code", r.target)); tr.appendChild(t);
+    tr.appendChild(el("td", ms(r.ms), "n"));
+    return tr;
+  }));
+  document.body.dataset.updated = String(doc.time);
+}
+render(JSON.parse($("initial").textContent));
+const source = new EventSource(document.body.dataset.events);
+source.onmessage = (event) => {
+  $("live").textContent = "live";
+  $("live").className = "";
+  render(JSON.parse(event.data));
+};
+source.onerror = () => {
+  $("live").textContent = "disconnected: retrying";
+  $("live").className = "off";
+};
+""".replace("RECENT_SHOWN", str(RECENT_SHOWN))
+
+
+def _sha256(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
+
+
+# Only this script and this style may run: no other script, no remote resources, no framing.
+CSP = (
+    f"default-src 'none'; script-src {_sha256(_SCRIPT)}; style-src {_sha256(_STYLE)}; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+
+
+def page(doc: dict[str, Any], prefix: str) -> bytes:
+    """The status page; it draws itself from the embedded document, then from `PREFIXevents`.
+    Without JavaScript it shows the terminal table."""
+    data = json.dumps(doc).replace("<", "\\u003c")  # no "</script>" inside the script element
+    events = html.escape(prefix + "events")
+    return f"""<!doctype html>
+<html lang=en><head><meta charset=utf-8>
+<meta name=viewport content="width=device-width, initial-scale=1">
+<title>sockgate status</title>
+<style>{_STYLE}</style>
+</head>
+<body data-events="{events}">
+<h1>sockgate</h1>
+<p class=meta><span id=me></span> &middot; <span id=live>connecting</span>
+ &middot; <a href="{html.escape(prefix)}status.json">status.json</a></p>
+<p class="meta note" id=note></p>
+<noscript><pre>{html.escape(table(doc))}</pre></noscript>
+<table>
+<thead><tr><th>app</th><th>prefix</th><th>socket</th><th>state</th><th>requests</th>
+<th>errors</th><th>p50</th><th>p99</th><th>open streams</th><th>last error</th></tr></thead>
+<tbody id=apps></tbody>
+</table>
+<h2>Recent requests</h2>
+<table>
+<thead><tr><th>time</th><th>app</th><th>status</th><th>method</th><th>target</th>
+<th>time taken</th></tr></thead>
+<tbody id=recent></tbody>
+</table>
+<script type="application/json" id=initial>{data}</script>
+<script>{_SCRIPT}</script>
+</body></html>
+""".encode()
+
+
+def dumps(doc: dict[str, Any]) -> bytes:
+    """The document as `status.json` serves it."""
+    return json.dumps(doc, indent=1).encode() + b"\n"
+
+
+def event(doc: dict[str, Any]) -> bytes:
+    """One Server-Sent Event carrying the document (JSON has no raw newlines)."""
+    return b"data: " + json.dumps(doc, separators=(",", ":")).encode() + b"\n\n"

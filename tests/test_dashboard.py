@@ -1,0 +1,242 @@
+"""The status document, the terminal table and the HTML page (pure), the `dashboard` key of
+the config and the reserved prefix in routing."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sockgate import config, dashboard
+from sockgate.config import App
+from sockgate.dashboard import Live, Process
+from sockgate.errors import ConfigError
+from sockgate.routing import Dashboard, Forward, NotFound, Redirect, Router
+from sockgate.stats import AppStats
+
+APP1 = App("app1", Path("/s/app1.sock"), "/app1/")
+APP2 = App("app2", Path("/s/app2.sock"), "/app2/")
+ROOT = App("root", Path("/s/root.sock"), "/")
+PROCESS = Process("1.0", 42, "127.0.0.1:8080", 1000.0, "/_sockgate/")
+
+
+def doc_with_traffic() -> dict[str, Any]:
+    one, two = AppStats(), AppStats()
+    one.record(1001.0, b"GET", b"/app1/x?q=1", 200, 0.004)
+    one.upgrades = 1
+    two.record(1002.0, b"POST", b"/app2/</script><b>", 502, 0.001, fault="socket file missing")
+    return dashboard.document(
+        PROCESS,
+        [
+            (APP1, Live("up"), one.snapshot()),
+            (APP2, Live("missing", "is the app running?"), two.snapshot()),
+        ],
+        now=1010.0,
+    )
+
+
+def test_the_document_has_the_documented_schema() -> None:
+    doc = doc_with_traffic()
+    assert doc["schema"] == 1
+    assert doc["sockgate"] == {
+        "version": "1.0",
+        "engine": "builtin",
+        "pid": 42,
+        "listen": "127.0.0.1:8080",
+        "started": 1000.0,
+        "uptime": 10.0,
+        "dashboard": "/_sockgate/",
+        "workers": 1,
+        "worker": None,
+    }
+    one, two = doc["apps"]
+    assert one == {
+        "name": "app1",
+        "prefix": "/app1/",
+        "socket": "/s/app1.sock",
+        "state": "up",
+        "detail": "",
+        "requests": 1,
+        "errors": 0,
+        "latency_ms": {"p50": 4.0, "p99": 4.0},
+        "streams": {"upgrade": 1, "sse": 0},
+        "last_error": None,
+        "recent": [
+            {"time": 1001.0, "method": "GET", "target": "/app1/x?q=1", "status": 200, "ms": 4.0}
+        ],
+    }
+    assert two["state"] == "missing"
+    assert two["detail"] == "is the app running?"
+    assert two["errors"] == 1
+    assert two["last_error"] == {
+        "time": 1002.0,
+        "text": "socket file missing (POST /app2/</script><b>)",
+    }
+    assert json.loads(dashboard.dumps(doc)) == doc
+
+
+def test_recent_merges_apps_newest_first() -> None:
+    assert [(r["app"], r["status"]) for r in dashboard.recent(doc_with_traffic())] == [
+        ("app2", 502),
+        ("app1", 200),
+    ]
+
+
+def test_the_table_shows_each_app_and_the_recent_requests() -> None:
+    text = dashboard.table(doc_with_traffic())
+    lines = text.splitlines()
+    assert lines[0] == "sockgate 1.0, pid 42, listening on http://127.0.0.1:8080/, up 10s"
+    assert lines[1].split() == [
+        "APP", "PREFIX", "SOCKET", "STATE", "REQS", "ERRS", "P50", "P99", "STREAMS", "LAST",
+        "ERROR",
+    ]  # fmt: skip
+    assert re.match(
+        r"app1 +/app1/ +/s/app1.sock +up +1 +0 +4\.0ms +4\.0ms +1 ws, 0 sse +-$", lines[2]
+    )
+    assert "missing: is the app running?" in lines[3]
+    assert lines[3].endswith("socket file missing (POST /app2/</script><b>)")
+    assert "recent requests:" in lines
+    assert "note:" not in text
+
+
+def test_a_worker_says_its_counts_are_its_own() -> None:
+    doc = dashboard.document(
+        Process("1.0", 42, "127.0.0.1:8080", 1000.0, "/_sockgate/", workers=4, worker=0), []
+    )
+    assert doc["sockgate"]["worker"] == 0
+    text = dashboard.table(doc)
+    assert "note: counts are worker 0's alone, one of 4 processes" in text
+    assert "no apps configured" in text
+
+
+def test_the_page_is_self_contained_and_its_csp_allows_only_its_own_script() -> None:
+    doc = doc_with_traffic()
+    page = dashboard.page(doc, "/_sockgate/").decode()
+    assert 'data-events="/_sockgate/events"' in page
+    assert "http://" not in page.replace("http://127.0.0.1:8080/", "").replace(
+        'listening on http://" +', ""
+    )  # no external assets
+    # Client-sent text never closes the script element that embeds the document.
+    assert "</script><b>" not in page
+    embedded = re.search(r'<script type="application/json" id=initial>(.*?)</script>', page, re.S)
+    assert embedded is not None
+    assert json.loads(embedded.group(1)) == doc
+    script = re.search(r"<script>(.*?)</script>", page, re.S)
+    assert script is not None
+    digest = base64.b64encode(hashlib.sha256(script.group(1).encode()).digest()).decode()
+    assert f"script-src 'sha256-{digest}'" in dashboard.CSP
+    # Without JavaScript: the terminal table, escaped.
+    assert "&lt;/script&gt;&lt;b&gt;" in page
+
+
+def test_an_event_is_one_data_line() -> None:
+    event = dashboard.event(doc_with_traffic())
+    assert event.startswith(b"data: {")
+    assert event.endswith(b"}\n\n")
+    assert event.count(b"\n") == 2
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"), [(5, "5s"), (65, "1m5s"), (3700, "1h1m"), (90000, "1d1h")]
+)
+def test_durations(seconds: float, shown: str) -> None:
+    assert dashboard.duration(seconds) == shown
+
+
+@pytest.mark.parametrize(
+    ("ms", "shown"), [(None, "-"), (0.25, "0.2ms"), (12.4, "12ms"), (12_000, "12s")]
+)
+def test_latencies(ms: float | None, shown: str) -> None:
+    assert dashboard.latency(ms) == shown
+
+
+# --- routing ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("target", "decision"),
+    [
+        (b"/_sockgate/", Dashboard(b"/")),
+        (b"/_sockgate/status.json?x=1", Dashboard(b"/status.json")),
+        (b"/_sockgate/events", Dashboard(b"/events")),
+        (b"/_sockgate", Redirect(b"/_sockgate/")),
+        (b"/_sockgate?x", Redirect(b"/_sockgate/?x")),
+        (b"/", Dashboard(b"/", at_root=True)),
+        (b"/?x=1", Dashboard(b"/", at_root=True)),
+        (b"/_sockgatex", NotFound()),
+        (b"/app1/_sockgate/", Forward(APP1, b"/_sockgate/")),
+    ],
+)
+def test_the_reserved_prefix_comes_first(target: bytes, decision: object) -> None:
+    assert Router([APP1], "/_sockgate/").route(target) == decision
+
+
+def test_an_app_at_root_keeps_root_but_not_the_reserved_prefix() -> None:
+    router = Router([ROOT, APP1], "/_sockgate/")
+    assert router.route(b"/") == Forward(ROOT, b"/")
+    assert router.route(b"/_sockgate/") == Dashboard(b"/")
+    assert router.route(b"/other") == Forward(ROOT, b"/other")
+
+
+def test_without_a_dashboard_routing_is_unchanged() -> None:
+    assert Router([APP1]).route(b"/") == NotFound()
+    assert Router([APP1]).route(b"/_sockgate/") == NotFound()
+
+
+# --- config -----------------------------------------------------------------------------------
+
+
+def load(tmp_path: Path, body: str) -> config.Config:
+    path = tmp_path / "sockgate.toml"
+    path.write_text(body, encoding="utf-8")
+    return config.load(path)
+
+
+def test_dashboard_defaults_to_the_reserved_prefix(tmp_path: Path) -> None:
+    cfg = load(tmp_path, "")
+    assert cfg.dashboard == "/_sockgate/"
+    assert cfg.control_socket == tmp_path / "sockgate.ctl"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("false", None), ("true", "/_sockgate/"), ('"/status/"', "/status/")]
+)
+def test_dashboard_values(tmp_path: Path, value: str, expected: str | None) -> None:
+    assert load(tmp_path, f"dashboard = {value}\n").dashboard == expected
+
+
+@pytest.mark.parametrize("value", ['""', '"/"', '"status"', '"/a/../"', '"/a b/"', "1", "[]"])
+def test_bad_dashboard_values_name_file_key_and_expectation(tmp_path: Path, value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, f"dashboard = {value}\n")
+    message = str(caught.value)
+    assert message.startswith(f"{tmp_path / 'sockgate.toml'}: dashboard: ")
+    assert "expected a prefix of its own such as '/_sockgate/'" in message
+    assert "or false to turn the status page off" in message
+
+
+@pytest.mark.parametrize("prefix", ["/_sockgate/", "/_sockgate/x/"])
+def test_an_app_under_the_reserved_prefix_is_an_error(tmp_path: Path, prefix: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, f'[apps.a]\nsocket = "a.sock"\nprefix = "{prefix}"\n')
+    assert f"apps.a.prefix: '{prefix}' is under '/_sockgate/', the prefix reserved" in str(
+        caught.value
+    )
+
+
+def test_an_app_there_is_fine_with_the_page_moved_or_off(tmp_path: Path) -> None:
+    app = '[apps.a]\nsocket = "a.sock"\nprefix = "/_sockgate/"\n'
+    assert load(tmp_path, 'dashboard = "/_status/"\n' + app).apps[0].prefix == "/_sockgate/"
+    assert load(tmp_path, "dashboard = false\n" + app).dashboard is None
+
+
+def test_an_app_from_the_command_line_is_checked_too(tmp_path: Path) -> None:
+    path = tmp_path / "sockgate.toml"
+    path.write_text('dashboard = "/status/"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match="reserved for sockgate's status page"):
+        config.load(path, apps=["status=/tmp/x.sock"])

@@ -1,0 +1,88 @@
+"""The status page in headless Chromium: it renders every app, and an app that goes down and
+comes back shows so within 2 s, live over SSE, without a reload. Screenshots are kept in
+pytest's tmp_path (the last runs stay under /tmp/pytest-of-USER/) to be looked at."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page
+
+from tests.conftest import ProxyFactory, RawFactory
+from tests.support.browser import chromium
+from tests.support.proc import Uvicorn
+
+pytestmark = pytest.mark.timeout(120)
+LIVE_WITHIN_MS = 2000
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with chromium() as browser:
+        yield browser
+
+
+def row_state(page: Page, app: str) -> str | None:
+    return page.get_attribute(f'tr[data-app="{app}"]', "data-state")
+
+
+def cell(page: Page, app: str, name: str) -> str:
+    return page.text_content(f'tr[data-app="{app}"] td.{name}') or ""
+
+
+def wait_state(page: Page, app: str, condition: str) -> None:
+    """Until the app's row satisfies `condition` (a JS expression over `state`), at most 2 s."""
+    page.wait_for_function(
+        f"""() => {{
+            const row = document.querySelector('tr[data-app="{app}"]');
+            const state = row && row.dataset.state;
+            return {condition};
+        }}""",
+        timeout=LIVE_WITHIN_MS,
+    )
+
+
+@pytest.mark.parametrize("engine", ["builtin"])  # the status page is a built-in engine feature
+def test_the_page_shows_an_app_going_down_and_coming_back_live(
+    make_proxy: ProxyFactory, raw_app: RawFactory, browser: Browser, tmp: Path, tmp_path: Path
+) -> None:
+    st_sock = tmp / "st.sock"
+    other = raw_app(name="other")
+    starlette = Uvicorn("tests.apps.starlette_app:app", st_sock).__enter__()
+    try:
+        proxy = make_proxy({"app1": st_sock, "other": other.path})
+        page = browser.new_page()
+        try:
+            page.goto(f"{proxy.url}/_sockgate/")
+            assert page.title() == "sockgate status"
+            assert page.text_content("tr[data-app=app1] td.name") == "app1"
+            assert page.get_attribute("tr[data-app=app1] a", "href") == "/app1/"
+            assert row_state(page, "app1") == "up"
+            assert row_state(page, "other") == "up"
+            page.evaluate("window.sameDocument = true")  # gone if the page were reloaded
+
+            assert httpx.get(f"{proxy.url}/app1/echo").status_code == 200
+            page.wait_for_function(
+                "() => document.querySelector('tr[data-app=app1] td.requests').textContent === '1'",
+                timeout=LIVE_WITHIN_MS + 1000,
+            )
+            assert page.text_content("#live") == "live"
+            assert "/app1/echo" in (page.text_content("#recent") or "")
+
+            starlette.__exit__(None, None, None)
+            wait_state(page, "app1", "state === 'missing' || state === 'stale'")
+            assert row_state(page, "other") == "up"
+            assert cell(page, "app1", "name") == "app1"
+            page.screenshot(path=tmp_path / "app1-down.png", full_page=True)
+
+            starlette = Uvicorn("tests.apps.starlette_app:app", st_sock).__enter__()
+            wait_state(page, "app1", "state === 'up'")
+            page.screenshot(path=tmp_path / "app1-up-again.png", full_page=True)
+            assert page.evaluate("window.sameDocument") is True
+        finally:
+            page.close()
+    finally:
+        starlette.__exit__(None, None, None)
