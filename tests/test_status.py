@@ -320,7 +320,7 @@ def test_the_control_socket_answers_only_its_endpoints(tmp: Path, raw_app: RawFa
             while chunk := sock.recv(65536):
                 answer += chunk
         assert answer.startswith(b"HTTP/1.1 404 ")
-        assert b"known: GET /status.json, POST /stop" in answer
+        assert b"known: GET /status.json, POST /reload, POST /stop" in answer
 
 
 def test_status_with_workers_comes_from_worker_0_and_says_so(
