@@ -5,6 +5,7 @@ tries again for a browser."""
 from __future__ import annotations
 
 import concurrent.futures
+import select
 import socket
 import threading
 import time
@@ -13,6 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from sockgate import errors
+from sockgate.config import App
+from sockgate.upstream import diagnose
 from tests.conftest import ProxyFactory
 from tests.support.rawapp import RawApp
 
@@ -94,6 +98,29 @@ def test_held_request_body_arrives_whole(make_proxy: ProxyFactory, tmp: Path) ->
 
 
 @NO_HOLD
+def test_a_connection_left_in_the_listen_queue_of_a_stopping_app_is_sent_again(
+    make_proxy: ProxyFactory, tmp: Path
+) -> None:
+    """An app that stops with our new connection still in its listen queue resets it, our
+    request unread: the proxy sends it again (to the app's next run), never a 502."""
+    path = tmp / "app.sock"
+    queue = socket.socket(socket.AF_UNIX)
+    queue.bind(str(path))
+    queue.listen(8)  # and never accepts: the proxy's connection waits in the queue
+    proxy = make_proxy({"app1": path})
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(httpx.get, f"{proxy.url}/app1/again", timeout=10)
+        readable, _, _ = select.select([queue], [], [], 10)
+        assert readable, "the proxy never connected"
+        queue.close()  # the app stops: the queued connection is reset
+        path.unlink()
+        with RawApp(path) as app:
+            response = answer.result(timeout=10)
+            assert response.status_code == 200
+            assert [r.target for r in app.requests] == [b"/again"]
+
+
+@NO_HOLD
 @pytest.mark.parametrize("gap", ["missing", "stale"])
 def test_app_restarted_under_load_fails_no_request(
     make_proxy: ProxyFactory, tmp: Path, gap: str
@@ -168,3 +195,11 @@ def test_a_fault_that_is_not_a_restart_is_not_held(make_proxy: ProxyFactory, tmp
     response = httpx.get(f"{proxy.url}/app1/", timeout=10)
     assert response.status_code == 502
     assert time.monotonic() - started < 1
+
+
+@pytest.mark.parametrize("reset", [ConnectionResetError, ConnectionAbortedError])
+def test_a_connect_reset_counts_as_a_restart(tmp: Path, reset: type[OSError]) -> None:
+    """An app that stops with our connection in its queue resets it as it is made: held."""
+    error = diagnose(App("a", tmp / "a.sock", "/a/"), reset())
+    assert isinstance(error, errors.ConnectReset)
+    assert error.restarting

@@ -97,6 +97,14 @@ class NothingListening(UpstreamError):
     restarting = True
 
 
+class ConnectReset(UpstreamError):
+    """The app closed the connection as it was being made: it stopped with it in its queue."""
+
+    fault = "connection reset as it was made"
+    state = "stopping"
+    restarting = True
+
+
 class SocketPermissionDenied(UpstreamError):
     fault = "permission denied"
     state = "permission denied"

@@ -847,8 +847,10 @@ class ClientConnection:
                 if not written:
                     conn.stream.write(request)
             except ConnectionError:
+                # Closed before our request went out (reused, or new and dropped from the
+                # listen queue of an app that stopped): nothing reached the app, send again.
                 conn.close()
-                if retry_ok and _may_retry(conn):
+                if retry_ok and not conn.cut_off:
                     raise _Retry from None
                 return self._fail(ex, _closed_early(conn, upstream))
             if head.framing is not Framing.NONE:
@@ -992,8 +994,10 @@ class ClientConnection:
         except TimeoutError:
             raise self._blame(ex) or _read_timeout(upstream, self.timeouts.read) from None
         except ConnectionError:
-            # On a Unix socket a reset means the app closed with our request unread.
-            if retry_ok and _may_retry(conn) and not _body_started(ex):
+            # On a Unix socket a reset means the app closed with our request unread: on a
+            # reused connection, or on a new one it had in its listen queue when it stopped
+            # (a restart under load). Unread, a request without a body may go again.
+            if retry_ok and conn.received == 0 and not conn.cut_off and not _body_started(ex):
                 raise _Retry from None
             raise self._blame(ex) or _closed_early(conn, upstream) from None
         if event is None:

@@ -241,6 +241,8 @@ def diagnose(app: App, exc: OSError) -> errors.UpstreamError:
         return errors.SocketMissing(name, path, detail or "is the app running?")
     if isinstance(exc, PermissionError):
         return errors.SocketPermissionDenied(name, path, permission_detail(app))
+    if isinstance(exc, ConnectionResetError | ConnectionAbortedError):
+        return errors.ConnectReset(name, path, "the app is stopping or restarting")
     if isinstance(exc, ConnectionRefusedError) or exc.errno == errno.ENOTSOCK:
         kind = file_kind(path)
         if kind != "socket":
