@@ -199,6 +199,10 @@ class RawClient:
             response.end = self._boundary = message_end(self.received, self._boundary, begin)
             self._placed += 1
 
+    def _parse_error(self) -> httptools.HttpParserError:
+        """The parser error again, with every byte the connection received."""
+        return httptools.HttpParserError(f"{self.error}; received {bytes(self.received)!r}")
+
     def read_once(self) -> bool:
         """One recv into the parser; False at end of stream (a reset counts as the end)."""
         if self.eof:
@@ -218,7 +222,7 @@ class RawClient:
         bounds each recv. A parser error in the way is raised."""
         while not predicate():
             if self.error is not None:
-                raise self.error
+                raise self._parse_error() from self.error
             if not self.read_once():
                 return False
         return True
@@ -269,7 +273,7 @@ class RawClient:
         while self.read_once():
             pass
         if self.error is not None:
-            raise self.error
+            raise self._parse_error() from self.error
         last = self.responses[self._taken - 1] if self._taken else None
         after = 0 if last is None else len(self.received) if last.end is None else last.end
         return bytes(self.received[after:])
