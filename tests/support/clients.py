@@ -204,7 +204,14 @@ class RawClient:
         return httptools.HttpParserError(f"{self.error}; received {bytes(self.received)!r}")
 
     def read_once(self) -> bool:
-        """One recv into the parser; False at end of stream (a reset counts as the end)."""
+        """One recv into the parser; False at end of stream (a reset counts as the end). The
+        caller looks at `responses` itself, so a parser error is raised at once."""
+        more = self._recv()
+        if self.error is not None:
+            raise self._parse_error() from self.error
+        return more
+
+    def _recv(self) -> bool:
         if self.eof:
             return False
         try:
@@ -223,7 +230,7 @@ class RawClient:
         while not predicate():
             if self.error is not None:
                 raise self._parse_error() from self.error
-            if not self.read_once():
+            if not self._recv():
                 return False
         return True
 
@@ -270,7 +277,7 @@ class RawClient:
         """Read until the proxy closes (TimeoutError if it never does); returns what came after
         the last response taken, b"" while that one is incomplete. Once the stream has ended, a
         parser error is raised."""
-        while self.read_once():
+        while self._recv():
             pass
         if self.error is not None:
             raise self._parse_error() from self.error
