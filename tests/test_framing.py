@@ -10,9 +10,9 @@ import threading
 import pytest
 
 from tests.conftest import ProxyFactory, RawFactory
+from tests.support.clients import RawClient, Response, exchange
 from tests.support.proc import Proxy
 from tests.support.rawapp import Conn, Handler, RawApp
-from tests.support.rawclient import RawClient, Response, exchange
 
 GET = b"GET /a/x HTTP/1.1\r\nHost: localhost\r\n\r\n"
 
@@ -52,7 +52,7 @@ def only_settle_requests(app: RawApp) -> bool:
 def assert_clean_refusal(response: Response, rest: bytes, status: int | tuple[int, ...]) -> None:
     allowed = status if isinstance(status, tuple) else (status,)
     assert response.status in allowed, response.raw
-    assert response.header(b"Connection") == b"close", response.raw
+    assert response.header("Connection") == b"close", response.raw
     assert rest == b"", f"bytes after the refusal: {rest!r}"
 
 
@@ -185,7 +185,7 @@ def test_refused_request_after_a_valid_one_on_the_same_connection(
         client.send(HEAD + b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
         second = client.read_response()
         assert second.status == 400
-        assert client.recv_until_close() == b""
+        assert client.read_to_close() == b""
     assert len(app.requests) == 1
     assert bytes(app.raw) == app.requests[0].raw
 
@@ -204,7 +204,7 @@ def test_pipelined_smuggling_attempt_reaches_the_app_as_one_request(
     with RawClient(proxy.port) as client:
         client.send(attack)
         first = client.read_response()
-        rest = client.recv_until_close()
+        rest = client.read_to_close()
     assert first.status == 200
     assert first.body == b"ok"
     # Whatever follows (a 400, or nothing) is never a second forwarded response.
@@ -228,7 +228,7 @@ def test_pipelined_smuggling_with_two_content_lengths(gate: tuple[Proxy, RawApp]
     with RawClient(proxy.port) as client:
         client.send(attack)
         first = client.read_response()
-        rest = client.recv_until_close()
+        rest = client.read_to_close()
     assert first.status == 200
     assert b"HTTP/1.1 200" not in rest
     settle(proxy, app)
@@ -260,7 +260,7 @@ def test_bad_chunk_after_the_head_was_forwarded_never_completes_a_request(
         client.send(b"zz\r\nworld\r\n0\r\n\r\n")
         response = client.read_response()
         assert response.status == 400
-        assert client.recv_until_close() == b""
+        assert client.read_to_close() == b""
     assert app.closed.wait(10), "the app connection stayed open"
     raw = bytes(app.raw)
     assert b"world" not in raw

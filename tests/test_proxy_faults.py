@@ -19,9 +19,9 @@ import httpx
 import pytest
 
 from tests.conftest import ProxyFactory, RawFactory
+from tests.support.clients import RawClient
 from tests.support.proc import Proxy, wait_for_line, write_config
 from tests.support.rawapp import Conn, Handler, RawApp
-from tests.support.rawclient import RawClient
 
 MISSING = "socket file missing"
 NOT_A_SOCKET = "not a socket"
@@ -391,7 +391,7 @@ def test_fault_page_for_head_request_has_no_body(
     proxy = with_ok_app(make_proxy, raw_app, tmp / "none.sock")
     with RawClient(proxy.port) as client:
         client.send(b"HEAD /down/ HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        raw = client.recv_until_close()
+        raw = client.read_to_close()
     head, _, body = raw.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 502 ")
     assert body == b""
@@ -433,7 +433,7 @@ def test_response_cut_short_is_never_complete(
     with RawClient(proxy.port) as client:
         client.send(b"GET /down/big HTTP/1.1\r\nHost: localhost\r\n\r\n")
         response = client.read_response()  # returns at the end of the message or at close
-        assert client.recv_until_close() == b""
+        assert client.read_to_close() == b""
     assert response.status == 200, response.raw
     assert not response.complete, f"passed on as complete: {response.raw!r}"
     assert response.body == body
@@ -522,7 +522,7 @@ def test_app_silent_in_the_middle_of_the_body_closes_the_client(
         client.send(b"GET /down/ HTTP/1.1\r\nHost: localhost\r\n\r\n")
         response = client.read_response()
         elapsed = time.monotonic() - started
-        assert client.recv_until_close() == b""
+        assert client.read_to_close() == b""
     assert response.status == 200
     assert not response.complete
     assert response.body == b"0123456789"
@@ -544,7 +544,7 @@ def test_app_silent_in_the_middle_of_a_chunked_body_closes_the_client(
     with RawClient(proxy.port) as client:
         client.send(b"GET /down/ HTTP/1.1\r\nHost: localhost\r\n\r\n")
         response = client.read_response()
-        assert client.recv_until_close() == b""
+        assert client.read_to_close() == b""
     assert response.status == 200
     assert not response.complete
     assert response.body == b"hello"

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from tests.conftest import ProxyFactory, RawFactory
-from tests.support.rawclient import exchange
+from tests.support.clients import exchange
 
 
 def _get(port: int, host: bytes, path: bytes = b"/app1/x") -> tuple[int, bytes]:

@@ -26,10 +26,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import ProxyFactory, RawFactory
-from tests.support.clients import RawClient as Client
+from tests.support.clients import RawClient, Response, exchange
 from tests.support.proc import Proxy
 from tests.support.rawapp import Conn, RawApp, Request
-from tests.support.rawclient import RawClient, Response, exchange
 
 # On a failure hypothesis's pytest plugin imports libcst (to suggest a patch), whose import warns
 # through mypy_extensions; with filterwarnings=error that turns a failure into an INTERNALERROR.
@@ -130,7 +129,7 @@ def verdict(proxy: Proxy, app: RawApp, case: Case) -> str:
                 # Closed without a word: only after an answer that announced the close (the
                 # proxy ends a pipeline that holds a bad request); a lone bad request gets a
                 # refusal status.
-                closing = last is not None and last.header(b"Connection") == b"close"
+                closing = last is not None and last.header("Connection") == b"close"
                 assert closing, "closed without an answer to the first request"
                 outcome = "refused"
                 break
@@ -145,7 +144,7 @@ def verdict(proxy: Proxy, app: RawApp, case: Case) -> str:
                 f"request #{index + 1} got the answer to another request: {response.body!r}"
             )
             answered.append(request)
-        still_open = last is not None and last.complete and last.header(b"Connection") != b"close"
+        still_open = last is not None and last.complete and last.header("Connection") != b"close"
         if still_open:
             # Anything queued or forwarded after the last answer would be answered before the
             # sentinel; after a request that must end the connection, nothing is answered.
@@ -160,7 +159,7 @@ def verdict(proxy: Proxy, app: RawApp, case: Case) -> str:
                 )
                 answered.append(SENTINEL)
         else:
-            rest = client.recv_until_close()
+            rest = client.read_to_close()
             assert rest == b"", f"bytes after the last answer: {rest!r}"
     settle(proxy, app)
     check_app_saw(app, answered, case.host)
@@ -406,7 +405,7 @@ def test_http09_request_line_then_half_close_reaches_nothing(gate: tuple[Proxy, 
     with RawClient(proxy.port) as client:
         client.send(b"GET /a/x\r\n")
         client.sock.shutdown(socket.SHUT_WR)
-        rest = client.recv_until_close()
+        rest = client.read_to_close()
     assert rest == b"" or rest.startswith((b"HTTP/1.1 4", b"HTTP/1.0 4")), rest
     settle(proxy, app)
     check_app_saw(app, [])
@@ -500,7 +499,7 @@ def test_a_status_under_100_never_splits_into_a_second_response(
     body, which the client reads as the next response (response splitting)."""
     app = raw_app(odd_status)
     proxy = make_proxy({"a": app.path})
-    with Client(proxy.port) as client:
+    with RawClient(proxy.port) as client:
         client.send(b"GET /a/odd HTTP/1.1\r\nHost: localhost\r\n\r\n")
         try:
             first = client.response()

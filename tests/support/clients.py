@@ -51,7 +51,9 @@ def chunked(*parts: bytes) -> bytes:
 
 @dataclass
 class Response:
-    """One response as the client saw it; filled in as bytes arrive."""
+    """One response as the client saw it; filled in as bytes arrive. It occupies
+    `wire[start:end]`, the connection's bytes from the end of the response before it to the byte
+    llhttp completed it with (`end` is None while it is incomplete)."""
 
     status: int = 0
     reason: bytes = b""
@@ -59,6 +61,14 @@ class Response:
     body: bytearray = field(default_factory=bytearray)
     head_done: bool = False
     complete: bool = False
+    wire: bytearray = field(default_factory=bytearray, repr=False)
+    start: int = 0
+    end: int | None = None
+
+    @property
+    def raw(self) -> bytes:
+        """Exactly the bytes of this response: all that came for it so far while incomplete."""
+        return bytes(self.wire[self.start : self.end])
 
     def header(self, name: str) -> bytes | None:
         found = self.header_all(name)
@@ -72,9 +82,36 @@ class Response:
         return {n.decode("latin-1").lower() for n, _ in self.headers}
 
 
+class _Completion:
+    complete = False
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+
+
+def message_end(wire: bytearray, start: int, after: int) -> int:
+    """Where the response that begins at `wire[start]` ends, given that it does not end before
+    `after`. llhttp decides: a parser of its own gets the bytes up to `after` at once, then one
+    byte at a time until it completes the message."""
+    probe = _Completion()
+    parser = httptools.HttpResponseParser(probe)
+    at = max(start, after)
+    parser.feed_data(wire[start:at])
+    for end in range(at + 1, len(wire) + 1):
+        try:
+            parser.feed_data(wire[end - 1 : end])
+        except (httptools.HttpParserUpgrade, httptools.HttpParserError):
+            pass  # an upgrade, or what follows the message: past its end either way
+        if probe.complete:
+            return end
+    raise AssertionError(f"llhttp's probe never completes the response at {start} in {wire!r}")
+
+
 class RawClient:
-    """A TCP connection to the proxy. Responses are delimited by llhttp, never by hand; after a
-    101 the bytes that follow are kept in `tunnel` untouched."""
+    """A TCP connection to the proxy. Responses are delimited by llhttp, never by hand: each
+    `Response.raw` is exactly its bytes, and what arrives after a response stays for the next
+    one or for `read_to_close`. After a 101 the bytes that follow are kept in `tunnel` untouched.
+    A parser error is raised to the reader that needs the bytes past it."""
 
     def __init__(self, port: int, timeout: float = DEADLINE) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
@@ -83,7 +120,10 @@ class RawClient:
         self.upgraded = False
         self.eof = False
         self.received = bytearray()
-        self._taken = 0
+        self.error: httptools.HttpParserError | None = None
+        self._taken = 0  # responses handed out by head(), response() and read_response()
+        self._placed = 0  # responses whose place in `received` is final
+        self._boundary = 0  # where the next response begins: the end of the last complete one
         self._current: Response | None = None
         self._parser = httptools.HttpResponseParser(self)
 
@@ -96,12 +136,18 @@ class RawClient:
     def close(self) -> None:
         self.sock.close()
 
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
+    def send(self, data: bytes) -> bool:
+        """Send everything; False if the proxy had already closed (after a refusal it may reset
+        the connection: tolerated, what was received tells the rest)."""
+        try:
+            self.sock.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            return False
+        return True
 
     # --- llhttp callbacks
     def on_message_begin(self) -> None:
-        self._current = Response()
+        self._current = Response(wire=self.received)
         self.responses.append(self._current)
 
     def on_status(self, status: bytes) -> None:
@@ -127,18 +173,45 @@ class RawClient:
 
     # --- reading
     def _feed(self, data: bytes) -> None:
+        begin = len(self.received)
         self.received += data
         if self.upgraded:
             self.tunnel += data
             return
+        if self.error is not None:
+            return  # llhttp stopped at the error; the bytes are still in `received`
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
             self.upgraded = True
             self.tunnel += data[exc.args[0] :]
+        except httptools.HttpParserError as exc:
+            self.error = exc
+        self._place(begin)
+
+    def _place(self, begin: int) -> None:
+        """Give the responses that the bytes from `begin` on completed their end in `received`;
+        the one still open starts after them."""
+        for response in self.responses[self._placed :]:
+            response.start = self._boundary
+            if not response.complete:
+                return
+            response.end = self._boundary = message_end(self.received, self._boundary, begin)
+            self._placed += 1
+
+    def _parse_error(self) -> httptools.HttpParserError:
+        """The parser error again, with every byte the connection received."""
+        return httptools.HttpParserError(f"{self.error}; received {bytes(self.received)!r}")
 
     def read_once(self) -> bool:
-        """One recv into the parser; False at end of stream (a reset counts as the end)."""
+        """One recv into the parser; False at end of stream (a reset counts as the end). The
+        caller looks at `responses` itself, so a parser error is raised at once."""
+        more = self._recv()
+        if self.error is not None:
+            raise self._parse_error() from self.error
+        return more
+
+    def _recv(self) -> bool:
         if self.eof:
             return False
         try:
@@ -151,13 +224,22 @@ class RawClient:
         self._feed(data)
         return True
 
-    def wait(self, predicate: Callable[[], bool], what: str) -> None:
-        """Read until `predicate()` holds; the socket timeout bounds each recv."""
+    def _read_until(self, predicate: Callable[[], bool]) -> bool:
+        """Read until `predicate()` holds (True) or the stream ends (False); the socket timeout
+        bounds each recv. A parser error in the way is raised."""
         while not predicate():
-            if not self.read_once():
-                raise AssertionError(
-                    f"connection closed before {what}; received {bytes(self.received)!r}"
-                )
+            if self.error is not None:
+                raise self._parse_error() from self.error
+            if not self._recv():
+                return False
+        return True
+
+    def wait(self, predicate: Callable[[], bool], what: str) -> None:
+        """Read until `predicate()` holds; AssertionError if the stream ends first."""
+        if not self._read_until(predicate):
+            raise AssertionError(
+                f"connection closed before {what}; received {bytes(self.received)!r}"
+            )
 
     def head(self) -> Response:
         """The next response whose head is complete (its body may still be arriving)."""
@@ -175,6 +257,16 @@ class RawClient:
         self.wait(lambda: response.complete, f"the end of the {response.status} response")
         return response
 
+    def read_response(self) -> Response:
+        """The next response as far as the connection carried it: complete, cut short by the end
+        of the stream (`complete` False), or empty (`raw == b""`) if the stream ended first."""
+        index = self._taken
+        self._read_until(lambda: len(self.responses) > index and self.responses[index].complete)
+        if len(self.responses) <= index:
+            return Response()
+        self._taken += 1
+        return self.responses[index]
+
     def body_until(self, response: Response, needle: bytes) -> None:
         self.wait(lambda: needle in response.body, f"{needle!r} in the body")
 
@@ -182,15 +274,33 @@ class RawClient:
         self.wait(lambda: needle in self.tunnel, f"{needle!r} through the tunnel")
 
     def read_to_close(self) -> bytes:
-        """Read until the proxy closes; returns everything received on this connection."""
-        while self.read_once():
+        """Read until the proxy closes (TimeoutError if it never does); returns what came after
+        the last response taken, b"" while that one is incomplete. Once the stream has ended, a
+        parser error is raised."""
+        while self._recv():
             pass
-        return bytes(self.received)
+        if self.error is not None:
+            raise self._parse_error() from self.error
+        last = self.responses[self._taken - 1] if self._taken else None
+        after = 0 if last is None else len(self.received) if last.end is None else last.end
+        return bytes(self.received[after:])
 
     def closed_by_peer(self) -> bool:
         """True when the proxy has closed: the next recv sees the end within the timeout."""
         self.read_to_close()
         return self.eof
+
+
+def exchange(port: int, request: bytes) -> tuple[Response, bytes]:
+    """Send bytes on a new connection; the first response, and when it says `Connection: close`
+    (or is cut short) everything after it until the proxy closes (a proxy that does not close
+    times out)."""
+    with RawClient(port) as client:
+        client.send(request)
+        response = client.read_response()
+        closing = response.header("Connection") == b"close" or not response.complete
+        rest = client.read_to_close() if closing else b""
+        return response, rest
 
 
 # --- the app side ---------------------------------------------------------------------------
