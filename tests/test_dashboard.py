@@ -13,9 +13,11 @@ from typing import Any
 import pytest
 
 from sockgate import config, dashboard
-from sockgate.config import App
-from sockgate.dashboard import Live, Process
+from sockgate.config import App, Command
+from sockgate.dashboard import AppProcess, Live, Process
 from sockgate.errors import ConfigError
+from sockgate.managed import AppState, ManagedApp
+from sockgate.monitor import app_process
 from sockgate.routing import Dashboard, Forward, NotFound, Redirect, Router
 from sockgate.stats import AppStats
 
@@ -69,6 +71,7 @@ def test_the_document_has_the_documented_schema() -> None:
         "recent": [
             {"time": 1001.0, "method": "GET", "target": "/app1/x?q=1", "status": 200, "ms": 4.0}
         ],
+        "process": None,  # not an app sockgate runs
     }
     assert two["state"] == "missing"
     assert two["detail"] == "is the app running?"
@@ -112,6 +115,125 @@ def test_a_worker_says_its_counts_are_its_own() -> None:
     text = dashboard.table(doc)
     assert "note: counts are worker 0's alone, one of 4 processes" in text
     assert "no apps configured" in text
+
+
+# --- apps sockgate runs -------------------------------------------------------------------------
+
+RUNS = App("runs", Path("/s/runs.sock"), "/runs/", command=Command(("app",), "app", Path("/")))
+WAITS = App("waits", Path("/s/waits.sock"), "/waits/", command=Command(("w",), "w", Path("/")))
+LAZY = App(
+    "lazy",
+    Path("/s/lazy.sock"),
+    "/lazy/",
+    command=Command(("l",), "l", Path("/"), start="on-demand"),
+)
+
+
+def doc_with_processes() -> dict[str, Any]:
+    """app1 is not run by sockgate; `runs` was restarted; `waits` is in backoff; `lazy` idles."""
+    empty = AppStats().snapshot()
+    runs = {
+        "runs": AppProcess("running", 1234, 3, "exited with status 1", None, False),
+        "waits": AppProcess("backoff", None, 4, "ended by SIGSEGV", 1.98765, False),
+        "lazy": AppProcess("stopped", None, 0, None, None, True),
+    }
+    apps = [(a, Live("up"), empty) for a in (APP1, RUNS, WAITS, LAZY)]
+    return dashboard.document(PROCESS, apps, now=1010.0, runs=runs)
+
+
+def test_the_document_has_each_run_apps_process() -> None:
+    doc = doc_with_processes()
+    assert doc["schema"] == 1
+    rows = {a["name"]: a["process"] for a in doc["apps"]}
+    assert rows["app1"] is None
+    assert rows["runs"] == {
+        "state": "running",
+        "pid": 1234,
+        "starts": 3,
+        "last_exit": "exited with status 1",
+        "next_start_in": None,
+        "on_demand": False,
+    }
+    assert rows["waits"]["state"] == "backoff"
+    assert rows["waits"]["next_start_in"] == 1.988
+    assert rows["lazy"] == {
+        "state": "stopped",
+        "pid": None,
+        "starts": 0,
+        "last_exit": None,
+        "next_start_in": None,
+        "on_demand": True,
+    }
+    assert json.loads(dashboard.dumps(doc)) == doc
+
+
+@pytest.mark.parametrize(
+    ("process", "shown"),
+    [
+        (None, "-"),
+        (
+            AppProcess("running", 1234, 3, "exited with status 1"),
+            "running, pid 1234, started 3 times; last exit: exited with status 1",
+        ),
+        (AppProcess("starting", 77, 1), "starting, pid 77, started once"),
+        (
+            AppProcess("backoff", None, 2, "ended by SIGKILL", 2.0),
+            "restarting in 2.0s, started 2 times; last exit: ended by SIGKILL",
+        ),
+        (AppProcess("stopped", None, 0, on_demand=True), "stopped, on demand, not started yet"),
+        (AppProcess("elsewhere"), "run by the apps process"),
+    ],
+)
+def test_a_process_in_words(process: AppProcess | None, shown: str) -> None:
+    runs = {} if process is None else {"runs": process}
+    doc = dashboard.document(PROCESS, [(RUNS, Live("up"), AppStats().snapshot())], 1.0, runs)
+    assert dashboard.process_text(doc["apps"][0]["process"]) == shown
+
+
+def test_the_table_lists_the_apps_sockgate_runs_below_it() -> None:
+    lines = dashboard.table(doc_with_processes()).splitlines()
+    at = lines.index("apps sockgate runs:")
+    assert lines[at - 1] == ""
+    assert lines[at + 1 :] == [
+        "  runs   running, pid 1234, started 3 times; last exit: exited with status 1",
+        "  waits  restarting in 2.0s, started 4 times; last exit: ended by SIGSEGV",
+        "  lazy   stopped, on demand, not started yet",
+    ]
+    assert "apps sockgate runs:" not in dashboard.table(doc_with_traffic())
+
+
+def test_the_page_has_a_process_column_and_its_script_words_it_as_the_table() -> None:
+    page = dashboard.page(doc_with_processes(), "/_sockgate/").decode()
+    assert "<th>process</th>" in page
+    # Without JavaScript: the table with its list of processes.
+    assert "restarting in 2.0s, started 4 times; last exit: ended by SIGSEGV" in page
+    script = re.search(r"<script>(.*?)</script>", page, re.S)
+    assert script is not None
+    assert 'p.state === "elsewhere"' in script.group(1)
+    assert "run by the apps process" in script.group(1)
+
+
+def test_the_monitor_reads_a_managed_apps_state(tmp_path: Path) -> None:
+    waits = ManagedApp(WAITS, tmp_path)
+    waits.state, waits.starts, waits.last_exit, waits.retry_at = (
+        AppState.BACKOFF,
+        2,
+        "exited with status 3",
+        101.5,
+    )
+    assert app_process(waits, now=100.0) == AppProcess(
+        "backoff", None, 2, "exited with status 3", 1.5, False
+    )
+    lazy = ManagedApp(LAZY, tmp_path)
+    assert app_process(lazy, now=100.0) == AppProcess("stopped", None, 0, None, None, True)
+    # On demand, a backoff ends in `stopped`, not in a start: no countdown.
+    lazy.state, lazy.retry_at = AppState.BACKOFF, 101.5
+    assert app_process(lazy, now=100.0).next_start_in is None
+    runs = ManagedApp(RUNS, tmp_path)
+    runs.state, runs.pid, runs.starts = AppState.RUNNING, 4321, 1
+    assert app_process(runs, now=100.0) == AppProcess("running", 4321, 1, None, None, False)
+    for managed in (waits, lazy, runs):
+        managed.output.close()
 
 
 def test_the_page_is_self_contained_and_its_csp_allows_only_its_own_script() -> None:

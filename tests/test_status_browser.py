@@ -1,9 +1,12 @@
 """The status page in headless Chromium: it renders every app, and an app that goes down and
-comes back shows so within 2 s, live over SSE, without a reload. Screenshots are kept in
+comes back shows so within 2 s, live over SSE, without a reload; so does the process of an app
+sockgate runs, through a kill and its restart. Screenshots are kept in
 pytest's tmp_path (the last runs stay under /tmp/pytest-of-USER/) to be looked at."""
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +16,8 @@ from playwright.sync_api import Browser, Page
 
 from tests.conftest import ProxyFactory, RawFactory
 from tests.support.browser import chromium
-from tests.support.proc import Uvicorn
+from tests.support.proc import Proxy, Uvicorn
+from tests.support.procs import marker, sockapp, supervised_config, wait_marked
 
 pytestmark = pytest.mark.timeout(120)
 LIVE_WITHIN_MS = 2000
@@ -86,3 +90,41 @@ def test_the_page_shows_an_app_going_down_and_coming_back_live(
             page.close()
     finally:
         starlette.__exit__(None, None, None)
+
+
+def test_the_page_follows_a_supervised_app_through_a_kill_and_its_restart(
+    browser: Browser, tmp: Path, tmp_path: Path
+) -> None:
+    mark = marker()
+    path = supervised_config(tmp, mark, {"a": {"command": sockapp()}})
+    try:
+        with Proxy(path) as proxy:
+            proxy.wait_for_output(r"app a: ready on")
+            (pid,) = wait_marked(mark, 1)
+            page = browser.new_page()
+            try:
+                page.goto(f"{proxy.url}/_sockgate/")
+                assert page.get_attribute('tr[data-app="a"]', "data-process") == "running"
+                assert cell(page, "a", "process") == f"running, pid {pid}, started once"
+                page.evaluate("window.sameDocument = true")
+                os.kill(pid, signal.SIGKILL)
+                # Back to running (0.5 s of backoff, then a start), seen over SSE.
+                page.wait_for_function(
+                    """() => {
+                        const td = document.querySelector('tr[data-app="a"] td.process');
+                        return td && td.textContent.includes('started 2 times') &&
+                               td.textContent.startsWith('running');
+                    }""",
+                    timeout=LIVE_WITHIN_MS + 2000,
+                )
+                (new_pid,) = wait_marked(mark, 1)
+                assert cell(page, "a", "process") == (
+                    f"running, pid {new_pid}, started 2 times; last exit: ended by SIGKILL"
+                )
+                assert new_pid != pid
+                assert page.evaluate("window.sameDocument") is True
+                page.screenshot(path=tmp_path / "supervised-restarted.png", full_page=True)
+            finally:
+                page.close()
+    finally:
+        wait_marked(mark, 0)

@@ -10,7 +10,7 @@ import hashlib
 import html
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,10 +43,36 @@ class Process:
     worker: int | None = None  # the worker's slot when workers > 1
 
 
+# An app whose process runs in another process of sockgate's (the apps process, with workers > 1
+# or nginx): this one does not see it.
+ELSEWHERE = "elsewhere"
+
+
+@dataclass(frozen=True, slots=True)
+class AppProcess:
+    """The process of an app sockgate runs (`command`), as its supervisor last saw it.
+
+    `state` is the supervisor's (running, starting, backoff, stopped, stopping), or ELSEWHERE
+    with everything else unknown; `next_start_in` is seconds until the restart, while in backoff.
+    """
+
+    state: str
+    pid: int | None = None
+    starts: int | None = None
+    last_exit: str | None = None
+    next_start_in: float | None = None
+    on_demand: bool = False
+
+
 def document(
-    process: Process, apps: Sequence[tuple[App, Live, AppSnapshot]], now: float | None = None
+    process: Process,
+    apps: Sequence[tuple[App, Live, AppSnapshot]],
+    now: float | None = None,
+    runs: Mapping[str, AppProcess] | None = None,
 ) -> dict[str, Any]:
+    """`runs` holds the process of each app sockgate runs, by app name (no entry: not run)."""
     now = time.time() if now is None else now
+    runs = runs or {}
     return {
         "schema": SCHEMA,
         "time": round(now, 3),
@@ -61,11 +87,11 @@ def document(
             "workers": process.workers,
             "worker": process.worker,
         },
-        "apps": [_app(app, live, snap) for app, live, snap in apps],
+        "apps": [_app(app, live, snap, runs.get(app.name)) for app, live, snap in apps],
     }
 
 
-def _app(app: App, live: Live, snap: AppSnapshot) -> dict[str, Any]:
+def _app(app: App, live: Live, snap: AppSnapshot, run: AppProcess | None) -> dict[str, Any]:
     timed = snap.p50 is not None and snap.p99 is not None
     return {
         "name": app.name,
@@ -92,7 +118,44 @@ def _app(app: App, live: Live, snap: AppSnapshot) -> dict[str, Any]:
             }
             for r in snap.recent
         ],
+        "process": None if run is None else _process(run),
     }
+
+
+def _process(run: AppProcess) -> dict[str, Any]:
+    wait = run.next_start_in
+    return {
+        "state": run.state,
+        "pid": run.pid,
+        "starts": run.starts,
+        "last_exit": run.last_exit,
+        "next_start_in": None if wait is None else round(max(0.0, wait), 3),
+        "on_demand": run.on_demand,
+    }
+
+
+def process_text(proc: dict[str, Any] | None) -> str:
+    """An app's process in words, as the table and the page show it ("-" for none):
+    `running, pid 1234, started 3 times; last exit: exited with status 1`."""
+    if proc is None:
+        return "-"
+    if proc["state"] == ELSEWHERE:
+        return "run by the apps process"
+    wait = proc["next_start_in"]
+    text = f"restarting in {wait:.1f}s" if wait is not None else proc["state"]
+    if proc["pid"] is not None:
+        text += f", pid {proc['pid']}"
+    if proc["on_demand"]:
+        text += ", on demand"
+    starts = proc["starts"]
+    text += ", not started yet" if not starts else f", started {_times(starts)}"
+    if proc["last_exit"]:
+        text += f"; last exit: {proc['last_exit']}"
+    return text
+
+
+def _times(count: int) -> str:
+    return "once" if count == 1 else f"{count} times"
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -155,6 +218,7 @@ def table(doc: dict[str, Any]) -> str:
         for row in rows:
             cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
             lines.append("  ".join([*cells, row[-1]]).rstrip())
+    lines += _process_lines(doc)
     shown = recent(doc, 10)
     if shown:
         lines.append("")
@@ -166,6 +230,17 @@ def table(doc: dict[str, Any]) -> str:
                 f"{latency(r['ms'])}"
             )
     return "\n".join(lines)
+
+
+def _process_lines(doc: dict[str, Any]) -> list[str]:
+    """Below the table, one line per app sockgate runs: its process (too wide for a column)."""
+    runs = [(a["name"], a["process"]) for a in doc["apps"] if a.get("process") is not None]
+    if not runs:
+        return []
+    width = max(len(name) for name, _ in runs)
+    return ["", "apps sockgate runs:"] + [
+        f"  {name.ljust(width)}  {process_text(proc)}" for name, proc in runs
+    ]
 
 
 def latency(ms: float | None) -> str:
@@ -204,6 +279,7 @@ th{background:#eee;font-weight:600}td.n{text-align:right;font-variant-numeric:ta
 .state{font-weight:600;border-radius:3px;padding:0 .4em;white-space:nowrap}
 .up{color:#0a6b0a;background:#e3f5e3}.down{color:#a00;background:#fde8e8}
 .detail,.err{color:#666;font-size:.9em}.bad{color:#a00}
+td.process{font-size:.9em}td.backoff,td.stopping{color:#a00}td.elsewhere{color:#666}
 code{font:12px ui-monospace,monospace}
 #live.off{color:#a00}
 """
@@ -225,6 +301,18 @@ function ms(v) {
   return Math.round(v / 1000) + "s";
 }
 function clock(t) { return new Date(t * 1000).toLocaleTimeString(); }
+function procText(p) {
+  if (!p) return "-";
+  if (p.state === "ELSEWHERE") return "run by the apps process";
+  let text = p.next_start_in === null ? p.state :
+    "restarting in " + p.next_start_in.toFixed(1) + "s";
+  if (p.pid !== null) text += ", pid " + p.pid;
+  if (p.on_demand) text += ", on demand";
+  text += !p.starts ? ", not started yet" :
+    ", started " + (p.starts === 1 ? "once" : p.starts + " times");
+  if (p.last_exit) text += "; last exit: " + p.last_exit;
+  return text;
+}
 function appRow(a) {
   const tr = el("tr");
   tr.dataset.app = a.name;
@@ -238,6 +326,9 @@ function appRow(a) {
   st.appendChild(el("span", a.state, "state " + (a.state === "up" ? "up" : "down")));
   if (a.state !== "up" && a.detail) st.appendChild(el("div", a.detail, "detail"));
   tr.appendChild(st);
+  const proc = a.process || null;
+  tr.dataset.process = proc ? proc.state : "";
+  tr.appendChild(el("td", procText(proc), "process" + (proc ? " " + proc.state : "")));
   tr.appendChild(el("td", a.requests, "n requests"));
   tr.appendChild(el("td", a.errors, "n errors" + (a.errors ? " bad" : "")));
   const lat = a.latency_ms || {p50: null, p99: null};
@@ -285,7 +376,7 @@ source.onerror = () => {
   $("live").textContent = "disconnected: retrying";
   $("live").className = "off";
 };
-""".replace("RECENT_SHOWN", str(RECENT_SHOWN))
+""".replace("RECENT_SHOWN", str(RECENT_SHOWN)).replace("ELSEWHERE", ELSEWHERE)
 
 
 def _sha256(text: str) -> str:
@@ -317,8 +408,9 @@ def page(doc: dict[str, Any], prefix: str) -> bytes:
 <p class="meta note" id=note></p>
 <noscript><pre>{html.escape(table(doc))}</pre></noscript>
 <table>
-<thead><tr><th>app</th><th>prefix</th><th>socket</th><th>state</th><th>requests</th>
-<th>errors</th><th>p50</th><th>p99</th><th>open streams</th><th>last error</th></tr></thead>
+<thead><tr><th>app</th><th>prefix</th><th>socket</th><th>state</th><th>process</th>
+<th>requests</th><th>errors</th><th>p50</th><th>p99</th><th>open streams</th>
+<th>last error</th></tr></thead>
 <tbody id=apps></tbody>
 </table>
 <h2>Recent requests</h2>

@@ -4,6 +4,10 @@ document built from the probes and the counters, and the event stream that pushe
 Probing costs a connect per app (no request: the apps see nothing in their logs), so it only
 runs while the page's event stream is open (once a second, shared by every viewer) or when
 `status.json`/`sockgate status` asks (at most every FRESH seconds).
+
+The apps sockgate runs are read from the engine's `AppManager` as each document is built: a plain
+snapshot of each `ManagedApp` (state, pid, starts, last exit, time to the next start). With
+workers the apps run in the apps process, which this process does not see ("elsewhere").
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ from typing import Any
 
 from . import dashboard, http1, probe
 from .config import Config
-from .dashboard import Live, Process
+from .dashboard import ELSEWHERE, AppProcess, Live, Process
+from .managed import AppManager, AppState, ManagedApp
 from .stats import Stats
 from .stream import Stream
 
@@ -28,12 +33,16 @@ UNKNOWN = Live("unknown", "not probed yet")
 
 
 class Monitor:
-    """`config` is the one in force (a reload may replace it); `process` says who answers."""
+    """`config` is the one in force (a reload may replace it); `process` says who answers;
+    `apps` runs the supervised apps in this process (None: another process runs them)."""
 
-    def __init__(self, config: Config, stats: Stats, process: Process) -> None:
+    def __init__(
+        self, config: Config, stats: Stats, process: Process, apps: AppManager | None = None
+    ) -> None:
         self.config = config
         self.stats = stats
         self.process = process
+        self.apps = apps
         self._live: dict[str, Live] = {}
         self._checked = float("-inf")  # loop time of the last probe
         self._probing: asyncio.Task[None] | None = None
@@ -55,7 +64,21 @@ class Monitor:
             (app, self._live.get(app.name, UNKNOWN), self.stats.app(app.name).snapshot())
             for app in self.config.apps
         ]
-        return dashboard.document(self.process, apps, time.time())
+        return dashboard.document(self.process, apps, time.time(), self.runs())
+
+    def runs(self) -> dict[str, AppProcess]:
+        """The process of each app with a `command`, by name, as its supervisor sees it now."""
+        now = time.monotonic()
+        found: dict[str, AppProcess] = {}
+        for app in self.config.apps:
+            if app.command is None:
+                continue
+            managed = None if self.apps is None else self.apps.apps.get(app.name)
+            if managed is None:
+                found[app.name] = AppProcess(ELSEWHERE, on_demand=app.command.on_demand)
+            else:
+                found[app.name] = app_process(managed, now)
+        return found
 
     async def snapshot(self) -> dict[str, Any]:
         """The status document with probes at most FRESH seconds old."""
@@ -139,6 +162,23 @@ class Monitor:
             if task is not None:
                 task.cancel()
         self._ticker = self._probing = None
+
+
+def app_process(managed: ManagedApp, now: float) -> AppProcess:
+    """What the status shows of one supervised app; `now` is monotonic, as its retry time.
+    An on-demand app is not restarted on a timer (the next request starts it): no wait shown."""
+    retry = managed.retry_at
+    wait = None
+    if retry is not None and managed.state is AppState.BACKOFF and not managed.command.on_demand:
+        wait = retry - now
+    return AppProcess(
+        state=managed.state.name.lower(),
+        pid=managed.pid,
+        starts=managed.starts,
+        last_exit=managed.last_exit or None,
+        next_start_in=wait,
+        on_demand=managed.command.on_demand,
+    )
 
 
 def reply(status: int, content_type: bytes, body: bytes, *, close: bool) -> bytes:

@@ -82,7 +82,7 @@ class Engine:
             workers=config.workers,
             worker=worker,
         )
-        self.monitor = monitor.Monitor(config, self.stats, process)
+        self.monitor = monitor.Monitor(config, self.stats, process, apps)
 
     def __repr__(self) -> str:
         return f"<Engine apps={sorted(self.upstreams)} draining={len(self._drains)}>"
