@@ -19,7 +19,7 @@ from click.testing import CliRunner, Result
 import sockgate
 from sockgate import config
 from sockgate.cli import main
-from tests.support.proc import LISTENING, Proxy, write_config
+from tests.support.proc import LISTENING, Proxy, run_sockgate, write_config
 from tests.support.rawapp import RawApp
 
 SCRIPT = Path(sys.executable).parent / "sockgate"
@@ -27,20 +27,6 @@ SCRIPT = Path(sys.executable).parent / "sockgate"
 
 def invoke(*args: str) -> Result:
     return CliRunner().invoke(main, list(args), catch_exceptions=False)
-
-
-def sockgate_process(
-    *args: str, cwd: Path, timeout: float = 30
-) -> subprocess.CompletedProcess[str]:
-    """`python -m sockgate ARGS` to completion (for commands that must exit on their own)."""
-    return subprocess.run(
-        [sys.executable, "-m", "sockgate", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 def one_line(text: str) -> str:
@@ -313,7 +299,7 @@ def test_bad_app_option_names_the_option(tmp: Path, monkeypatch: pytest.MonkeyPa
 
 def test_run_with_an_invalid_config_exits_1_as_a_process(tmp: Path) -> None:
     path = write_config(tmp / "sockgate.toml", '[apps.a]\nsocket = "/tmp/a.sock"\nprefix = "a"\n')
-    done = sockgate_process("run", "-c", str(path), cwd=tmp)
+    done = run_sockgate("run", "-c", str(path), cwd=tmp)
     assert done.returncode == 1, done.stderr
     message = one_line(done.stderr)
     assert message.startswith("sockgate: ")
@@ -324,7 +310,7 @@ def test_run_with_an_invalid_config_exits_1_as_a_process(tmp: Path) -> None:
 
 def test_run_on_a_port_in_use_exits_2(tmp: Path, busy_port: int) -> None:
     path = write_config(tmp / "sockgate.toml", f'listen = "127.0.0.1:{busy_port}"\n')
-    done = sockgate_process("run", "-c", str(path), "--app", f"a={tmp / 'a.sock'}", cwd=tmp)
+    done = run_sockgate("run", "-c", str(path), "--app", f"a={tmp / 'a.sock'}", cwd=tmp)
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
     last = done.stderr.strip().splitlines()[-1]
@@ -380,7 +366,7 @@ def test_run_refuses_a_second_instance_in_the_same_workdir(tmp: Path) -> None:
         with Proxy(path) as first:
             assert first.proc is not None
             assert pid_file.read_text().strip() == str(first.proc.pid)
-            done = sockgate_process("run", "-c", str(path), cwd=tmp)
+            done = run_sockgate("run", "-c", str(path), cwd=tmp)
             assert done.returncode == 2, done.stderr
             last = done.stderr.strip().splitlines()[-1]
             assert str(first.proc.pid) in last
@@ -406,14 +392,14 @@ def test_run_ignores_a_pid_file_of_a_dead_process(tmp: Path) -> None:
 
 
 def test_python_m_sockgate_version(tmp: Path) -> None:
-    done = sockgate_process("--version", cwd=tmp)
+    done = run_sockgate("--version", cwd=tmp)
     assert done.returncode == 0, done.stderr
     assert sockgate.__version__ in done.stdout
     assert "sockgate" in done.stdout
 
 
 def test_python_m_sockgate_help_lists_the_commands(tmp: Path) -> None:
-    done = sockgate_process("--help", cwd=tmp)
+    done = run_sockgate("--help", cwd=tmp)
     assert done.returncode == 0, done.stderr
     for command in ("init", "check", "run", "demo"):
         assert re.search(rf"(?m)^\s+{command}\b", done.stdout), done.stdout

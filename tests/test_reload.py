@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,7 +19,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from tests.conftest import RawFactory
 from tests.support.clients import DEADLINE, RawClient, request_bytes
-from tests.support.proc import Proxy, free_port, wait_for_line
+from tests.support.proc import Proxy, free_port, run_sockgate, wait_for_line
 
 AppSpec = dict[str, object]
 RELOADED = r"\breloaded: "
@@ -76,7 +73,7 @@ class Site:
         if how == "sighup":
             proc.send_signal(signal.SIGHUP)
         elif how == "command":
-            done = sockgate("reload", "-c", str(self.path), cwd=self.tmp)
+            done = run_sockgate("reload", "-c", str(self.path), cwd=self.tmp)
             assert done.returncode == 0, done.stderr
             if self.engine == "nginx":
                 assert f"pid {proc.pid}" in done.stdout  # signalled: nginx has no control socket
@@ -98,17 +95,6 @@ class Site:
     def error_log(self) -> str:
         path = self.tmp / "work" / "logs" / "error.log"
         return path.read_text(errors="replace") if path.exists() else ""
-
-
-def sockgate(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sockgate", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=os.environ | {"PYTHONPATH": os.pathsep.join(sys.path)},
-    )
 
 
 def settle(check: Callable[[], bool], engine: str, what: str) -> None:
@@ -322,7 +308,7 @@ def test_invalid_config_reload_changes_nothing(site: Site, raw_app: RawFactory) 
         site.tmp / "work" / "logs" / "error.log", REFUSED.split(",")[0]
     )
     # The command checks before it signals: the error on its stderr, exit 1, nothing sent.
-    done = sockgate("reload", "-c", str(site.path), cwd=site.tmp)
+    done = run_sockgate("reload", "-c", str(site.path), cwd=site.tmp)
     assert done.returncode == 1
     assert "apps.app1.prefix" in done.stderr
     assert len(site.running.wait_for_lines(REFUSED, 1)) == 1
@@ -369,10 +355,10 @@ def test_reload_command_prints_the_outcome_and_fails_when_refused(
     apps: dict[str, AppSpec] = {"app1": {"socket": str(app.path)}}
     site.start(apps)
     site.write(apps | {"b": {"socket": str(app.path)}})
-    done = sockgate("reload", "-c", str(site.path), cwd=site.tmp)
+    done = run_sockgate("reload", "-c", str(site.path), cwd=site.tmp)
     assert (done.returncode, done.stdout) == (0, "sockgate: reloaded: +b\n"), done.stderr
     site.write(apps, port=free_port())
-    done = sockgate("reload", "-c", str(site.path), cwd=site.tmp)
+    done = run_sockgate("reload", "-c", str(site.path), cwd=site.tmp)
     assert done.returncode == 1
     assert "listen: cannot change on reload" in done.stderr
     assert status(site, "/b/x") == 200  # the last config that was applied stays
@@ -410,13 +396,13 @@ def test_reload_with_two_workers(tmp: Path, raw_app: RawFactory) -> None:
 
 def test_reload_command_when_not_running(tmp: Path) -> None:
     Site(tmp, "builtin").write({"a": {"socket": str(tmp / "a.sock")}})
-    done = sockgate("reload", cwd=tmp)
+    done = run_sockgate("reload", cwd=tmp)
     assert done.returncode == 2
     assert "sockgate is not running" in done.stderr
     assert "sockgate.pid" in done.stderr
 
 
 def test_watch_needs_a_config_file(tmp: Path) -> None:
-    done = sockgate("run", "--watch", "--app", f"a={tmp / 'a.sock'}", cwd=tmp)
+    done = run_sockgate("run", "--watch", "--app", f"a={tmp / 'a.sock'}", cwd=tmp)
     assert done.returncode == 2
     assert "--watch needs a config file" in done.stderr

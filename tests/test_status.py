@@ -7,8 +7,6 @@ import json
 import os
 import socket
 import stat
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,7 +17,7 @@ from click.testing import CliRunner
 from sockgate.cli import main
 from tests.conftest import ProxyFactory, RawFactory
 from tests.support.clients import DEADLINE, RawClient, request_bytes
-from tests.support.proc import Proxy, write_config
+from tests.support.proc import Proxy, run_sockgate, write_config
 from tests.support.rawapp import OK, Conn
 from tests.support.status import StatusEvents, app_row, status_json
 
@@ -33,17 +31,6 @@ async def ok_or_500(conn: Conn) -> None:
             await conn.send(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 4\r\n\r\nboom")
         else:
             await conn.send(OK)
-
-
-def sockgate(*args: str, cwd: Path, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sockgate", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 # --- over HTTP ----------------------------------------------------------------------------------
@@ -253,7 +240,7 @@ def test_status_and_stop_through_the_control_socket(tmp: Path, raw_app: RawFacto
         assert stat.S_IMODE(mode) == 0o600
         assert httpx.get(f"{proxy.url}/app1/x").text == "ok"
 
-        shown = sockgate("status", "-c", str(config), cwd=tmp)
+        shown = run_sockgate("status", "-c", str(config), cwd=tmp)
         assert shown.returncode == 0, shown.stderr
         lines = shown.stdout.splitlines()
         assert lines[0].startswith("sockgate ")
@@ -262,13 +249,13 @@ def test_status_and_stop_through_the_control_socket(tmp: Path, raw_app: RawFacto
         assert lines[2].split()[:6] == ["app1", "/app1/", str(app.path), "up", "1", "0"]
         assert "GET /app1/x" in shown.stdout
 
-        as_json = sockgate("status", "--json", "-c", str(config), cwd=tmp)
+        as_json = run_sockgate("status", "--json", "-c", str(config), cwd=tmp)
         assert as_json.returncode == 0, as_json.stderr
         doc = json.loads(as_json.stdout)
         assert doc["sockgate"]["pid"] == proxy.proc.pid  # type: ignore[union-attr]
         assert app_row(doc, "app1")["requests"] == 1
 
-        stopped = sockgate("stop", "-c", str(config), cwd=tmp)
+        stopped = run_sockgate("stop", "-c", str(config), cwd=tmp)
         assert stopped.returncode == 0, stopped.stderr
         assert stopped.stdout.strip() == f"stopped sockgate in {tmp / 'work'}"
         assert proxy.proc.wait(10) == 0  # type: ignore[union-attr]
@@ -279,7 +266,7 @@ def test_status_and_stop_through_the_control_socket(tmp: Path, raw_app: RawFacto
     assert "stop asked on the control socket" in proxy.output()
 
     for command in ("status", "stop"):
-        gone = sockgate(command, "-c", str(config), cwd=tmp)
+        gone = run_sockgate(command, "-c", str(config), cwd=tmp)
         assert gone.returncode == 2
         assert gone.stdout == ""
         assert gone.stderr.strip() == (
@@ -298,12 +285,12 @@ def test_a_stale_control_socket_is_replaced_and_a_live_one_refused(
     with socket.socket(socket.AF_UNIX) as live:
         live.bind(str(ctl))  # a socket file that answers: another sockgate, as far as we know
         live.listen()
-        refused = sockgate("run", "-c", str(config), cwd=tmp)
+        refused = run_sockgate("run", "-c", str(config), cwd=tmp)
         assert refused.returncode == 2
         assert f"{ctl}: another sockgate answers on this control socket" in refused.stderr
     assert ctl.exists()  # left by a killed process: nobody answers now
     with Proxy(config) as proxy:
-        assert sockgate("status", "-c", str(config), cwd=tmp).returncode == 0
+        assert run_sockgate("status", "-c", str(config), cwd=tmp).returncode == 0
         assert stat.S_IMODE(os.stat(ctl).st_mode) == 0o600
         del proxy
 
@@ -331,14 +318,14 @@ def test_status_with_workers_comes_from_worker_0_and_says_so(
     proxy = Proxy(config).start()
     try:
         proxy.wait_for_output("2 worker processes")
-        shown = sockgate("status", "--json", "-c", str(config), cwd=tmp)
+        shown = run_sockgate("status", "--json", "-c", str(config), cwd=tmp)
         assert shown.returncode == 0, shown.stderr
         doc = json.loads(shown.stdout)
         assert (doc["sockgate"]["workers"], doc["sockgate"]["worker"]) == (2, 0)
         assert doc["sockgate"]["pid"] != proxy.proc.pid  # type: ignore[union-attr]
-        table = sockgate("status", "-c", str(config), cwd=tmp).stdout
+        table = run_sockgate("status", "-c", str(config), cwd=tmp).stdout
         assert "note: counts are worker 0's alone, one of 2 processes" in table
-        stopped = sockgate("stop", "-c", str(config), cwd=tmp)
+        stopped = run_sockgate("stop", "-c", str(config), cwd=tmp)
         assert stopped.returncode == 0, stopped.stderr
         assert proxy.proc.wait(15) == 0  # type: ignore[union-attr]  # the supervisor too
         assert not (tmp / "work" / "sockgate.ctl").exists()

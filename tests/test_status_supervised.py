@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.proc import Proxy
+from tests.support.proc import Proxy, run_sockgate
 from tests.support.procs import marker, sockapp, supervised_config, wait_marked
 from tests.support.status import Doc, StatusEvents, app_row, status_json
-from tests.test_status import sockgate
 
 
 @pytest.fixture
@@ -66,10 +65,10 @@ def test_a_supervised_app_is_shown_running_then_restarted_after_a_kill(
         proxy.wait_for_output(r"app a ended by SIGKILL; starting it again in 0\.5s")
 
         # The control socket says the same, as JSON and in words.
-        shown = sockgate("status", "--json", "-c", str(path), cwd=tmp)
+        shown = run_sockgate("status", "--json", "-c", str(path), cwd=tmp)
         assert shown.returncode == 0, shown.stderr
         assert process(json.loads(shown.stdout), "a") == restarted
-        table = sockgate("status", "-c", str(path), cwd=tmp)
+        table = run_sockgate("status", "-c", str(path), cwd=tmp)
         assert table.returncode == 0, table.stderr
         lines = table.stdout.splitlines()
         at = lines.index("apps sockgate runs:")
@@ -98,7 +97,7 @@ def test_with_workers_the_apps_run_elsewhere_and_the_status_says_so(tmp: Path, m
     path = supervised_config(tmp, mark, {"a": {"command": sockapp()}}, extra="workers = 2")
     with Proxy(path) as proxy:
         proxy.wait_for_output(r"app a: ready on")
-        shown = sockgate("status", "--json", "-c", str(path), cwd=tmp)
+        shown = run_sockgate("status", "--json", "-c", str(path), cwd=tmp)
         assert shown.returncode == 0, shown.stderr
         doc = json.loads(shown.stdout)
         assert process(doc, "a") == {
@@ -109,5 +108,5 @@ def test_with_workers_the_apps_run_elsewhere_and_the_status_says_so(tmp: Path, m
             "next_start_in": None,
             "on_demand": False,
         }
-        table = sockgate("status", "-c", str(path), cwd=tmp).stdout
+        table = run_sockgate("status", "-c", str(path), cwd=tmp).stdout
         assert "  a  run by the apps process" in table.splitlines()

@@ -49,12 +49,22 @@ def _source_options(func: F) -> F:
         help="Route /NAME/ to SOCKET (repeatable); works without a config file.",
     )(func)
     func = click.option("--listen", metavar="HOST:PORT", help="Override `listen`.")(func)
+    return _config_option("Config file (default: ./sockgate.toml).")(func)
+
+
+def _config_option(help: str) -> Callable[[F], F]:
     return click.option(
         "-c",
         "--config",
         "config_path",
         type=click.Path(dir_okay=False, path_type=Path),
-        help="Config file (default: ./sockgate.toml).",
+        help=help,
+    )
+
+
+def _config_only(func: F) -> F:
+    return _config_option(
+        "Config file (default: ./sockgate.toml): its workdir holds the control socket."
     )(func)
 
 
@@ -193,13 +203,7 @@ def run(
 
 
 @main.command()
-@click.option(
-    "-c",
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Config file (default: ./sockgate.toml).",
-)
+@_config_only
 @_handle_errors
 def reload(config_path: Path | None) -> None:
     """Reload the running sockgate of this config.
@@ -283,16 +287,6 @@ def lint(
     if report.errors:
         sys.exit(EXIT_ERROR)
     sys.exit(EXIT_FOUND if report.escapes else 0)
-
-
-def _config_only(func: F) -> F:
-    return click.option(
-        "-c",
-        "--config",
-        "config_path",
-        type=click.Path(dir_okay=False, path_type=Path),
-        help="Config file (default: ./sockgate.toml): its workdir holds the control socket.",
-    )(func)
 
 
 def _control_socket(config_path: Path | None, command: str) -> tuple[config.Config, Path]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httptools
 
-from tests.support.rawapp import Conn
+from tests.support.rawapp import Conn, Flood
 
 DEADLINE = 10.0
 
@@ -392,3 +392,35 @@ class RequestWatcher:
             conn.app.record(data)
             self._parser.feed_data(data)
         return True
+
+
+def slow_reader_holds_the_app_back(port: int, pid: int, flood: Flood, request: bytes) -> bytes:
+    """Send `request` from a client with a small receive buffer that reads the response head
+    and then nothing: the proxy (process `pid`) must stop taking the app's bytes well before the
+    end, its peak memory flat; then everything arrives. Returns the head."""
+    before = vm_kib(pid, "VmHWM")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    sock.settimeout(30)
+    with sock:
+        sock.connect(("127.0.0.1", port))
+        sock.sendall(request)
+        received = b""
+        while b"\r\n\r\n" not in received:
+            data = sock.recv(4096)
+            assert data, "closed before the head"
+            received += data
+        head, _, rest = received.partition(b"\r\n\r\n")
+        assert flood.stalled.wait(30), "the app was never held back"
+        assert not flood.finished.is_set()
+        assert flood.sent_at_stall < flood.total // 2
+        grown = vm_kib(pid, "VmHWM") - before
+        assert grown < 32 * 1024, f"the proxy grew by {grown} KiB"
+        count = len(rest)
+        while count < flood.total:
+            data = sock.recv(1 << 20)
+            assert data, f"closed after {count} bytes"
+            count += len(data)
+    assert count == flood.total
+    assert flood.finished.wait(DEADLINE)
+    return head

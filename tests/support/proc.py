@@ -252,3 +252,17 @@ def wait_for_line(path: Path, needle: str, deadline: float = 10) -> str:
                     return line
         time.sleep(0.02)  # a log file gives no event to wait on; bounded by the deadline
     raise AssertionError(f"{path} has no line with {needle!r} after {deadline}s")
+
+
+def run_sockgate(*args: str, cwd: Path, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """`python -m sockgate ARGS` to completion (commands that exit on their own), with this
+    interpreter's import path, so a checkout's sources are the ones run."""
+    return subprocess.run(
+        [sys.executable, "-m", "sockgate", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        env=os.environ | {"PYTHONPATH": os.pathsep.join(sys.path)},
+    )
