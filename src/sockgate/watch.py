@@ -20,8 +20,10 @@ import signal
 import threading
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
-import watchfiles
+if TYPE_CHECKING:
+    import watchfiles
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +59,12 @@ class ConfigWatcher:
         self._thread.join(5)
 
     def _is_ours(self, change: watchfiles.Change, path: str) -> bool:
-        return change != watchfiles.Change.deleted and os.path.basename(path) == self.path.name
+        return change.name != "deleted" and os.path.basename(path) == self.path.name
 
     def _run(self) -> None:
+        # Imported here: watchfiles brings anyio, megabytes a sockgate without --watch never uses.
+        import watchfiles
+
         try:
             for _ in watchfiles.watch(
                 self.path.parent,
