@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.proc import Proxy, Uvicorn, free_port, write_config
+from tests.support.proc import Gunicorn, Proxy, Uvicorn, free_port, write_config
 from tests.support.rawapp import Handler, RawApp, respond_ok
 
 
@@ -107,6 +107,14 @@ def raw_app(tmp: Path) -> Iterator[RawFactory]:
     yield factory
     for app in apps:
         app.__exit__(None, None, None)
+
+
+@pytest.fixture
+def flask_sock(tmp: Path) -> Iterator[Path]:
+    """The Flask test app (ProxyFix) under gunicorn on a Unix socket; yields its path."""
+    path = tmp / "flask.sock"
+    with Gunicorn("tests.apps.flask_app:app", path):
+        yield path
 
 
 @pytest.fixture

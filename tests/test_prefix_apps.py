@@ -17,13 +17,6 @@ from tests.support.proc import Gunicorn, Proxy, Uvicorn
 
 
 @pytest.fixture
-def flask_sock(tmp: Path) -> Iterator[Path]:
-    path = tmp / "flask.sock"
-    with Gunicorn("tests.apps.flask_app:app", path):
-        yield path
-
-
-@pytest.fixture
 def django_sock(tmp: Path) -> Iterator[Path]:
     path = tmp / "django.sock"
     with Gunicorn("tests.apps.django_app:application", path):

@@ -12,7 +12,6 @@ from playwright.sync_api import Browser
 
 from tests.conftest import ProxyFactory
 from tests.support.browser import chromium
-from tests.support.proc import Gunicorn
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -21,13 +20,6 @@ pytestmark = pytest.mark.timeout(120)
 def browser() -> Iterator[Browser]:
     with chromium() as browser:
         yield browser
-
-
-@pytest.fixture
-def flask_sock(tmp: Path) -> Iterator[Path]:
-    path = tmp / "flask.sock"
-    with Gunicorn("tests.apps.flask_app:app", path):
-        yield path
 
 
 def test_login_flow_stays_inside_the_prefix_and_cookies_stay_with_their_app(
