@@ -370,6 +370,38 @@ def test_malformed_response_gives_502_and_nothing_of_the_app(
     assert ok.status == 200
 
 
+TRAILING_JUNK = {
+    "not-http": b"!!",
+    "half-a-response": b"HTTP/1.1 403 Forbidden\r\nContent-Length: 10\r\n\r\nSEC",
+}
+
+
+@pytest.mark.parametrize("junk", list(TRAILING_JUNK.values()), ids=list(TRAILING_JUNK))
+def test_a_whole_response_with_junk_in_the_same_write_is_passed_on_alone(
+    make_proxy: ProxyFactory, raw_app: RawFactory, junk: bytes
+) -> None:
+    """The app's answer and bytes it should not have sent arrive in one read (a Content-Length
+    that undercounts, say): the client gets the answer, never the junk, and the connection to
+    the app is not reused. Every request does it: on a new app connection and a pooled one."""
+
+    async def handler(conn: Conn) -> None:
+        while (request := await conn.request()) is not None:
+            body = b"answer to " + request.target
+            await conn.send(
+                b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body + junk
+            )
+
+    app = raw_app(handler)
+    proxy = make_proxy({"a": app.path})
+    with RawClient(proxy.port) as client:
+        for n in range(3):
+            client.send(b"GET /a/%d HTTP/1.1\r\nHost: localhost\r\n\r\n" % n)
+            response = client.read_response()
+            assert response.complete
+            assert (response.status, bytes(response.body)) == (200, b"answer to /%d" % n)
+    assert app.connections == 3  # each app connection ended with its junk
+
+
 def test_extra_bytes_after_a_response_never_become_the_next_response(
     make_proxy: ProxyFactory, raw_app: RawFactory
 ) -> None:

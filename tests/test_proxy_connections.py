@@ -4,12 +4,22 @@ closes a pooled connection never fails a client's request."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
+import time
 
+import httptools
 import httpx
 
 from tests.conftest import ProxyFactory, RawFactory
-from tests.support.clients import DEADLINE, RawClient, chunked, request_bytes, wait_gate
+from tests.support.clients import (
+    DEADLINE,
+    RawClient,
+    chunked,
+    request_bytes,
+    vm_kib,
+    wait_gate,
+)
 from tests.support.rawapp import OK, Conn
 
 
@@ -265,3 +275,61 @@ def test_post_the_app_may_have_processed_is_not_sent_twice(
     assert len(crossing.dropped) == 1
     assert crossing.dropped[0].startswith(b"POST /pay HTTP/1.1\r\n")
     assert app.connections == 1
+
+
+class Completed:
+    """llhttp callbacks that count whole responses and their body bytes."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.body = 0
+
+    def on_body(self, body: bytes) -> None:
+        self.body += len(body)
+
+    def on_message_complete(self) -> None:
+        self.count += 1
+
+
+def test_a_pipelining_client_that_does_not_read_is_not_served_ahead(
+    make_proxy: ProxyFactory, raw_app: RawFactory
+) -> None:
+    """990 pipelined requests for 16 kB each (under nginx's 1,000 requests per connection), and
+    the client reads nothing: the proxy stops forwarding once the client is behind (instead of
+    queueing 16 MB of answers in memory), and every answer arrives, whole, once it reads."""
+    body = b"x" * 16000
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    count = 990
+
+    async def handler(conn: Conn) -> None:
+        while await conn.request() is not None:
+            await conn.send(answer)
+
+    app = raw_app(handler)
+    proxy = make_proxy({"a": app.path})
+    assert proxy.proc is not None
+    before = vm_kib(proxy.proc.pid, "VmHWM")
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        sock.settimeout(DEADLINE)
+        sock.connect(("127.0.0.1", proxy.port))
+        sock.sendall(b"GET /a/ HTTP/1.1\r\nHost: localhost\r\n\r\n" * count)
+        # Until the app's count stops growing: the proxy has stopped (bounded by a deadline).
+        end = time.monotonic() + DEADLINE
+        seen = -1
+        while seen != len(app.requests):
+            assert time.monotonic() < end, "the proxy never stopped forwarding"
+            seen = len(app.requests)
+            time.sleep(0.5)  # no event says "nothing more will come"; bounded by the deadline
+        assert seen < count // 2, f"{seen} of {count} forwarded to a client that reads nothing"
+        grown = vm_kib(proxy.proc.pid, "VmHWM") - before
+        assert grown < 24 * 1024, f"the proxy grew by {grown} KiB"
+        done = Completed()
+        parser = httptools.HttpResponseParser(done)
+        while done.count < count:
+            data = sock.recv(1 << 20)
+            assert data, f"closed after {done.count} answers"
+            parser.feed_data(data)
+    assert done.count == count
+    assert done.body == count * len(body)
+    assert len(app.requests) == count

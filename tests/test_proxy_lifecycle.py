@@ -315,6 +315,42 @@ def test_request_under_way_finishes_on_stop(
     assert " 200 13 " in line
 
 
+def test_stop_during_a_streamed_body_closes_after_it(
+    make_proxy: ProxyFactory, raw_app: RawFactory
+) -> None:
+    """A stop that comes while a response body streams: the body is finished, then the
+    connection is closed at once (it is not kept alive until the shutdown deadline)."""
+    gate = threading.Event()
+
+    async def handler(conn: Conn) -> None:
+        while await conn.request() is not None:
+            await conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello")
+            await wait_gate(gate)
+            await conn.send(b"world")
+
+    app = raw_app(handler)
+    proxy = make_proxy({"app1": app.path}, timeouts='shutdown = "30s"')
+    assert proxy.proc is not None
+    with RawClient(proxy.port) as client:
+        gate.set()  # a first exchange, so that the second one runs on a pooled connection
+        client.send(request_bytes("/app1/x"))
+        assert bytes(client.response().body) == b"helloworld"
+        gate.clear()
+        client.send(request_bytes("/app1/x"))
+        response = client.head()
+        client.body_until(response, b"hello")
+        proxy.proc.send_signal(signal.SIGTERM)
+        wait_refused(proxy.port)
+        started = time.monotonic()
+        gate.set()
+        client.wait(lambda: response.complete, "the end of the body")
+        assert bytes(response.body) == b"helloworld"
+        assert client.closed_by_peer()
+        assert proxy.proc.wait(DEADLINE) == 0
+    # Not held until the 30 s shutdown deadline.
+    assert time.monotonic() - started < 5
+
+
 def test_idle_keep_alive_connection_is_closed_on_stop(
     make_proxy: ProxyFactory, raw_app: RawFactory
 ) -> None:

@@ -179,6 +179,7 @@ class _Wake(Enum):
     EOF = auto()  # the client closed (or the connection is gone) between requests
     TIMEOUT = auto()  # no request (head) in time
     CLOSE = auto()  # a fast exchange finished and the connection does not carry another
+    DRAIN = auto()  # responses wait for the client to read them before the next request
 
 
 # A fast exchange the task must finish: returns whether the connection carries another request.
@@ -227,6 +228,8 @@ class ClientConnection:
         # lazily re-armed timer for the deadline in force (next head, or the app's answer).
         self._wake: asyncio.Future[_Wake | _Resume] | None = None
         self._fast: _Exchange | None = None
+        # Handed to the task but not resumed yet: closed and logged if the task is cancelled.
+        self._handed: _Exchange | None = None
         self._head_started = False
         self._deadline = Deadline(self.loop, self._on_deadline)
         if peer is None:
@@ -263,12 +266,14 @@ class ClientConnection:
             log.warning("client %s: exchange ended: %s", self.client_ip, exc)
         finally:
             self._deadline.cancel()
-            if self._fast is not None:  # cancelled (the shutdown deadline) mid fast exchange
-                ex = self._fast
-                self._end_fast(ex)
-                assert ex.conn is not None
-                ex.conn.close()
-                self._log(ex)
+            owed = self._fast or self._handed
+            if owed is not None:  # cancelled (the shutdown deadline) mid fast exchange
+                if owed is self._fast:
+                    self._end_fast(owed)
+                self._handed = None
+                assert owed.conn is not None
+                owed.conn.close()
+                self._log(owed)
             # Cut mid-exchange (the shutdown deadline, an error): a reset, never a FIN that a
             # close-delimited response would read as its proper end.
             if self.state is ClientState.ACTIVE:
@@ -303,8 +308,11 @@ class ClientConnection:
     async def _next_request(self, first: bool) -> RequestHead | _Resume | None:
         """The next request for the task, or an exchange to finish; None to close."""
         parser = self.parser
-        if self._fast is not None or not parser.events:
+        while self._fast is not None or not parser.events:
             wake = await self._park(first)
+            if wake is _Wake.DRAIN:
+                await self._drain_client()
+                continue
             if wake is _Wake.TIMEOUT:
                 if self._head_started:
                     error = errors.ClientTimeout("the request head did not arrive in time")
@@ -315,6 +323,10 @@ class ClientConnection:
             if wake is not _Wake.EVENTS:
                 assert callable(wake), wake
                 return wake
+            break
+        # A client that sends requests without reading the answers is not served more of them
+        # than it reads (pipelining): the next one waits until it has caught up.
+        await self._drain_client()
         event = parser.events.popleft()
         if isinstance(event, http1.ProtocolError):
             self._refuse(event.error, None)
@@ -367,6 +379,16 @@ class ClientConnection:
     def _on_client_eof(self) -> None:
         self._wake_task(_Wake.EOF)
 
+    async def _drain_client(self) -> None:
+        """Until the client has read what was sent to it, for up to the send timeout."""
+        if not self.stream.writing_paused:
+            return
+        try:
+            await self.stream.drain(self.loop.time() + self.timeouts.send)
+        except TimeoutError:
+            self.stream.abort()  # what it did not read is dropped with it
+            raise errors.ClientGone("client stopped reading the responses") from None
+
     def _dispatch(self) -> None:
         """Start the request at the front of the parser's queue in callbacks if it is a common
         one and a pooled app connection is at hand; else wake the task for it."""
@@ -400,6 +422,7 @@ class ClientConnection:
         ex.request = self._app_request(head, route)
         self.state = ClientState.ACTIVE
         if not self._launch(ex):
+            self._handed = ex
             self._wake_task(functools.partial(self._resume, ex, False, None))
 
     def _launch(self, ex: _Exchange) -> bool:
@@ -434,10 +457,14 @@ class ClientConnection:
             return  # the head is not complete yet
         response = events[0]
         if type(response) is ResponseHead and not response.informational and response.status != 101:
-            if type(events[-1]) is http1.EndOfMessage:
+            # What follows the end (bytes the app should not have sent) stays queued: the
+            # connection is then not reused (`_release`).
+            if any(type(event) is http1.EndOfMessage for event in events):
                 self._finish_fast(ex, response)
                 return
-            if response.framing is Framing.LENGTH:
+            if response.framing is Framing.LENGTH and all(
+                type(events[i]) is http1.Data for i in range(1, len(events))
+            ):
                 self._stream_fast(ex, response)
                 return
         self._hand_off(ex, written=True)  # chunked or to the close, 1xx, or something to report
@@ -469,7 +496,7 @@ class ClientConnection:
         got = 0
         while events:
             event = events.popleft()
-            assert type(event) is http1.Data, event
+            assert type(event) is http1.Data, event  # _on_app_data saw only Data after the head
             got += len(event.data)
             pending.append(event.data)
         ex.sent += got
@@ -566,8 +593,11 @@ class ClientConnection:
         self._release(ex, upstream, conn, response)
         self._log(ex)
         self.state = ClientState.WAITING
-        if not keep:
+        if not keep or self.closing:  # a shutdown that came during the exchange ends it here
             self._wake_task(_Wake.CLOSE)
+            return
+        if self.stream.writing_paused:
+            self._wake_task(_Wake.DRAIN)
             return
         self._head_started = self.parser.started
         wait = self.timeouts.client_header if self._head_started else self.timeouts.keepalive
@@ -580,6 +610,7 @@ class ClientConnection:
         if deadline is None:
             deadline = self._deadline.at
         self._end_fast(ex)
+        self._handed = ex
         self._wake_task(functools.partial(self._resume, ex, written, deadline))
 
     def _end_fast(self, ex: _Exchange) -> None:
@@ -594,6 +625,7 @@ class ClientConnection:
         conn.stream.hold(False)
 
     async def _resume(self, ex: _Exchange, written: bool, deadline: float | None) -> bool:
+        self._handed = None  # from here on the exchange is this coroutine's
         assert ex.upstream is not None
         try:
             return await self._send(
