@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import dashboard, http1
+from . import children, dashboard, http1
 from .config import MAX_SOCKET_PATH
 from .errors import SockgateError
 from .reconfig import ReloadResult
@@ -172,7 +172,7 @@ def bind(path: Path) -> socket.socket:
             f"{path}: the control socket's path is over the kernel's {MAX_SOCKET_PATH}-byte "
             "limit for Unix sockets: use a shorter workdir"
         )
-    if _answers(path):
+    if children.accepts(path):
         raise SockgateError(
             f"{path}: another sockgate answers on this control socket; stop it first "
             "(`sockgate stop`) or use another workdir"
@@ -192,15 +192,6 @@ def bind(path: Path) -> socket.socket:
     sock.listen(16)
     sock.setblocking(False)
     return sock
-
-
-def _answers(path: Path) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        try:
-            probe.connect(str(path))
-        except OSError:
-            return False
-        return True
 
 
 # --- the client side (sockgate status, sockgate stop) -----------------------------------------
