@@ -326,7 +326,8 @@ class ClientConnection:
             break
         # A client that sends requests without reading the answers is not served more of them
         # than it reads (pipelining): the next one waits until it has caught up.
-        await self._drain_client()
+        if self.stream.writing_paused:
+            await self._drain_client()
         event = parser.events.popleft()
         if isinstance(event, http1.ProtocolError):
             self._refuse(event.error, None)
@@ -381,8 +382,6 @@ class ClientConnection:
 
     async def _drain_client(self) -> None:
         """Until the client has read what was sent to it, for up to the send timeout."""
-        if not self.stream.writing_paused:
-            return
         try:
             await self.stream.drain(self.loop.time() + self.timeouts.send)
         except TimeoutError:
@@ -1029,14 +1028,14 @@ class ClientConnection:
             # On a Unix socket a reset means the app closed with our request unread: on a
             # reused connection, or on a new one it had in its listen queue when it stopped
             # (a restart under load). Unread, a request without a body may go again.
-            if retry_ok and conn.received == 0 and not conn.cut_off and not _body_started(ex):
+            if retry_ok and _unanswered(conn) and not _body_started(ex):
                 raise _Retry from None
             raise self._blame(ex) or _closed_early(conn, upstream) from None
         if event is None:
             blame = self._blame(ex)
             if blame is not None:
                 raise blame
-            if retry_ok and _may_retry(conn) and _resendable(ex):
+            if retry_ok and conn.reused and _unanswered(conn) and _resendable(ex):
                 raise _Retry
             raise _closed_early(conn, upstream)
         if isinstance(event, http1.ProtocolError):
@@ -1352,9 +1351,9 @@ def _resendable(ex: _Exchange) -> bool:
     return ex.head.method in IDEMPOTENT and not _body_started(ex)
 
 
-def _may_retry(conn: AppConnection) -> bool:
-    """A reused connection the app closed before answering: the request may go again."""
-    return conn.reused and conn.received == 0 and not conn.cut_off
+def _unanswered(conn: AppConnection) -> bool:
+    """The app sent nothing back, and the end is the app's (not a cut after a reload)."""
+    return conn.received == 0 and not conn.cut_off
 
 
 def _retired(app: str, socket: str) -> errors.UpstreamError:
