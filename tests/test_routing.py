@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from sockgate import routing
 from sockgate.config import App
 from sockgate.routing import Forward, NotFound, Redirect, Rejected, Router, has_dot_segment
 
@@ -194,3 +195,36 @@ def test_dots_that_are_not_segments_are_routed(target: bytes) -> None:
 )
 def test_has_dot_segment(path: bytes, dot: bool) -> None:
     assert has_dot_segment(path) is dot
+
+
+# --- the decision cache ------------------------------------------------------------------------
+
+
+def test_cached_decisions_are_the_same_as_fresh_ones() -> None:
+    router = Router(APPS)
+    targets = [b"/app1/x?q=1", b"/app1", b"/nope", b"/app1/../etc", b"/app1/x?q=1"]
+    first = [router.route(t) for t in targets]
+    assert first == [router.route(t) for t in targets]
+    assert first == [Router(APPS).route(t) for t in targets]
+
+
+def test_the_cache_is_bounded_in_entries_and_target_size() -> None:
+    router = Router(APPS)
+    for i in range(routing.CACHE_SIZE * 3):
+        router.route(b"/app1/%d" % i)
+    assert router._cache is not None
+    assert len(router._cache) <= routing.CACHE_SIZE
+    router._cache.clear()
+    long = b"/app1/" + b"x" * routing.CACHED_TARGET
+    assert router.route(long) == Forward(APPS[0], long[len(b"/app1") :])
+    assert long not in router._cache
+
+
+def test_with_discovery_a_name_that_appears_later_is_routed() -> None:
+    """Discovered apps come and go with the folder: those decisions are never remembered."""
+    found: dict[bytes, App] = {}
+    router = Router(APPS, discover=found.get)
+    assert router.route(b"/late/x") == NotFound()
+    late = App("late", Path("/s/late.sock"), "/late/")
+    found[b"late"] = late
+    assert router.route(b"/late/x") == Forward(late, b"/x")

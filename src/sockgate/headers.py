@@ -63,18 +63,23 @@ def to_app(
     head: RequestHead, app: App, *, client_ip: str, default_host: bytes, scheme: bytes = b"http"
 ) -> Headers:
     """The request headers the app receives."""
-    named = _named_by_connection(head.headers)
-    prefix_names = _lower(app.prefix_headers)
+    skip = _dropped_towards(app.prefix_headers)
     headers: Headers = []
     forwarded_for: list[bytes] = []
+    connection = False
     for name, value in head.headers:
         lower = name.lower()
-        if lower in HOP_BY_HOP or lower in _OURS or lower in named or lower in prefix_names:
-            continue
-        if lower == b"x-forwarded-for":
+        if lower in skip:
+            connection = connection or lower == b"connection"
+        elif lower == b"x-forwarded-for":
             forwarded_for.append(value)
         else:
             headers.append((name, value))
+    if connection and (named := _named_by_connection(head.headers) - skip):
+        # Rare: Connection names end-to-end headers too, which then stop at this hop.
+        headers = [(name, value) for name, value in headers if name.lower() not in named]
+        if b"x-forwarded-for" in named:
+            forwarded_for = []
     ip = client_ip.encode()
     host = head.host if head.host is not None else default_host
     if head.host is None:
@@ -99,6 +104,12 @@ def to_app(
     return headers
 
 
+@functools.cache
+def _dropped_towards(prefix_headers: tuple[str, ...]) -> frozenset[bytes]:
+    """What never reaches an app told `prefix_headers`: hop-by-hop headers, those sockgate sets."""
+    return HOP_BY_HOP | _OURS | _lower(prefix_headers)
+
+
 def _named_by_connection(headers: Headers) -> set[bytes]:
     """Header names that Connection lists (never Host); most requests name only keep-alive."""
     tokens = connection_tokens(headers)
@@ -109,6 +120,27 @@ def _named_by_connection(headers: Headers) -> set[bytes]:
 @functools.cache
 def _lower(names: tuple[str, ...]) -> frozenset[bytes]:
     return frozenset(name.lower().encode() for name in names)
+
+
+# What to_client would drop or change in a response whose framing is Content-Length towards a
+# keep-alive HTTP/1.1 client: anything else lets the app's head pass unchanged.
+_CHANGED = HOP_BY_HOP - {b"content-length", b"connection"}
+_CHANGED_REWRITING = _CHANGED | rewrite.REWRITTEN
+
+
+def unchanged_for_client(headers: Headers, app: App) -> bool:
+    """The app's response head can go to the client as it is: no header to drop or rewrite.
+
+    Only for a Content-Length response to a kept-alive HTTP/1.1 client, where to_client would
+    add back the same Content-Length and `Connection: keep-alive` is true of both hops."""
+    changed = _CHANGED_REWRITING if app.rewrites else _CHANGED
+    for name, value in headers:
+        lower = name.lower()
+        if lower in changed:
+            return False
+        if lower == b"connection" and value.lower() != b"keep-alive":
+            return False
+    return True
 
 
 def to_client(

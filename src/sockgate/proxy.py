@@ -450,6 +450,7 @@ class ClientConnection:
         assert conn is not None
         conn.received += len(data)
         parser = conn.parser
+        whole = not parser.started  # if this read ends it, it holds the whole response
         parser.feed(data)
         events = parser.events
         if not events:
@@ -458,6 +459,9 @@ class ClientConnection:
         if type(response) is ResponseHead and not response.informational and response.status != 101:
             # What follows the end (bytes the app should not have sent) stays queued: the
             # connection is then not reused (`_release`).
+            if events[-1] is http1.END and len(events) <= 3:
+                self._finish_fast(ex, response, data if whole else None)
+                return
             if any(type(event) is http1.EndOfMessage for event in events):
                 self._finish_fast(ex, response)
                 return
@@ -557,12 +561,26 @@ class ClientConnection:
         self._log(ex)
         self._wake_task(_Wake.CLOSE)
 
-    def _finish_fast(self, ex: _Exchange, response: ResponseHead) -> None:
-        """The whole response is parsed: send it in one write and take the next request."""
-        conn, upstream = ex.conn, ex.upstream
+    def _finish_fast(
+        self, ex: _Exchange, response: ResponseHead, whole: bytes | None = None
+    ) -> None:
+        """The whole response is parsed: send it in one write and take the next request.
+        `whole`: the read that held exactly this response, passed on as it is if it may be."""
+        conn = ex.conn
         assert conn is not None
-        assert upstream is not None
         events = conn.parser.events
+        if whole is not None and self._passes_unchanged(ex, response, whole):
+            events.clear()
+            try:
+                self.stream.write(whole)
+            except ConnectionError as exc:
+                self._cut(ex, exc)
+                return
+            ex.status = response.status
+            ex.sent = response.content_length or 0
+            ex.head_sent = True
+            self._complete_fast(ex, response, True)
+            return
         events.popleft()
         framing, keep, pending = self._plan_response(ex, response)
         chunked = framing is Framing.CHUNKED
@@ -582,6 +600,27 @@ class ClientConnection:
             return
         ex.head_sent = True
         self._complete_fast(ex, response, keep)
+
+    def _passes_unchanged(self, ex: _Exchange, response: ResponseHead, whole: bytes) -> bool:
+        """The app's bytes are what _plan_response and the header policy would send: a
+        Content-Length response, nothing after it, to a kept-alive HTTP/1.1 request."""
+        head = ex.head
+        length = response.content_length
+        return (
+            response.framing is Framing.LENGTH
+            and length is not None
+            and ex.body_done
+            and head.version == b"1.1"
+            and head.keep_alive
+            and not self.closing
+            and not self.parser.dead
+            and response.keep_alive
+            and whole.startswith(b"HTTP/1.1 ")
+            # llhttp has checked the head, so its first blank line is its end.
+            and whole.find(b"\r\n\r\n") + 4 + length == len(whole)
+            and ex.app is not None
+            and headers.unchanged_for_client(response.headers, ex.app)
+        )
 
     def _complete_fast(self, ex: _Exchange, response: ResponseHead, keep: bool) -> None:
         """The response is out: the app connection back to the pool, the next request."""

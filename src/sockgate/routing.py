@@ -46,6 +46,11 @@ class Dashboard:
 
 Decision = Forward | Redirect | NotFound | Rejected | Dashboard
 
+# Decisions remembered per target (a page's few URLs come again and again); emptied when full,
+# short targets only: at most about half a megabyte.
+CACHE_SIZE = 1024
+CACHED_TARGET = 256
+
 
 class Router:
     """Longest prefix wins, whatever the order of the apps in the file. The `dashboard` prefix
@@ -68,12 +73,25 @@ class Router:
         self._mounts = {app.mount.encode(): app for app in ordered if app.mount}
         self._dashboard = dashboard.encode() if dashboard else None
         self._discover = discover
+        # Only without discovery: what a discovered name routes to changes with the folder.
+        self._cache: dict[bytes, Decision] | None = {} if discover is None else None
 
     @property
     def apps(self) -> list[App]:
         return [app for _, app in self._prefixes]
 
     def route(self, target: bytes) -> Decision:
+        cache = self._cache
+        if cache is None or len(target) > CACHED_TARGET:
+            return self._route(target)
+        decision = cache.get(target)
+        if decision is None:
+            if len(cache) >= CACHE_SIZE:
+                cache.clear()
+            decision = cache[target] = self._route(target)
+        return decision
+
+    def _route(self, target: bytes) -> Decision:
         path, sep, query = target.partition(b"?")
         if has_dot_segment(path):
             return Rejected("the path has '.' or '..' segments")
