@@ -5,10 +5,27 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sockgate.config import App
-from sockgate.headers import HOP_BY_HOP, connection_tokens, to_app, to_client
-from sockgate.http1 import Framing, Headers, RequestHead, RequestParser
+from sockgate.headers import (
+    HOP_BY_HOP,
+    REQUEST_WATCH,
+    RESPONSE_WATCH,
+    connection_tokens,
+    to_app,
+    to_client,
+    unchanged_for_client,
+)
+from sockgate.http1 import (
+    Framing,
+    Headers,
+    RequestHead,
+    RequestParser,
+    ResponseHead,
+    ResponseParser,
+)
 
 APP1 = App("app1", Path("/s/app1.sock"), "/app1/")
 KEEP = App("keep", Path("/s/keep.sock"), "/keep/", strip_prefix=False)
@@ -446,3 +463,79 @@ def test_an_upgrade_response_is_rewritten_too() -> None:
     response: Headers = [(b"Upgrade", b"websocket"), (b"Set-Cookie", b"a=1; Path=/")]
     kept = to_client(response, upgrade=True, app=APP1, host=b"h")
     assert (b"Set-Cookie", b"a=1; Path=/app1/") in kept
+
+
+# --- the parsers' watch flags: the same policy without a look at each header --------------------
+
+_POOL = [
+    b"Accept",
+    b"Connection",
+    b"connection",
+    b"KEEP-ALIVE",
+    b"Upgrade",
+    b"TE",
+    b"X-Forwarded-For",
+    b"x-forwarded-for",
+    b"X-Real-IP",
+    b"X-Forwarded-Prefix",
+    b"X-Script-Name",
+    b"X-Custom",
+    b"x-custom",
+    b"Location",
+    b"Set-Cookie",
+    b"Refresh",
+    b"Trailer",
+    b"Proxy-Connection",
+]
+_VALUES = [
+    b"keep-alive",
+    b"close",
+    b"X-Custom",
+    b"x-forwarded-for, x-custom",
+    b"/a",
+    b"v=1; Path=/",
+]
+TOLD_CUSTOM = App("custom", Path("/s/c.sock"), "/custom/", prefix_headers=("X-Custom",))
+
+
+@settings(max_examples=300, derandomize=True, database=None)
+@given(
+    fields=st.lists(st.tuples(st.sampled_from(_POOL), st.sampled_from(_VALUES)), max_size=6),
+    app=st.sampled_from([APP1, KEEP, ROOT, TOLD_CUSTOM]),
+)
+def test_to_app_is_the_same_for_a_head_parsed_watching(
+    fields: list[tuple[bytes, bytes]], app: App
+) -> None:
+    raw = request(b"Host: h", *(n + b": " + v for n, v in fields))
+    watching = RequestParser(watch=REQUEST_WATCH)
+    watching.feed(raw)
+    head = watching.events[0]
+    assert isinstance(head, RequestHead)
+    assert head.watched == any(n.lower() in REQUEST_WATCH for n, _ in fields)
+    kwargs = {"client_ip": "10.0.0.1", "default_host": DEFAULT_HOST}
+    assert to_app(head, app, **kwargs) == to_app(parse(raw), app, **kwargs)  # type: ignore[arg-type]
+
+
+@settings(max_examples=300, derandomize=True, database=None)
+@given(
+    fields=st.lists(st.tuples(st.sampled_from(_POOL), st.sampled_from(_VALUES)), max_size=6),
+    app=st.sampled_from([APP1, KEEP]),
+)
+def test_unchanged_for_client_is_the_same_for_a_head_parsed_watching(
+    fields: list[tuple[bytes, bytes]], app: App
+) -> None:
+    raw = (
+        b"HTTP/1.1 200 OK\r\n"
+        + b"".join(n + b": " + v + b"\r\n" for n, v in fields)
+        + b"Content-Length: 0\r\n\r\n"
+    )
+    parser = ResponseParser(watch=RESPONSE_WATCH)
+    parser.feed(raw)
+    head = parser.events[0]
+    assert isinstance(head, ResponseHead)
+    expected = unchanged_for_client(head.headers, app)
+    assert unchanged_for_client(head.headers, app, watched=head.watched) == expected
+
+
+def test_a_parser_told_nothing_to_watch_reports_every_head_watched() -> None:
+    assert parse(request(b"Host: h")).watched is True

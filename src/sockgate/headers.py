@@ -29,6 +29,11 @@ _OURS = frozenset(
 )
 
 
+# What the parsers watch for (their heads' `watched`): a head without any of these names passes
+# to_app (with the default prefix headers) and unchanged_for_client without a look at each header.
+REQUEST_WATCH = HOP_BY_HOP | _OURS | {b"x-forwarded-for"}
+
+
 def connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
     tokens: set[bytes] = set()
     for name, value in headers:
@@ -63,18 +68,12 @@ def to_app(
     head: RequestHead, app: App, *, client_ip: str, default_host: bytes, scheme: bytes = b"http"
 ) -> Headers:
     """The request headers the app receives."""
-    skip = _dropped_towards(app.prefix_headers)
-    headers: Headers = []
-    forwarded_for: list[bytes] = []
-    connection = False
-    for name, value in head.headers:
-        lower = name.lower()
-        if lower in skip:
-            connection = connection or lower == b"connection"
-        elif lower == b"x-forwarded-for":
-            forwarded_for.append(value)
-        else:
-            headers.append((name, value))
+    skip, watched_for = _dropped_towards(app.prefix_headers)
+    forwarded_for: list[bytes]
+    if not head.watched and watched_for:
+        headers, forwarded_for, connection = list(head.headers), [], False  # nothing to drop
+    else:
+        headers, forwarded_for, connection = _kept_towards(head.headers, skip)
     if connection and (named := _named_by_connection(head.headers) - skip):
         # Rare: Connection names end-to-end headers too, which then stop at this hop.
         headers = [(name, value) for name, value in headers if name.lower() not in named]
@@ -104,10 +103,29 @@ def to_app(
     return headers
 
 
+def _kept_towards(head: Headers, skip: frozenset[bytes]) -> tuple[Headers, list[bytes], bool]:
+    """The client's headers but those in `skip`; its X-Forwarded-For values; whether it sent
+    a Connection header."""
+    headers: Headers = []
+    forwarded_for: list[bytes] = []
+    connection = False
+    for name, value in head:
+        lower = name.lower()
+        if lower in skip:
+            connection = connection or lower == b"connection"
+        elif lower == b"x-forwarded-for":
+            forwarded_for.append(value)
+        else:
+            headers.append((name, value))
+    return headers, forwarded_for, connection
+
+
 @functools.cache
-def _dropped_towards(prefix_headers: tuple[str, ...]) -> frozenset[bytes]:
-    """What never reaches an app told `prefix_headers`: hop-by-hop headers, those sockgate sets."""
-    return HOP_BY_HOP | _OURS | _lower(prefix_headers)
+def _dropped_towards(prefix_headers: tuple[str, ...]) -> tuple[frozenset[bytes], bool]:
+    """What never reaches an app told `prefix_headers` (hop-by-hop headers, those sockgate
+    sets), and whether the parsers watch for all of it."""
+    skip = HOP_BY_HOP | _OURS | _lower(prefix_headers)
+    return skip, skip <= REQUEST_WATCH
 
 
 def _named_by_connection(headers: Headers) -> set[bytes]:
@@ -128,11 +146,18 @@ _CHANGED = HOP_BY_HOP - {b"content-length", b"connection"}
 _CHANGED_REWRITING = _CHANGED | rewrite.REWRITTEN
 
 
-def unchanged_for_client(headers: Headers, app: App) -> bool:
+# What the response parser watches for: every name unchanged_for_client looks at.
+RESPONSE_WATCH = _CHANGED_REWRITING | {b"connection"}
+
+
+def unchanged_for_client(headers: Headers, app: App, *, watched: bool = True) -> bool:
     """The app's response head can go to the client as it is: no header to drop or rewrite.
 
     Only for a Content-Length response to a kept-alive HTTP/1.1 client, where to_client would
-    add back the same Content-Length and `Connection: keep-alive` is true of both hops."""
+    add back the same Content-Length and `Connection: keep-alive` is true of both hops.
+    `watched`: the head's own flag, when parsed watching for RESPONSE_WATCH."""
+    if not watched:
+        return True
     changed = _CHANGED_REWRITING if app.rewrites else _CHANGED
     for name, value in headers:
         lower = name.lower()

@@ -30,9 +30,20 @@ MAX_HEAD = 64 * 1024
 # Per header line: ": " and CRLF around name and value.
 _LINE_OVERHEAD = 4
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-# Header names the parser itself looks at.
-_FRAMING_NAMES = frozenset({b"transfer-encoding", b"content-length", b"host", b"expect"})
-_FRAMING_LENGTHS = frozenset(len(name) for name in _FRAMING_NAMES)
+# Header names the parser itself looks at (by length first: most headers are none of them):
+# framing, and what the access log shows.
+_LOOKED_AT = (
+    b"transfer-encoding",
+    b"content-length",
+    b"host",
+    b"expect",
+    b"referer",
+    b"user-agent",
+)
+_LOOKED_AT_LENGTHS = frozenset(len(name) for name in _LOOKED_AT)
+_VERSIONS = {"1.1": b"1.1", "1.0": b"1.0"}
+# Reason phrases found free of control characters: the few an app uses are checked once.
+_CLEAN_REASONS: set[bytes] = {b"OK"}
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -56,6 +67,11 @@ class RequestHead:
     content_length: int | None
     host: bytes | None
     expect_continue: bool
+    # Whether a header the parser was told to watch for appeared (unknown: assume so).
+    watched: bool = True
+    # For the access log (the last of each).
+    referer: bytes | None = None
+    user_agent: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -66,6 +82,7 @@ class ResponseHead:
     keep_alive: bool
     framing: Framing
     content_length: int | None
+    watched: bool = True  # as in RequestHead
 
     @property
     def informational(self) -> bool:
@@ -106,23 +123,33 @@ class _Stop(Exception):
 
 
 class _Parser:
-    """Shared callback plumbing: llhttp calls back, we queue events."""
+    """Shared callback plumbing: llhttp calls back, we queue events.
 
-    def __init__(self, max_head: int) -> None:
+    `watch`: lowercase header names whose presence the heads report (`watched`), so that a
+    policy that acts on a few names can pass heads without them untouched, without a loop."""
+
+    def __init__(self, max_head: int, watch: frozenset[bytes]) -> None:
         self.events: deque[Event] = deque()
+        self._watch = watch
+        self._looked_at = _LOOKED_AT_LENGTHS | {len(name) for name in watch}
+        self._watched = False
         self.dead = False
         self._max_head = max_head
         self._in_message = False
         self._in_head = False
         self._in_trailers = False
         self._begun = 0  # messages begun, to tell one open head from the next
-        self._head_size = 0
+        self._head_size = 0  # counted: target or reason; header lines only when they may be many
+        self._feed_size = 0
+        self._head_fed = 0  # bytes of the feeds the open head came in: a bound on its size
         self._incomplete_head_bytes = 0
         self._headers: Headers = []
         self._te: bytes | None = None
         self._content_length: int | None = None
         self._hosts: list[bytes] = []
         self._expect_continue = False
+        self._referer: bytes | None = None
+        self._user_agent: bytes | None = None
 
     # --- llhttp callbacks
     def on_message_begin(self) -> None:
@@ -130,30 +157,40 @@ class _Parser:
         self._in_head = True
         self._in_trailers = False
         self._begun += 1
+        self._watched = not self._watch  # not told what to watch: it may be anything
         self._head_size = 0
+        self._head_fed = self._feed_size
         self._headers = []
         self._te = None
         self._content_length = None
         self._hosts = []
         self._expect_continue = False
+        self._referer = self._user_agent = None
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        # Called for every header line: kept lean, the size check inline.
-        self._head_size += len(name) + len(value) + _LINE_OVERHEAD
-        if self._head_size > self._max_head:
-            raise HeadTooLarge(f"head larger than {self._max_head} bytes")
+        # Called for every header line: kept lean. The head's size is checked when it is
+        # complete (`_head_done`); what one feed holds bounds it meanwhile.
         if self._in_trailers:
-            return  # trailer fields are dropped: they must never join the head handed out
-        if len(name) in _FRAMING_LENGTHS and (lower := name.lower()) in _FRAMING_NAMES:
-            if lower == b"transfer-encoding":
+            # Trailer fields are dropped: they must never join the head handed out.
+            self._grow(len(name) + len(value) + _LINE_OVERHEAD)
+            return
+        if len(name) in self._looked_at:
+            lower = name.lower()
+            if lower in self._watch:
+                self._watched = True
+            if lower == b"host":
+                self._hosts.append(value)
+            elif lower == b"content-length":
+                self._content_length = int(value)
+            elif lower == b"transfer-encoding":
                 if value.strip().lower() != b"chunked":
                     self._bad(f"Transfer-Encoding {value.decode('latin-1')!r}: only 'chunked'")
                 self._te = value
-            elif lower == b"content-length":
-                self._content_length = int(value)
-            elif lower == b"host":
-                self._hosts.append(value)
-            elif value.strip().lower() == b"100-continue":
+            elif lower == b"user-agent":
+                self._user_agent = value
+            elif lower == b"referer":
+                self._referer = value
+            elif lower == b"expect" and value.strip().lower() == b"100-continue":
                 self._expect_continue = True
         self._headers.append((name, value))
 
@@ -196,6 +233,9 @@ class _Parser:
         if self.dead or not data:
             return
         open_head = self._begun if self._in_head else -1
+        self._feed_size = len(data)
+        if open_head >= 0:
+            self._head_fed += len(data)
         try:
             parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -222,6 +262,12 @@ class _Parser:
                     self.events.append(ProtocolError(str(error), error))
 
     def _head_done(self) -> None:
+        if self._head_fed + self._head_size > self._max_head // 2:
+            # Counted, a line can exceed its bytes on the wire (`a:` is 4 bytes, counts 5), so
+            # only a head that came in less than half the limit is surely under it.
+            self._grow(
+                sum(len(name) + len(value) + _LINE_OVERHEAD for name, value in self._headers)
+            )
         self._in_head = False
         self._in_trailers = True
         self._incomplete_head_bytes = 0
@@ -230,8 +276,14 @@ class _Parser:
 class RequestParser(_Parser):
     """Requests from a client, in order; pipelined requests queue up as events."""
 
-    def __init__(self, *, max_target: int = MAX_TARGET, max_head: int = MAX_HEAD) -> None:
-        super().__init__(max_head)
+    def __init__(
+        self,
+        *,
+        max_target: int = MAX_TARGET,
+        max_head: int = MAX_HEAD,
+        watch: frozenset[bytes] = frozenset(),
+    ) -> None:
+        super().__init__(max_head, watch)
         self._max_target = max_target
         self._target = b""
         self._parser = httptools.HttpRequestParser(self)
@@ -252,9 +304,10 @@ class RequestParser(_Parser):
     def on_headers_complete(self) -> None:
         self._head_done()
         parser = self._parser
-        version = parser.get_http_version().encode()
-        if version not in (b"1.1", b"1.0"):
-            raise VersionNotSupported(f"HTTP/{version.decode()} is not supported")
+        text = parser.get_http_version()
+        version = _VERSIONS.get(text)
+        if version is None:
+            raise VersionNotSupported(f"HTTP/{text} is not supported")
         method: bytes = parser.get_method()
         if method == b"CONNECT":
             raise MethodNotAllowed("CONNECT is not supported: sockgate is not a forward proxy")
@@ -275,17 +328,20 @@ class RequestParser(_Parser):
         if upgrade and framing is not Framing.NONE:
             self._bad("an upgrade request must not carry a body")
         self.events.append(
-            RequestHead(
-                method=method,
-                target=target,
-                version=version,
-                headers=self._headers,
-                keep_alive=bool(parser.should_keep_alive()),
-                upgrade=upgrade,
-                framing=framing,
-                content_length=self._content_length,
-                host=self._hosts[0] if self._hosts else None,
-                expect_continue=self._expect_continue,
+            RequestHead(  # positional: built for every request
+                method,
+                target,
+                version,
+                self._headers,
+                bool(parser.should_keep_alive()),
+                upgrade,
+                framing,
+                self._content_length,
+                self._hosts[0] if self._hosts else None,
+                self._expect_continue,
+                self._watched,
+                self._referer,
+                self._user_agent,
             )
         )
 
@@ -293,8 +349,8 @@ class RequestParser(_Parser):
 class ResponseParser(_Parser):
     """One app connection's responses. Set `head_request` before each HEAD exchange."""
 
-    def __init__(self, *, max_head: int = MAX_HEAD) -> None:
-        super().__init__(max_head)
+    def __init__(self, *, max_head: int = MAX_HEAD, watch: frozenset[bytes] = frozenset()) -> None:
+        super().__init__(max_head, watch)
         self.head_request = False
         self._reason = b""
         self._parser = httptools.HttpResponseParser(self)
@@ -308,26 +364,33 @@ class ResponseParser(_Parser):
 
     def on_status(self, reason: bytes) -> None:
         self._reason += reason
-        self._grow(len(reason))
+        self._head_size += len(reason)  # _grow, inline: called for every response
+        if self._head_size > self._max_head:
+            raise HeadTooLarge(f"head larger than {self._max_head} bytes")
 
     def on_headers_complete(self) -> None:
         self._head_done()
         parser = self._parser
-        if parser.get_http_version() not in ("1.1", "1.0"):
+        if parser.get_http_version() not in _VERSIONS:
             self._bad(f"HTTP/{parser.get_http_version()} status line")
         status: int = parser.get_status_code()
         if not 100 <= status <= 999:
             self._bad(f"status {status} is not a three-digit code")
-        if _CONTROL.search(self._reason):
-            self._bad("control characters in the reason phrase")
+        reason = self._reason
+        if reason not in _CLEAN_REASONS:
+            if _CONTROL.search(reason):
+                self._bad("control characters in the reason phrase")
+            if len(_CLEAN_REASONS) < 64:
+                _CLEAN_REASONS.add(reason)
         no_body = self.head_request or status < 200 or status in (204, 304)
-        head = ResponseHead(
-            status=status,
-            reason=self._reason,
-            headers=self._headers,
-            keep_alive=bool(parser.should_keep_alive()),
-            framing=self._framing(no_body),
-            content_length=self._content_length,
+        head = ResponseHead(  # positional: built for every response
+            status,
+            self._reason,
+            self._headers,
+            bool(parser.should_keep_alive()),
+            self._framing(no_body),
+            self._content_length,
+            self._watched,
         )
         self.events.append(head)
         if self.head_request and status >= 200:

@@ -219,7 +219,7 @@ class ClientConnection:
         self.stream = stream
         self.engine = engine
         self.timeouts = engine.config.timeouts
-        self.parser = http1.RequestParser()
+        self.parser = http1.RequestParser(watch=headers.REQUEST_WATCH)
         self.loop = asyncio.get_running_loop()
         self.state = ClientState.WAITING
         self.closing = False
@@ -431,7 +431,7 @@ class ClientConnection:
         assert conn is not None
         self._fast = ex
         self.stream.on_data = None  # what the client sends next waits in the stream's buffer
-        self.stream.on_eof = functools.partial(self._client_eof, ex, conn)
+        self.stream.on_eof = self._on_client_eof_fast
         conn.parser.head_request = ex.head.method == b"HEAD"
         try:
             conn.stream.write(ex.request)
@@ -442,6 +442,11 @@ class ClientConnection:
         conn.stream.on_eof = self._on_app_eof
         self._deadline.set(self.loop.time() + self.timeouts.read)
         return True
+
+    def _on_client_eof_fast(self) -> None:
+        ex = self._fast
+        if ex is not None and ex.conn is not None:
+            self._client_eof(ex, ex.conn)
 
     def _on_app_data(self, data: bytes) -> None:
         ex = self._fast
@@ -506,7 +511,7 @@ class ClientConnection:
         ex.remaining = (response.content_length or 0) - got
         ex.response = response
         # The parser stays behind mid-body: the next response on this connection starts fresh.
-        conn.parser = http1.ResponseParser()
+        conn.parser = http1.ResponseParser(watch=headers.RESPONSE_WATCH)
         conn.stream.on_data = self._on_app_body
         self.stream.on_drained = self._on_client_drained
         self._relay_body(ex, pending)
@@ -619,7 +624,7 @@ class ClientConnection:
             # llhttp has checked the head, so its first blank line is its end.
             and whole.find(b"\r\n\r\n") + 4 + length == len(whole)
             and ex.app is not None
-            and headers.unchanged_for_client(response.headers, ex.app)
+            and headers.unchanged_for_client(response.headers, ex.app, watched=response.watched)
         )
 
     def _complete_fast(self, ex: _Exchange, response: ResponseHead, keep: bool) -> None:
@@ -1279,10 +1284,10 @@ class ClientConnection:
         self.stream.write(data)
 
     def _log(self, ex: _Exchange) -> None:
+        now = time.time()
+        head = ex.head
         app = ex.app
         if app is not None:  # the status page's counters: O(1), bounded
-            now = time.time()
-            head = ex.head
             self.engine.stats.app(app.name).record(
                 now,
                 head.method,
@@ -1293,12 +1298,13 @@ class ClientConnection:
                 fault=ex.fault,
             )
         self._log_line(
-            _request_line(ex.head),
+            _request_line(head),
             ex.status,
             ex.started,
-            ex.head,
-            ex.app.name if ex.app else None,
+            head,
+            app.name if app else None,
             ex.sent,
+            now,
         )
 
     def _log_line(
@@ -1309,23 +1315,18 @@ class ClientConnection:
         head: RequestHead | None,
         app: str | None,
         sent: int = 0,
+        now: float | None = None,
     ) -> None:
-        referer = user_agent = None
-        for name, value in head.headers if head else ():
-            size = len(name)  # tested first: most headers are neither
-            if size == 7 and name.lower() == b"referer":
-                referer = value
-            elif size == 10 and name.lower() == b"user-agent":
-                user_agent = value
-        self.engine.access_log.log(
-            client=self.client_ip,
-            request_line=request_line,
-            status=status,
-            sent=sent,
-            referer=referer,
-            user_agent=user_agent,
-            started=started,
-            app=app,
+        self.engine.access_log.log(  # positional: once per exchange
+            self.client_ip,
+            request_line,
+            status,
+            sent,
+            head.referer if head else None,
+            head.user_agent if head else None,
+            started,
+            app,
+            time.time() if now is None else now,
         )
 
 

@@ -184,14 +184,16 @@ class Stream(asyncio.Protocol):
             self._buffered += len(data)
 
     def write(self, data: bytes) -> None:
-        if self.closed:
+        transport = self.transport  # `closed`, inline: this runs for every write
+        if self._lost or transport is None or transport.is_closing():
             raise ConnectionResetError("connection closed")
-        self._transport().write(data)
+        transport.write(data)
 
     def writelines(self, parts: list[bytes]) -> None:
-        if self.closed:
+        transport = self.transport
+        if self._lost or transport is None or transport.is_closing():
             raise ConnectionResetError("connection closed")
-        self._transport().writelines(parts)
+        transport.writelines(parts)
 
     async def drain(self, deadline: float | None = None) -> None:
         """Wait while the peer is slow to read; TimeoutError if still so at `deadline`."""

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from . import errors
 from .config import MAX_SOCKET_PATH, App
+from .headers import RESPONSE_WATCH
 from .http1 import Event, ResponseParser
 from .stream import Stream
 
@@ -51,7 +52,7 @@ class AppConnection:
         active: set[AppConnection] | None = None,
     ) -> None:
         self.stream = stream
-        self.parser = ResponseParser()
+        self.parser = ResponseParser(watch=RESPONSE_WATCH)
         self.state = ConnState.ACTIVE
         self.reused = reused
         self.idle_since = 0.0
