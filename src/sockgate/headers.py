@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 from . import rewrite
 from .config import DEFAULT_PREFIX_HEADERS, App
-from .http1 import Framing, Headers, RequestHead
+from .http1 import Framing, Headers, RequestHead, Watch
 
 HOP_BY_HOP = frozenset(
     {
@@ -31,7 +31,7 @@ _OURS = frozenset(
 
 # What the parsers watch for (their heads' `watched`): a head without any of these names passes
 # to_app (with the default prefix headers) and unchanged_for_client without a look at each header.
-REQUEST_WATCH = HOP_BY_HOP | _OURS | {b"x-forwarded-for"}
+REQUEST_WATCH: Watch = dict.fromkeys(HOP_BY_HOP | _OURS | {b"x-forwarded-for"})
 
 
 def connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
@@ -91,8 +91,7 @@ def to_app(
         (b"X-Forwarded-Host", host),
     ]
     if app.prefixed:
-        mount = app.mount.encode()
-        headers += [(name.encode(), mount) for name in app.prefix_headers]
+        headers += _prefix_fields(app.prefix_headers, app.prefix)
     if head.upgrade:
         upgrade = next(v for n, v in head.headers if n.lower() == b"upgrade")
         headers += [(b"Connection", b"upgrade"), (b"Upgrade", upgrade)]
@@ -101,6 +100,13 @@ def to_app(
     elif head.framing is Framing.LENGTH:
         headers.append((b"Content-Length", b"%d" % (head.content_length or 0)))
     return headers
+
+
+@functools.cache
+def _prefix_fields(names: tuple[str, ...], prefix: str) -> Headers:
+    """The prefix headers an app under `prefix` is told (add them to a list, never change it)."""
+    mount = prefix[:-1].encode()  # App.mount: "/app1" for "/app1/"
+    return [(name.encode(), mount) for name in names]
 
 
 def _kept_towards(head: Headers, skip: frozenset[bytes]) -> tuple[Headers, list[bytes], bool]:
@@ -125,7 +131,7 @@ def _dropped_towards(prefix_headers: tuple[str, ...]) -> tuple[frozenset[bytes],
     """What never reaches an app told `prefix_headers` (hop-by-hop headers, those sockgate
     sets), and whether the parsers watch for all of it."""
     skip = HOP_BY_HOP | _OURS | _lower(prefix_headers)
-    return skip, skip <= REQUEST_WATCH
+    return skip, skip <= REQUEST_WATCH.keys()
 
 
 def _named_by_connection(headers: Headers) -> set[bytes]:
@@ -147,7 +153,7 @@ _CHANGED_REWRITING = _CHANGED | rewrite.REWRITTEN
 
 
 # What the response parser watches for: every name unchanged_for_client looks at.
-RESPONSE_WATCH = _CHANGED_REWRITING | {b"connection"}
+RESPONSE_WATCH: Watch = {**dict.fromkeys(_CHANGED_REWRITING), b"connection": b"keep-alive"}
 
 
 def unchanged_for_client(headers: Headers, app: App, *, watched: bool = True) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum, auto
 from typing import Any
@@ -46,6 +47,9 @@ _VERSIONS = {"1.1": b"1.1", "1.0": b"1.0"}
 _CLEAN_REASONS: set[bytes] = {b"OK"}
 
 Headers = list[tuple[bytes, bytes]]
+# Header names a parser watches for, each with the one value that does not count (or None).
+Watch = Mapping[bytes, bytes | None]
+_NO_WATCH: Watch = {}
 
 
 class Framing(Enum):
@@ -126,16 +130,17 @@ class _Parser:
     """Shared callback plumbing: llhttp calls back, we queue events.
 
     `watch`: lowercase header names whose presence the heads report (`watched`), so that a
-    policy that acts on a few names can pass heads without them untouched, without a loop."""
+    policy that acts on a few names can pass heads without them untouched, without a loop; a
+    name may map to the one (lowercase) value that does not count, else to None."""
 
-    def __init__(self, max_head: int, watch: frozenset[bytes]) -> None:
+    def __init__(self, max_head: int, watch: Watch) -> None:
         self.events: deque[Event] = deque()
         self._watch = watch
         self._looked_at = _LOOKED_AT_LENGTHS | {len(name) for name in watch}
         self._watched = False
         self.dead = False
         self._max_head = max_head
-        self._in_message = False
+        self.started = False  # bytes of a message not yet complete have been fed
         self._in_head = False
         self._in_trailers = False
         self._begun = 0  # messages begun, to tell one open head from the next
@@ -153,7 +158,7 @@ class _Parser:
 
     # --- llhttp callbacks
     def on_message_begin(self) -> None:
-        self._in_message = True
+        self.started = True
         self._in_head = True
         self._in_trailers = False
         self._begun += 1
@@ -177,7 +182,9 @@ class _Parser:
         if len(name) in self._looked_at:
             lower = name.lower()
             if lower in self._watch:
-                self._watched = True
+                allowed = self._watch[lower]
+                if allowed is None or value.lower() != allowed:
+                    self._watched = True
             if lower == b"host":
                 self._hosts.append(value)
             elif lower == b"content-length":
@@ -198,18 +205,13 @@ class _Parser:
         self.events.append(Data(body))
 
     def on_message_complete(self) -> None:
-        self._in_message = False
+        self.started = False
         self.events.append(END)
-
-    @property
-    def started(self) -> bool:
-        """Bytes of a message not yet complete have been fed."""
-        return self._in_message
 
     @property
     def idle(self) -> bool:
         """Between messages with nothing pending: the connection may carry the next one."""
-        return not (self.events or self.dead or self._in_message)
+        return not (self.events or self.dead or self.started)
 
     # --- helpers
     def _grow(self, size: int) -> None:
@@ -281,7 +283,7 @@ class RequestParser(_Parser):
         *,
         max_target: int = MAX_TARGET,
         max_head: int = MAX_HEAD,
-        watch: frozenset[bytes] = frozenset(),
+        watch: Watch = _NO_WATCH,
     ) -> None:
         super().__init__(max_head, watch)
         self._max_target = max_target
@@ -299,7 +301,7 @@ class RequestParser(_Parser):
         self._target += url
         if len(self._target) > self._max_target:
             raise UriTooLong(f"request target longer than {self._max_target} bytes")
-        self._grow(len(url))
+        self._head_size += len(url)  # _grow, inline: called for every request
 
     def on_headers_complete(self) -> None:
         self._head_done()
@@ -349,7 +351,7 @@ class RequestParser(_Parser):
 class ResponseParser(_Parser):
     """One app connection's responses. Set `head_request` before each HEAD exchange."""
 
-    def __init__(self, *, max_head: int = MAX_HEAD, watch: frozenset[bytes] = frozenset()) -> None:
+    def __init__(self, *, max_head: int = MAX_HEAD, watch: Watch = _NO_WATCH) -> None:
         super().__init__(max_head, watch)
         self.head_request = False
         self._reason = b""

@@ -404,25 +404,20 @@ class ClientConnection:
         ):
             route = self.engine.router.route(head.target)
             # An app started on demand counts its exchanges (see _forward_supervised).
-            if type(route) is routing.Forward and not _on_demand(route.app):
-                upstream = self.engine.upstream(route.app)
+            if type(route) is routing.Forward and not _on_demand(app := route.app):
+                upstream = self.engine.upstream(app)
                 conn = upstream.take_idle(retryable=head.method in IDEMPOTENT)
                 if conn is not None:
                     events.popleft()
                     self._skip_end_of_request()
-                    self._start_fast(head, route, upstream, conn)
+                    ex = _Exchange(head, app=app, upstream=upstream, conn=conn, body_done=True)
+                    ex.request = self._app_request(head, route)
+                    self.state = ClientState.ACTIVE
+                    if not self._launch(ex):
+                        self._handed = ex
+                        self._wake_task(functools.partial(self._resume, ex, False, None))
                     return
         self._wake_task(_Wake.EVENTS)
-
-    def _start_fast(
-        self, head: RequestHead, route: routing.Forward, upstream: Upstream, conn: AppConnection
-    ) -> None:
-        ex = _Exchange(head, app=route.app, upstream=upstream, conn=conn, body_done=True)
-        ex.request = self._app_request(head, route)
-        self.state = ClientState.ACTIVE
-        if not self._launch(ex):
-            self._handed = ex
-            self._wake_task(functools.partial(self._resume, ex, False, None))
 
     def _launch(self, ex: _Exchange) -> bool:
         """Send the request and wait for the response in callbacks; False if the app
@@ -632,7 +627,7 @@ class ClientConnection:
         conn, upstream = ex.conn, ex.upstream
         assert conn is not None
         assert upstream is not None
-        self._end_fast(ex)
+        self._end_fast(ex, keep_deadline=True)  # moved below, or dropped by the task's wake-up
         self._release(ex, upstream, conn, response)
         self._log(ex)
         self.state = ClientState.WAITING
@@ -656,9 +651,10 @@ class ClientConnection:
         self._handed = ex
         self._wake_task(functools.partial(self._resume, ex, written, deadline))
 
-    def _end_fast(self, ex: _Exchange) -> None:
+    def _end_fast(self, ex: _Exchange, *, keep_deadline: bool = False) -> None:
         self._fast = None
-        self._deadline.set(None)
+        if not keep_deadline:
+            self._deadline.set(None)
         self.stream.on_eof = None
         self.stream.on_drained = None
         conn = ex.conn

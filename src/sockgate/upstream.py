@@ -127,14 +127,13 @@ class Upstream:
 
     def take_idle(self, *, retryable: bool) -> AppConnection | None:
         """A usable pooled connection, or None when a new one must be made."""
-        now = time.monotonic()
         while self._idle:
             conn = self._idle.pop()  # the most recently used is the least likely to be closed
             stream = conn.stream
             if stream.closed or stream.at_eof or stream.has_buffered:
                 conn.close()
                 continue
-            if not retryable and now - conn.idle_since > FRESH_ENOUGH:
+            if not retryable and time.monotonic() - conn.idle_since > FRESH_ENOUGH:
                 conn.close()
                 continue
             stream.idle = False
