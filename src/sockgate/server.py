@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import control, logsetup, reconfig
+from . import control, heap, logsetup, reconfig
 from .accesslog import AccessLog
 from .children import make_private_dir
 from .config import MAX_SOCKET_PATH, Config, Listen, Loader
@@ -450,6 +450,7 @@ def run(
     slot: int = 0,
 ) -> int:
     """Run the engine in this process, on uvloop when it is installed."""
+    heap.tune()
     try:
         import uvloop
 
