@@ -133,6 +133,8 @@ class _Parser:
     policy that acts on a few names can pass heads without them untouched, without a loop; a
     name may map to the one (lowercase) value that does not count, else to None."""
 
+    _parser: Any  # the llhttp parser the subclass made
+
     def __init__(self, max_head: int, watch: Watch) -> None:
         self.events: deque[Event] = deque()
         self._watch = watch
@@ -231,7 +233,7 @@ class _Parser:
             return Framing.LENGTH
         return Framing.UNTIL_CLOSE
 
-    def _feed(self, parser: Any, data: bytes) -> None:
+    def feed(self, data: bytes) -> None:
         if self.dead or not data:
             return
         open_head = self._begun if self._in_head else -1
@@ -239,7 +241,7 @@ class _Parser:
         if open_head >= 0:
             self._head_fed += len(data)
         try:
-            parser.feed_data(data)
+            self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
             self.dead = True
             self.events.append(Upgrade(data[exc.args[0] :]))
@@ -289,9 +291,6 @@ class RequestParser(_Parser):
         self._max_target = max_target
         self._target = b""
         self._parser = httptools.HttpRequestParser(self)
-
-    def feed(self, data: bytes) -> None:
-        self._feed(self._parser, data)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -356,9 +355,6 @@ class ResponseParser(_Parser):
         self.head_request = False
         self._reason = b""
         self._parser = httptools.HttpResponseParser(self)
-
-    def feed(self, data: bytes) -> None:
-        self._feed(self._parser, data)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
