@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from sockgate import heap
+from tests.conftest import RawFactory
+from tests.support.clients import RawClient, request_bytes
+from tests.support.proc import Proxy, write_config
 
 PATTERN = """
 import resource, sys
@@ -52,3 +56,41 @@ def test_tuned_heap_keeps_freed_buffers_for_the_next_reads() -> None:
 
 def test_tune_says_whether_it_applied() -> None:
     assert heap.tune() is sys.platform.startswith("linux")
+
+
+# --- at rest: what a load left behind is handed back -----------------------------------------
+
+HELD = 400
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc and glibc")
+def test_memory_of_closed_connections_is_handed_back_at_rest(
+    tmp: Path, raw_app: RawFactory
+) -> None:
+    app = raw_app()
+    config = write_config(
+        tmp / "sockgate.toml",
+        f'listen = "127.0.0.1:0"\nworkdir = "work"\n[apps.app1]\nsocket = "{app.path}"\n',
+    )
+    with Proxy(config, "-v") as proxy:
+        assert proxy.proc is not None
+        clients = [RawClient(proxy.port) for _ in range(HELD)]
+        try:
+            for client in clients:
+                client.send(request_bytes("/app1/x"))
+            for client in clients:
+                assert client.response().status == 200
+            assert "at rest" not in proxy.output()  # not while connections are open
+            held = rss_kb(proxy.proc.pid)
+        finally:
+            for client in clients:
+                client.close()
+        proxy.wait_for_output(r"at rest: \d+ objects collected", deadline=10)
+        assert rss_kb(proxy.proc.pid) < held

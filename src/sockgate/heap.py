@@ -31,3 +31,14 @@ def tune() -> bool:
     return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
         mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
     )
+
+
+def trim() -> bool:
+    """Hand the heap's free pages back to the system (after a load has gone: connections come
+    and go as many small blocks, which the fixed thresholds above would otherwise keep)."""
+    try:
+        malloc_trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return False
+    malloc_trim.argtypes = (ctypes.c_size_t,)
+    return bool(malloc_trim(0))

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import dataclasses
 import errno
+import gc
 import logging
 import os
 import resource
@@ -105,6 +106,10 @@ class Listener:
         self.sock.close()
 
 
+# How long without a connection before memory is handed back (at most this often, then).
+AT_REST_AFTER = 1.0
+
+
 class Server:
     def __init__(
         self,
@@ -128,6 +133,7 @@ class Server:
         self._listeners: list[Listener] = []
         self._starting: set[asyncio.Task[None]] = set()  # accepted, transport not made yet
         self._warned_at = -WARN_EVERY
+        self._rest: asyncio.TimerHandle | None = None
 
     def __repr__(self) -> str:
         return f"<Server {self.address} connections={len(self.connections)}>"
@@ -203,9 +209,22 @@ class Server:
                 await conn.run()
             finally:
                 self.connections.pop(conn, None)
+                if not self.connections and self._rest is None:
+                    self._rest = loop.call_later(AT_REST_AFTER, self._at_rest)
         finally:
             for listener in self._listeners:
                 listener.resume()  # a descriptor was freed
+
+    def _at_rest(self) -> None:
+        """No connection for a while: give back what the last load left behind. Connections
+        are cycles of small objects (callbacks hold their owners) and the heap keeps freed
+        blocks for the next load (heap.tune), so memory would otherwise stay at its peak."""
+        self._rest = None
+        if self.connections or self._starting:
+            return
+        found = gc.collect()
+        heap.trim()
+        log.debug("%sat rest: %d objects collected, free heap returned", self.label, found)
 
     def _accept_failed(self, exc: OSError) -> None:
         if exc.errno == errno.EMFILE:
@@ -246,6 +265,8 @@ class Server:
             if pending:
                 log.warning("%d connections cut at the shutdown deadline", len(pending))
                 await asyncio.wait(pending)
+        if self._rest is not None:
+            self._rest.cancel()
         self.engine.close()
         self.engine.access_log.close()
 
