@@ -47,7 +47,7 @@ LAYERS: dict[int, set[str]] = {
         "monitor",
         "lint.crawl",
     },
-    3: {"proxy"},
+    3: {"engine", "proxy"},
     4: {
         "server",
         "control",

@@ -12,9 +12,9 @@ import pytest
 
 from sockgate import config, reconfig
 from sockgate.config import App, Config, Listen, Loader, Timeouts
+from sockgate.engine import Engine
 from sockgate.errors import ConfigError
 from sockgate.nginx import run as nginx_run
-from sockgate.proxy import Engine
 from sockgate.stream import Stream
 from sockgate.upstream import AppConnection, ConnState
 

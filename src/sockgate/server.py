@@ -31,9 +31,10 @@ from . import control, heap, logsetup, reconfig
 from .accesslog import AccessLog
 from .children import make_private_dir
 from .config import MAX_SOCKET_PATH, Config, Listen, Loader
+from .engine import Engine
 from .errors import ConfigError, SockgateError
 from .managed import AppManager
-from .proxy import ClientConnection, Engine
+from .proxy import ClientConnection
 from .reconfig import ReloadResult
 from .stream import Stream
 from .watch import ConfigWatcher
