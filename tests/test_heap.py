@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from sockgate import heap
+from sockgate.server import AT_REST_AFTER
 from tests.conftest import RawFactory
 from tests.support.clients import RawClient, request_bytes
 from tests.support.proc import Proxy, write_config
@@ -61,6 +63,7 @@ def test_tune_says_whether_it_applied() -> None:
 # --- at rest: what a load left behind is handed back -----------------------------------------
 
 HELD = 400
+PACE = 0.02
 
 
 def rss_kb(pid: int) -> int:
@@ -94,3 +97,28 @@ def test_memory_of_closed_connections_is_handed_back_at_rest(
                 client.close()
         proxy.wait_for_output(r"at rest: \d+ objects collected", deadline=10)
         assert rss_kb(proxy.proc.pid) < held
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc and glibc")
+def test_short_connections_one_after_another_are_not_rest(tmp: Path, raw_app: RawFactory) -> None:
+    """A client that opens a connection per request leaves none open between two of them: that
+    is load, not rest; the clean-up (which blocks the loop for milliseconds) waits until they
+    stop for a whole AT_REST_AFTER."""
+    app = raw_app()
+    config = write_config(
+        tmp / "sockgate.toml",
+        f'listen = "127.0.0.1:0"\nworkdir = "work"\n[apps.app1]\nsocket = "{app.path}"\n',
+    )
+    with Proxy(config, "-v") as proxy:
+        # 2.5 x AT_REST_AFTER of connections, each closed PACE before the next opens.
+        end = time.monotonic() + 2.5 * AT_REST_AFTER
+        served = 0
+        while time.monotonic() < end:
+            with RawClient(proxy.port) as client:
+                client.send(request_bytes("/app1/x", headers=[("Connection", "close")]))
+                assert client.response().status == 200
+            served += 1
+            time.sleep(PACE)  # the client's pace (no connection open meanwhile), not a wait
+        assert served > 10
+        assert "at rest" not in proxy.output()
+        proxy.wait_for_output(r"at rest: \d+ objects collected", deadline=10)

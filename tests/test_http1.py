@@ -770,3 +770,20 @@ def test_chunks_written_with_the_serialisers_parse_back() -> None:
     _, data, end = req(head + body)
     assert data == Data(b"x" * 17 + b"yz")
     assert isinstance(end, EndOfMessage)
+
+
+def test_head_and_trailers_share_the_limit_however_the_bytes_come() -> None:
+    """The head's size is added up when it is complete only if it may be large; trailers that
+    follow still count it, whether they come in the head's read or later."""
+    head = (
+        b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nX-Pad: "
+        + b"a" * (MAX_HEAD // 2 - 2000)
+        + b"\r\n\r\n"
+    )
+    rest = b"5\r\nhello\r\n0\r\nX-T: " + b"b" * (MAX_HEAD * 3 // 5) + b"\r\n\r\n"
+    assert only_error(req(head + rest)) is HeadTooLarge
+    assert only_error(req([head, rest])) is HeadTooLarge
+    # Each alone is under the limit.
+    small_head = b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+    kinds = [type(e) for e in req([small_head, rest])]
+    assert kinds == [RequestHead, Data, EndOfMessage], kinds

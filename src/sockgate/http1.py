@@ -149,6 +149,7 @@ class _Parser:
         self._head_size = 0  # counted: target or reason; header lines only when they may be many
         self._feed_size = 0
         self._head_fed = 0  # bytes of the feeds the open head came in: a bound on its size
+        self._head_counted = False  # its header lines are in _head_size
         self._incomplete_head_bytes = 0
         self._headers: Headers = []
         self._te: bytes | None = None
@@ -178,7 +179,11 @@ class _Parser:
         # Called for every header line: kept lean. The head's size is checked when it is
         # complete (`_head_done`); what one feed holds bounds it meanwhile.
         if self._in_trailers:
-            # Trailer fields are dropped: they must never join the head handed out.
+            # Trailer fields are dropped: they must never join the head handed out. They share
+            # the head's limit, so the head's lines count now if `_head_done` did not add them.
+            if not self._head_counted:
+                self._head_counted = True
+                self._grow(self._lines_size())
             self._grow(len(name) + len(value) + _LINE_OVERHEAD)
             return
         if len(name) in self._looked_at:
@@ -265,13 +270,15 @@ class _Parser:
                     error = HeadTooLarge(f"head larger than {self._max_head} bytes")
                     self.events.append(ProtocolError(str(error), error))
 
+    def _lines_size(self) -> int:
+        return sum(len(name) + len(value) + _LINE_OVERHEAD for name, value in self._headers)
+
     def _head_done(self) -> None:
-        if self._head_fed + self._head_size > self._max_head // 2:
-            # Counted, a line can exceed its bytes on the wire (`a:` is 4 bytes, counts 5), so
-            # only a head that came in less than half the limit is surely under it.
-            self._grow(
-                sum(len(name) + len(value) + _LINE_OVERHEAD for name, value in self._headers)
-            )
+        # Counted, a line can exceed its bytes on the wire (`a:` is 4 bytes, counts 5), so only
+        # a head that came in less than half the limit is surely under it.
+        self._head_counted = self._head_fed + self._head_size > self._max_head // 2
+        if self._head_counted:
+            self._grow(self._lines_size())
         self._in_head = False
         self._in_trailers = True
         self._incomplete_head_bytes = 0

@@ -187,6 +187,9 @@ class Server:
         return result
 
     def _accepted(self, sock: socket.socket, peer: object) -> None:
+        if self._rest is not None:  # not at rest: the wait starts again at the next last close
+            self._rest.cancel()
+            self._rest = None
         task = asyncio.get_running_loop().create_task(self._serve(sock, peer))
         self._starting.add(task)
 
