@@ -787,3 +787,28 @@ def test_head_and_trailers_share_the_limit_however_the_bytes_come() -> None:
     small_head = b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
     kinds = [type(e) for e in req([small_head, rest])]
     assert kinds == [RequestHead, Data, EndOfMessage], kinds
+
+
+def test_a_trailer_line_that_never_ends_is_bounded() -> None:
+    """llhttp buffers a trailer field until its line ends; the parser gives up by itself, as for
+    a head that never ends."""
+    parser = RequestParser()
+    parser.feed(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n")
+    parser.feed(b"5\r\nhello\r\n0\r\nX-T: ")
+    for _ in range(MAX_HEAD // 1000 + 2):
+        parser.feed(b"v" * 1000)
+    assert parser.dead is True
+    last = parser.events[-1]
+    assert isinstance(last, ProtocolError)
+    assert type(last.error) is HeadTooLarge
+
+
+def test_a_chunked_body_fed_slowly_is_not_mistaken_for_trailers() -> None:
+    parser = RequestParser()
+    parser.feed(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n")
+    body = b"".join(b"%x\r\n%s\r\n" % (1000, b"d" * 1000) for _ in range(MAX_HEAD // 500))
+    for i in range(0, len(body), 7):
+        parser.feed(body[i : i + 7])
+    parser.feed(b"0\r\n\r\n")
+    assert not parser.dead
+    assert type(parser.events[-1]) is EndOfMessage

@@ -150,6 +150,7 @@ class _Parser:
         self._feed_size = 0
         self._head_fed = 0  # bytes of the feeds the open head came in: a bound on its size
         self._head_counted = False  # its header lines are in _head_size
+        self._quiet_bytes = 0  # fed after the head without a body byte or an end coming of it
         self._incomplete_head_bytes = 0
         self._headers: Headers = []
         self._te: bytes | None = None
@@ -242,6 +243,7 @@ class _Parser:
         if self.dead or not data:
             return
         open_head = self._begun if self._in_head else -1
+        queued = len(self.events)
         self._feed_size = len(data)
         if open_head >= 0:
             self._head_fed += len(data)
@@ -269,6 +271,16 @@ class _Parser:
                     self.dead = True
                     error = HeadTooLarge(f"head larger than {self._max_head} bytes")
                     self.events.append(ProtocolError(str(error), error))
+            elif self._in_trailers and self.started and len(self.events) == queued:
+                # Past the head, bytes that gave no body and no end: chunk framing, or a trailer
+                # line llhttp buffers until it ends. Bounded like the head.
+                self._quiet_bytes += len(data)
+                if self._quiet_bytes > self._max_head:
+                    self.dead = True
+                    error = HeadTooLarge(f"trailers larger than {self._max_head} bytes")
+                    self.events.append(ProtocolError(str(error), error))
+            else:
+                self._quiet_bytes = 0
 
     def _lines_size(self) -> int:
         return sum(len(name) + len(value) + _LINE_OVERHEAD for name, value in self._headers)
