@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from sockgate.config import App
@@ -13,6 +13,7 @@ from sockgate.headers import (
     HOP_BY_HOP,
     REQUEST_WATCH,
     RESPONSE_WATCH,
+    app_request,
     connection_tokens,
     to_app,
     to_client,
@@ -25,6 +26,7 @@ from sockgate.http1 import (
     RequestParser,
     ResponseHead,
     ResponseParser,
+    request_head,
 )
 
 APP1 = App("app1", Path("/s/app1.sock"), "/app1/")
@@ -539,3 +541,41 @@ def test_unchanged_for_client_is_the_same_for_a_head_parsed_watching(
 
 def test_a_parser_told_nothing_to_watch_reports_every_head_watched() -> None:
     assert parse(request(b"Host: h")).watched is True
+
+
+@settings(max_examples=400, derandomize=True, database=None)
+@given(
+    fields=st.lists(st.tuples(st.sampled_from(_POOL), st.sampled_from(_VALUES)), max_size=6),
+    app=st.sampled_from([APP1, KEEP, ROOT, TOLD_CUSTOM]),
+    host=st.sampled_from([b"Host: h:8080", b"Host: [::1]:9", None]),
+    body=st.sampled_from([b"", b"Content-Length: 3", b"Transfer-Encoding: chunked"]),
+    client_ip=st.sampled_from(["127.0.0.1", "::1", "10.1.2.3"]),
+    version=st.sampled_from([b"1.1", b"1.0"]),
+)
+def test_app_request_is_the_head_to_app_gives(
+    fields: list[tuple[bytes, bytes]],
+    app: App,
+    host: bytes | None,
+    body: bytes,
+    client_ip: str,
+    version: bytes,
+) -> None:
+    """The bytes the app receives are request_head(to_app(...)) whichever way they are built
+    (the fields sockgate adds cached as bytes for the common head)."""
+    if host is None and version == b"1.1":
+        version = b"1.0"  # an HTTP/1.1 request without Host is refused before this
+    lines = [
+        *(n + b": " + v for n, v in fields),
+        *([host] if host else []),
+        *([body] if body else []),
+    ]
+    raw = request(*lines, line=b"POST /app1/x?q HTTP/" + version)
+    watching = RequestParser(watch=REQUEST_WATCH)
+    watching.feed(raw)
+    head = watching.events[0]
+    assume(isinstance(head, RequestHead))  # not an HTTP/1.0 request with Transfer-Encoding
+    assert isinstance(head, RequestHead)
+    for _ in range(2):  # the second time from the cache
+        built = app_request(head, b"/x?q", app, client_ip=client_ip, default_host=DEFAULT_HOST)
+        expected = to_app(head, app, client_ip=client_ip, default_host=DEFAULT_HOST)
+        assert built == request_head(b"POST", b"/x?q", expected)

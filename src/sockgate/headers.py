@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 from . import rewrite
 from .config import DEFAULT_PREFIX_HEADERS, App
-from .http1 import Framing, Headers, RequestHead, Watch
+from .http1 import Framing, Headers, RequestHead, Watch, request_head
 
 HOP_BY_HOP = frozenset(
     {
@@ -84,14 +84,9 @@ def to_app(
     if head.host is None:
         headers.append((b"Host", host))
     forwarded_for.append(ip)
-    headers += [
-        (b"X-Real-IP", ip),
-        (b"X-Forwarded-For", b", ".join(forwarded_for)),
-        (b"X-Forwarded-Proto", scheme),
-        (b"X-Forwarded-Host", host),
-    ]
-    if app.prefixed:
-        headers += _prefix_fields(app.prefix_headers, app.prefix)
+    headers += _added(
+        ip, b", ".join(forwarded_for), host, scheme, _prefix_of(app), app.prefix_headers
+    )
     if head.upgrade:
         upgrade = next(v for n, v in head.headers if n.lower() == b"upgrade")
         headers += [(b"Connection", b"upgrade"), (b"Upgrade", upgrade)]
@@ -102,11 +97,65 @@ def to_app(
     return headers
 
 
-@functools.cache
-def _prefix_fields(names: tuple[str, ...], prefix: str) -> Headers:
-    """The prefix headers an app under `prefix` is told (add them to a list, never change it)."""
-    mount = prefix[:-1].encode()  # App.mount: "/app1" for "/app1/"
-    return [(name.encode(), mount) for name in names]
+def app_request(
+    head: RequestHead,
+    target: bytes,
+    app: App,
+    *,
+    client_ip: str,
+    default_host: bytes,
+    scheme: bytes = b"http",
+) -> bytes:
+    """The request head the app receives: `to_app`'s headers after the request line. For the
+    common head (nothing to drop, a Host, no body, no upgrade) the fields sockgate adds are
+    serialised once per client address, host and app."""
+    _, watched_for = _dropped_towards(app.prefix_headers)
+    host = head.host
+    common = not head.watched and watched_for and head.framing is Framing.NONE and not head.upgrade
+    if not common or host is None:
+        fields = to_app(head, app, client_ip=client_ip, default_host=default_host, scheme=scheme)
+        return request_head(head.method, target, fields)
+    lines = [head.method, b" ", target, b" HTTP/1.1\r\n"]
+    for name, value in head.headers:
+        lines += (name, b": ", value, b"\r\n")
+    lines.append(_added_lines(client_ip, host, scheme, _prefix_of(app), app.prefix_headers))
+    return b"".join(lines)
+
+
+def _prefix_of(app: App) -> str | None:
+    return app.prefix if app.prefixed else None
+
+
+def _added(
+    ip: bytes,
+    forwarded_for: bytes,
+    host: bytes,
+    scheme: bytes,
+    prefix: str | None,
+    prefix_headers: tuple[str, ...],
+) -> Headers:
+    """The fields sockgate sets: who the client is, how and where it asked, and for an app
+    that sees paths without its `prefix`, that prefix in `prefix_headers`."""
+    fields = [
+        (b"X-Real-IP", ip),
+        (b"X-Forwarded-For", forwarded_for),
+        (b"X-Forwarded-Proto", scheme),
+        (b"X-Forwarded-Host", host),
+    ]
+    if prefix is not None:
+        mount = prefix[:-1].encode()  # App.mount: "/app1" for "/app1/"
+        fields += [(name.encode(), mount) for name in prefix_headers]
+    return fields
+
+
+@functools.lru_cache(maxsize=256)
+def _added_lines(
+    client_ip: str, host: bytes, scheme: bytes, prefix: str | None, names: tuple[str, ...]
+) -> bytes:
+    """`_added` for a client that sent no X-Forwarded-For, serialised, with the head's end."""
+    ip = client_ip.encode()
+    fields = _added(ip, ip, host, scheme, prefix, names)
+    return b"".join(name + b": " + value + b"\r\n" for name, value in fields) + b"\r\n"
 
 
 def _kept_towards(head: Headers, skip: frozenset[bytes]) -> tuple[Headers, list[bytes], bool]:

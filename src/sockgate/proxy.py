@@ -732,10 +732,13 @@ class ClientConnection:
         return await self._send(ex, upstream, request, conn=conn)
 
     def _app_request(self, head: RequestHead, route: routing.Forward) -> bytes:
-        app_headers = headers.to_app(
-            head, route.app, client_ip=self.client_ip, default_host=self.engine.default_host
+        return headers.app_request(
+            head,
+            route.target,
+            route.app,
+            client_ip=self.client_ip,
+            default_host=self.engine.default_host,
         )
-        return http1.request_head(head.method, route.target, app_headers)
 
     async def _send(
         self,
