@@ -480,16 +480,12 @@ class ClientConnection:
     def _passes_unchanged(self, ex: _Exchange, response: ResponseHead, whole: bytes) -> bool:
         """The app's bytes are what _plan_response and the header policy would send: a
         Content-Length response, nothing after it, to a kept-alive HTTP/1.1 request."""
-        head = ex.head
         length = response.content_length
         return (
             response.framing is Framing.LENGTH
             and length is not None
-            and ex.body_done
-            and head.version == b"1.1"
-            and head.keep_alive
-            and not self.closing
-            and not self.parser.dead
+            and ex.head.version == b"1.1"
+            and self._keeps_client(ex, Framing.LENGTH)
             and response.keep_alive
             and whole.startswith(b"HTTP/1.1 ")
             # llhttp has checked the head, so its first blank line is its end.
@@ -999,7 +995,18 @@ class ClientConnection:
         and the response head to send."""
         head = ex.head
         framing, out = _client_framing(head, response, ex.app)
-        keep = (
+        keep = self._keeps_client(ex, framing)
+        if not keep:
+            out.append((b"Connection", b"close"))
+        elif head.version == b"1.0":
+            out.append((b"Connection", b"keep-alive"))
+        ex.status = response.status
+        return framing, keep, [http1.response_head(response.status, response.reason, out)]
+
+    def _keeps_client(self, ex: _Exchange, framing: Framing) -> bool:
+        """Whether the client connection carries another request after this response."""
+        head = ex.head
+        return (
             head.keep_alive
             and not head.upgrade
             and not self.closing
@@ -1009,12 +1016,6 @@ class ClientConnection:
             # cannot be told from the next request, so this connection ends with the answer.
             and ex.body_done
         )
-        if not keep:
-            out.append((b"Connection", b"close"))
-        elif head.version == b"1.0":
-            out.append((b"Connection", b"keep-alive"))
-        ex.status = response.status
-        return framing, keep, [http1.response_head(response.status, response.reason, out)]
 
     @staticmethod
     def _release(
