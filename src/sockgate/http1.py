@@ -319,7 +319,7 @@ class RequestParser(_Parser):
         self._target += url
         if len(self._target) > self._max_target:
             raise UriTooLong(f"request target longer than {self._max_target} bytes")
-        self._head_size += len(url)  # _grow, inline: called for every request
+        self._head_size += len(url)  # checked with the head's lines (`_head_done`)
 
     def on_headers_complete(self) -> None:
         self._head_done()
@@ -381,9 +381,7 @@ class ResponseParser(_Parser):
 
     def on_status(self, reason: bytes) -> None:
         self._reason += reason
-        self._head_size += len(reason)  # _grow, inline: called for every response
-        if self._head_size > self._max_head:
-            raise HeadTooLarge(f"head larger than {self._max_head} bytes")
+        self._head_size += len(reason)  # checked with the head's lines (`_head_done`)
 
     def on_headers_complete(self) -> None:
         self._head_done()
