@@ -12,6 +12,7 @@ for the next reads, and give blocks of MMAP_THRESHOLD and more their own mapping
 from __future__ import annotations
 
 import ctypes
+from typing import Any
 
 # mallopt() parameters (malloc.h).
 M_TRIM_THRESHOLD = -1
@@ -23,11 +24,9 @@ TRIM_THRESHOLD = 8 << 20
 def tune() -> bool:
     """Set the thresholds for this process; False where the C library has no mallopt or
     refuses (not glibc)."""
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
+    mallopt = _c_function("mallopt", ctypes.c_int, ctypes.c_int)
+    if mallopt is None:
         return False
-    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
         mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
     )
@@ -36,9 +35,15 @@ def tune() -> bool:
 def trim() -> bool:
     """Hand the heap's free pages back to the system (after a load has gone: connections come
     and go as many small blocks, which the fixed thresholds above would otherwise keep)."""
+    malloc_trim = _c_function("malloc_trim", ctypes.c_size_t)
+    return malloc_trim is not None and bool(malloc_trim(0))
+
+
+def _c_function(name: str, *argtypes: type[ctypes._SimpleCData[Any]]) -> Any:
+    """The C library's `name`, or None where it has none."""
     try:
-        malloc_trim = ctypes.CDLL(None).malloc_trim
+        function = getattr(ctypes.CDLL(None), name)
     except (OSError, AttributeError):
-        return False
-    malloc_trim.argtypes = (ctypes.c_size_t,)
-    return bool(malloc_trim(0))
+        return None
+    function.argtypes = argtypes
+    return function
