@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 from . import rewrite
 from .config import DEFAULT_PREFIX_HEADERS, App
-from .http1 import Framing, Headers, RequestHead, Watch, request_head
+from .http1 import Framing, Headers, RequestHead, Watch, field_lines, request_head
 
 HOP_BY_HOP = frozenset(
     {
@@ -115,11 +115,8 @@ def app_request(
     if not common or host is None:
         fields = to_app(head, app, client_ip=client_ip, default_host=default_host, scheme=scheme)
         return request_head(head.method, target, fields)
-    lines = [head.method, b" ", target, b" HTTP/1.1\r\n"]
-    for name, value in head.headers:
-        lines += (name, b": ", value, b"\r\n")
-    lines.append(_added_lines(client_ip, host, scheme, _prefix_of(app), app.prefix_headers))
-    return b"".join(lines)
+    added = _added_lines(client_ip, host, scheme, _prefix_of(app), app.prefix_headers)
+    return request_head(head.method, target, head.headers, end=added)
 
 
 def _prefix_of(app: App) -> str | None:
@@ -155,7 +152,7 @@ def _added_lines(
     """`_added` for a client that sent no X-Forwarded-For, serialised, with the head's end."""
     ip = client_ip.encode()
     fields = _added(ip, ip, host, scheme, prefix, names)
-    return b"".join(name + b": " + value + b"\r\n" for name, value in fields) + b"\r\n"
+    return field_lines(fields) + b"\r\n"
 
 
 def _kept_towards(head: Headers, skip: frozenset[bytes]) -> tuple[Headers, list[bytes], bool]:
@@ -201,8 +198,10 @@ _CHANGED = HOP_BY_HOP - {b"content-length", b"connection"}
 _CHANGED_REWRITING = _CHANGED | rewrite.REWRITTEN
 
 
+# The one Connection value a response may pass on: it is true of the client's hop too.
+_PASSING_CONNECTION = b"keep-alive"
 # What the response parser watches for: every name unchanged_for_client looks at.
-RESPONSE_WATCH: Watch = {**dict.fromkeys(_CHANGED_REWRITING), b"connection": b"keep-alive"}
+RESPONSE_WATCH: Watch = {**dict.fromkeys(_CHANGED_REWRITING), b"connection": _PASSING_CONNECTION}
 
 
 def unchanged_for_client(headers: Headers, app: App, *, watched: bool = True) -> bool:
@@ -218,7 +217,7 @@ def unchanged_for_client(headers: Headers, app: App, *, watched: bool = True) ->
         lower = name.lower()
         if lower in changed:
             return False
-        if lower == b"connection" and value.lower() != b"keep-alive":
+        if lower == b"connection" and value.lower() != _PASSING_CONNECTION:
             return False
     return True
 

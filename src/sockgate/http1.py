@@ -420,12 +420,17 @@ class ResponseParser(_Parser):
 LAST_CHUNK = b"0\r\n\r\n"
 
 
-def request_head(method: bytes, target: bytes, headers: Headers) -> bytes:
+def request_head(method: bytes, target: bytes, headers: Headers, end: bytes = b"\r\n") -> bytes:
+    """`end`: what follows `headers`, the blank line at least (more field lines before it)."""
     lines = [method, b" ", target, b" HTTP/1.1\r\n"]
     for name, value in headers:
         lines += (name, b": ", value, b"\r\n")
-    lines.append(b"\r\n")
+    lines.append(end)
     return b"".join(lines)
+
+
+def field_lines(headers: Headers) -> bytes:
+    return b"".join(name + b": " + value + b"\r\n" for name, value in headers)
 
 
 def response_head(status: int, reason: bytes, headers: Headers, version: bytes = b"1.1") -> bytes:
