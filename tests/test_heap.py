@@ -5,6 +5,7 @@ at once, then freed, over and over; each case in a fresh interpreter."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -122,3 +123,40 @@ def test_short_connections_one_after_another_are_not_rest(tmp: Path, raw_app: Ra
         assert served > 10
         assert "at rest" not in proxy.output()
         proxy.wait_for_output(r"at rest: \d+ objects collected", deadline=10)
+
+
+# --- connections are freed by reference counting ----------------------------------------------
+
+SERVED = 300
+
+
+def test_a_closed_connection_leaves_no_cycles_for_the_collector(
+    tmp: Path, raw_app: RawFactory
+) -> None:
+    """A connection's objects (its stream, parser, deadlines, callbacks) hold one another; left
+    as cycles, each closed connection is garbage for the collector (about 20 objects, and 7 % of
+    the CPU of a connection-per-request load went to collecting them). They are let go when the
+    connection ends instead. Checked with the collector off in the proxy: a collection at rest
+    then counts every cycle made since the one before."""
+    app = raw_app()
+    config = write_config(
+        tmp / "sockgate.toml",
+        f'listen = "127.0.0.1:0"\nworkdir = "work"\n[apps.app1]\nsocket = "{app.path}"\n',
+    )
+    proxy = Proxy(config, "-v")
+    proxy.args[1:3] = ["-c", "import gc; gc.disable(); from sockgate.cli import main; main()"]
+    at_rest = r"at rest: (\d+) objects collected"
+    with proxy:
+        with RawClient(proxy.port) as client:  # the first rest collects what the start left
+            client.send(request_bytes("/app1/x"))
+            assert client.response().status == 200
+        proxy.wait_for_output(at_rest, deadline=10)
+        for n in range(SERVED):
+            with RawClient(proxy.port) as client:
+                # Half close after the answer, half are closed by the client while kept alive.
+                extra = [("Connection", "close")] if n % 2 else []
+                client.send(request_bytes("/app1/x", headers=extra))
+                assert client.response().status == 200
+        rests = proxy.wait_for_lines(at_rest, 2, deadline=10)
+    found = int(re.findall(at_rest, rests[1])[0])
+    assert found < SERVED / 10, found  # before: about 20 per connection

@@ -41,6 +41,12 @@ class Deadline:
             self._handle.cancel()
             self._handle = None
 
+    def close(self) -> None:
+        """Cancelled for good: the callback (and the owner it holds) let go, so the owner,
+        which holds this deadline, is freed when its last reference goes, not by the GC."""
+        self.cancel()
+        self._callback = _nothing
+
     def _fire(self) -> None:
         self._handle = None
         at = self.at
@@ -51,3 +57,7 @@ class Deadline:
             return
         self.at = None
         self._callback()
+
+
+def _nothing() -> None:
+    pass

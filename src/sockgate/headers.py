@@ -34,12 +34,19 @@ _OURS = frozenset(
 REQUEST_WATCH: Watch = dict.fromkeys(HOP_BY_HOP | _OURS | {b"x-forwarded-for"})
 
 
+_SINGLE_TOKENS = frozenset({b"close", b"keep-alive", b"upgrade"})
+
+
 def connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
     tokens: set[bytes] = set()
     for name, value in headers:
         # The length test first: this runs over every header of every message.
         if len(name) == 10 and name.lower() == b"connection":
-            tokens.update(t.strip().lower() for t in value.split(b",") if t.strip())
+            single = value.lower()
+            if single in _SINGLE_TOKENS:  # most say just one of these
+                tokens.add(single)
+            else:
+                tokens.update(t.strip().lower() for t in value.split(b",") if t.strip())
     return tokens
 
 

@@ -49,6 +49,22 @@ _CLEAN_REASONS: set[bytes] = {b"OK"}
 Headers = list[tuple[bytes, bytes]]
 # Header names a parser watches for, each with the one value that does not count (or None).
 Watch = Mapping[bytes, bytes | None]
+
+# The lengths for each watch list in use (a few module-level ones), kept with the list itself so
+# that its id is not reused: a parser is made per connection.
+_LENGTHS: dict[int, tuple[Watch, frozenset[int]]] = {}
+
+
+def _looked_at(watch: Watch) -> frozenset[int]:
+    known = _LENGTHS.get(id(watch))
+    if known is not None:
+        return known[1]
+    lengths = _LOOKED_AT_LENGTHS | {len(name) for name in watch}
+    if len(_LENGTHS) < 64:
+        _LENGTHS[id(watch)] = (watch, lengths)
+    return lengths
+
+
 _NO_WATCH: Watch = {}
 
 
@@ -138,7 +154,7 @@ class _Parser:
     def __init__(self, max_head: int, watch: Watch) -> None:
         self.events: deque[Event] = deque()
         self._watch = watch
-        self._looked_at = _LOOKED_AT_LENGTHS | {len(name) for name in watch}
+        self._looked_at = _looked_at(watch)
         self._watched = False
         self.dead = False
         self._max_head = max_head
@@ -238,6 +254,12 @@ class _Parser:
         if self._content_length is not None:
             return Framing.LENGTH
         return Framing.UNTIL_CLOSE
+
+    def close(self) -> None:
+        """Done with: llhttp's parser, which holds this one's callbacks, is let go (so both
+        are freed by reference counting, not left as a cycle for the GC); feeds do nothing."""
+        self.dead = True
+        self._parser = None
 
     def feed(self, data: bytes) -> None:
         if self.dead or not data:

@@ -96,7 +96,7 @@ class ClientConnection:
         self.engine = engine
         self.timeouts = engine.config.timeouts
         self.parser = http1.RequestParser(watch=headers.REQUEST_WATCH)
-        self.loop = asyncio.get_running_loop()
+        self.loop = stream.loop
         self.state = ClientState.WAITING
         self.closing = False
         self._tunnel: AppConnection | None = None
@@ -141,7 +141,8 @@ class ClientConnection:
         except errors.SockgateError as exc:
             log.warning("client %s: exchange ended: %s", self.client_ip, exc)
         finally:
-            self._deadline.cancel()
+            self._deadline.close()
+            self.parser.close()
             owed = self._fast or self._handed
             if owed is not None:  # cancelled (the shutdown deadline) mid fast exchange
                 if owed is self._fast:
@@ -382,6 +383,7 @@ class ClientConnection:
         ex.remaining = (response.content_length or 0) - got
         ex.response = response
         # The parser stays behind mid-body: the next response on this connection starts fresh.
+        conn.parser.close()
         conn.parser = http1.ResponseParser(watch=headers.RESPONSE_WATCH)
         conn.stream.on_data = self._on_app_body
         self.stream.on_drained = self._on_client_drained

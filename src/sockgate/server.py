@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import dataclasses
 import errno
+import functools
 import gc
 import logging
 import os
@@ -135,6 +136,8 @@ class Server:
         self._starting: set[asyncio.Task[None]] = set()  # accepted, transport not made yet
         self._warned_at = -WARN_EVERY
         self._rest: asyncio.TimerHandle | None = None
+        self._loop = asyncio.get_running_loop()
+        self._new_stream = functools.partial(Stream, loop=self._loop)
 
     def __repr__(self) -> str:
         return f"<Server {self.address} connections={len(self.connections)}>"
@@ -190,17 +193,17 @@ class Server:
         if self._rest is not None:  # not at rest: the wait starts again at the next last close
             self._rest.cancel()
             self._rest = None
-        task = asyncio.get_running_loop().create_task(self._serve(sock, peer))
+        task = self._loop.create_task(self._serve(sock, peer))
         self._starting.add(task)
 
     async def _serve(self, sock: socket.socket, peer: object) -> None:
         # TCP_NODELAY comes with the socket: accepted sockets inherit it from the listening one.
-        task = asyncio.current_task()
+        loop = self._loop
+        task = asyncio.current_task(loop)
         assert task is not None
-        loop = asyncio.get_running_loop()
         try:
             try:
-                _, stream = await loop.connect_accepted_socket(Stream, sock)
+                _, stream = await loop.connect_accepted_socket(self._new_stream, sock)
             except OSError as exc:
                 # The loop closes the socket with the transport it failed to set up.
                 log.debug("accepted connection lost before it was served: %s", exc)

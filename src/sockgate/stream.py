@@ -21,7 +21,14 @@ WRITE_HIGH_WATER = 256 * 1024
 
 
 class Stream(asyncio.Protocol):
-    def __init__(self, on_connect: Callable[[Stream], None] | None = None) -> None:
+    def __init__(
+        self,
+        on_connect: Callable[[Stream], None] | None = None,
+        *,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        """`loop`: the running loop, when the caller has it at hand (asking for it costs a
+        getpid() system call on Python 3.11, and a stream is made per connection)."""
         self.transport: asyncio.Transport | None = None
         self._on_connect = on_connect
         self._buffer: deque[bytes] = deque()
@@ -38,8 +45,8 @@ class Stream(asyncio.Protocol):
         # set per wait without creating or cancelling a timer in the common case.
         self._read_deadline: float | None = None
         self._drain_deadline: float | None = None
-        self._loop = asyncio.get_running_loop()
-        self._timer = Deadline(self._loop, self._on_timer)
+        self.loop = loop or asyncio.get_running_loop()
+        self._timer = Deadline(self.loop, self._on_timer)
         # Called once when the peer closes or the connection is lost, even if nobody reads.
         self.on_eof: Callable[[], None] | None = None
         # While set, received bytes go to it instead of the buffer: a caller driven by callbacks
@@ -84,7 +91,10 @@ class Stream(asyncio.Protocol):
         return not self.idle
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._timer.cancel()
+        # Nothing arrives or drains any more: the callbacks and the timer, which hold their
+        # owners (and so this stream), are let go.
+        self._timer.close()
+        self.on_data = self.on_drained = None
         self._eof = self._lost = True
         self._error = exc
         self._wake_reader()
@@ -143,7 +153,7 @@ class Stream(asyncio.Protocol):
                 if self._error is not None:
                     raise self._error
                 return b""
-            self._read_waiter = self._loop.create_future()
+            self._read_waiter = self.loop.create_future()
             if deadline is not None:
                 self._read_deadline = deadline
                 self._arm(deadline)
@@ -201,7 +211,7 @@ class Stream(asyncio.Protocol):
             raise ConnectionResetError("connection lost")
         if not self._writing_paused:
             return
-        self._drain_waiter = self._loop.create_future()
+        self._drain_waiter = self.loop.create_future()
         if deadline is not None:
             self._drain_deadline = deadline
             self._arm(deadline)
@@ -237,7 +247,7 @@ class Stream(asyncio.Protocol):
             self._timer.set(deadline)
 
     def _on_timer(self) -> None:
-        now = self._loop.time()
+        now = self.loop.time()
         for deadline, waiter in (
             (self._read_deadline, self._read_waiter),
             (self._drain_deadline, self._drain_waiter),
