@@ -86,7 +86,7 @@ class _Tunnel:
             self.done.set_exception(error)
 
     def detach(self) -> None:
-        self._idle_deadline.cancel()
+        self._idle_deadline.close()
         for stream in self._streams:
             stream.on_data = None
             stream.on_eof = None
