@@ -211,6 +211,15 @@ _PASSING_CONNECTION = b"keep-alive"
 RESPONSE_WATCH: Watch = {**dict.fromkeys(_CHANGED_REWRITING), b"connection": _PASSING_CONNECTION}
 
 
+# The hop-by-hop headers that RESPONSE_WATCH does not watch for (by length first).
+_FRAMING_LENGTHS = frozenset({len(b"connection"), len(b"content-length")})
+
+
+def _framing(name: bytes) -> bool:
+    lower = name.lower()
+    return lower == b"connection" or lower == b"content-length"
+
+
 def unchanged_for_client(headers: Headers, app: App, *, watched: bool = True) -> bool:
     """The app's response head can go to the client as it is: no header to drop or rewrite.
 
@@ -230,12 +239,22 @@ def unchanged_for_client(headers: Headers, app: App, *, watched: bool = True) ->
 
 
 def to_client(
-    headers: Headers, *, upgrade: bool, app: App | None = None, host: bytes | None = None
+    headers: Headers,
+    *,
+    upgrade: bool,
+    app: App | None = None,
+    host: bytes | None = None,
+    watched: bool = True,
 ) -> Headers:
     """The app's response headers the client receives, before framing headers are added.
 
     For an app that `rewrites`, Location, Refresh and Set-Cookie are moved under its prefix in the
-    same pass (see rewrite.py); `host` is the request's Host, the proxy's own origin."""
+    same pass (see rewrite.py); `host` is the request's Host, the proxy's own origin.
+    `watched`: the head's own flag, when parsed watching for RESPONSE_WATCH."""
+    if not watched and not upgrade:
+        # Of what the policy drops or rewrites, only these can be there (Connection with the
+        # one value that names no other header).
+        return [(n, v) for n, v in headers if len(n) not in _FRAMING_LENGTHS or not _framing(n)]
     if app is None or not app.rewrites:
         kept = _end_to_end(headers)
     else:

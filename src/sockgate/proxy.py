@@ -1211,7 +1211,9 @@ class ClientConnection:
 def _client_framing(
     head: RequestHead, response: ResponseHead, app: App | None
 ) -> tuple[Framing, http1.Headers]:
-    out = headers.to_client(response.headers, upgrade=False, app=app, host=head.host)
+    out = headers.to_client(
+        response.headers, upgrade=False, app=app, host=head.host, watched=response.watched
+    )
     if response.framing is Framing.NONE:
         if (
             response.content_length is not None
