@@ -604,6 +604,7 @@ def test_listen_str(listen: Listen, text: str) -> None:
         ("127.0.0.1", True),
         ("127.8.9.10", True),
         ("::1", True),
+        ("::ffff:127.0.0.1", True),
         ("localhost", True),
         ("0.0.0.0", False),
         ("::", False),

@@ -45,6 +45,7 @@ LOCAL = [
     b"127.1.2.3:9",
     b"[::1]:8080",
     b"[::1]",
+    b"[::ffff:127.0.0.1]:8080",  # the same rule as for the listen address and client addresses
 ]
 FOREIGN = [
     b"evil.example",
@@ -54,6 +55,7 @@ FOREIGN = [
     b"127.0.0.1.evil.example",
     b"192.168.1.5:8080",
     b"[fd00::1]:8080",
+    b"[::ffff:192.168.1.5]:8080",
     b"0.0.0.0:8080",
     b"",
     b"[::1",

@@ -13,7 +13,7 @@ import pytest
 import sockgate
 
 LAYERS: dict[int, set[str]] = {
-    0: {"errors", "units"},
+    0: {"errors", "units", "addresses"},
     1: {
         "config",
         "reconfig",

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .addresses import is_loopback
 from .errors import ConfigError
 from .units import parse_duration, parse_size
 
@@ -90,12 +91,7 @@ class Listen:
 
     @property
     def is_loopback(self) -> bool:
-        if self.host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:
-            return False
+        return self.host == "localhost" or is_loopback(self.host)
 
 
 @dataclass(frozen=True, slots=True)

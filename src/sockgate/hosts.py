@@ -7,8 +7,9 @@ only local names (and the ones the user lists in `allowed_hosts`) keeps those pa
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Sequence
+
+from .addresses import is_loopback
 
 LOCAL_NAMES = ("localhost", "*.localhost", "127.0.0.0/8", "[::1]")
 SEEN_MAX = 1024  # Host values remembered with their verdict
@@ -36,13 +37,6 @@ def hostname(host: bytes) -> str | None:
 
 def _is_port(suffix: str) -> bool:
     return suffix.startswith(":") and suffix[1:].isdigit() and len(suffix) <= 6
-
-
-def _is_loopback_literal(name: str) -> bool:
-    try:
-        return ipaddress.ip_address(name.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 class HostPolicy:
@@ -83,7 +77,7 @@ class HostPolicy:
         return (
             name == "localhost"
             or name.endswith(self._suffixes)
-            or _is_loopback_literal(name)
+            or is_loopback(name)
             or name in self._exact
         )
 

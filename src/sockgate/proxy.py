@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
-import ipaddress
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -23,6 +22,7 @@ from dataclasses import dataclass, field
 from enum import Enum, auto
 
 from . import errors, headers, http1, monitor, pages, routing, tunnel
+from .addresses import is_loopback
 from .config import App
 from .deadline import Deadline
 from .engine import Engine
@@ -606,7 +606,7 @@ class ClientConnection:
     async def _dashboard(self, ex: _Exchange, decision: routing.Dashboard) -> bool:
         """The status page, status.json and its event stream, for loopback clients only."""
         head = ex.head
-        if not _is_loopback(self.client_ip):
+        if not is_loopback(self.client_ip):
             if decision.at_root:  # `/` shows what it showed before there was a status page
                 return self._answer_locally(ex, self._page_for(routing.NotFound()))
             page = pages.Page(403, "sockgate's status page answers loopback clients only")
@@ -1240,16 +1240,6 @@ def _is_event_stream(response: ResponseHead) -> bool:
         if len(name) == 12 and name.lower() == b"content-type":
             return value.lstrip().lower().startswith(b"text/event-stream")
     return False
-
-
-def _is_loopback(client_ip: str) -> bool:
-    try:
-        address = ipaddress.ip_address(client_ip)
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_loopback
 
 
 def _request_line(head: RequestHead) -> bytes:
