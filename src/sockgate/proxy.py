@@ -1165,23 +1165,21 @@ class ClientConnection:
         now = time.time()
         head = ex.head
         app = ex.app
+        name = None
         if app is not None:  # the status page's counters: O(1), bounded
-            self.engine.stats.app(app.name).record(
-                now,
-                head.method,
-                head.target,
-                ex.status,
-                now - ex.started,
-                stream=ex.stream,
-                fault=ex.fault,
+            name = app.name
+            self.engine.stats.app(name).record(
+                now, head.method, head.target, ex.status, now - ex.started, ex.stream, ex.fault
             )
-        self._log_line(
+        self.engine.access_log.log(  # positional, and not through _log_line: once per exchange
+            self.client_ip,
             _request_line(head),
             ex.status,
-            ex.started,
-            head,
-            app.name if app else None,
             ex.sent,
+            head.referer,
+            head.user_agent,
+            ex.started,
+            name,
             now,
         )
 

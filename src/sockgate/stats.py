@@ -84,7 +84,6 @@ class AppStats:
         target: bytes,
         status: int,
         seconds: float,
-        *,
         stream: bool = False,
         fault: str | None = None,
     ) -> None:
