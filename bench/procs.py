@@ -50,12 +50,19 @@ class Supervisor:
         self.children: list[Child] = []
         logdir.mkdir(parents=True, exist_ok=True)
 
-    def start(self, name: str, args: Sequence[str], cwd: Path | None = None) -> Child:
+    def start(
+        self,
+        name: str,
+        args: Sequence[str],
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> Child:
         log = self.logdir / f"{name}.log"
         with log.open("ab") as out:
             proc = subprocess.Popen(
                 list(args),
                 cwd=cwd,
+                env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,

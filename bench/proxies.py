@@ -3,6 +3,7 @@ socket and /ws/, /sse/ to the app's socket (prefix stripped), plus the direct ba
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -14,6 +15,8 @@ from backends import Backend, nginx_temp_paths, nginx_user_line, start_nginx
 from procs import BenchError, Child, Supervisor, wait_tcp
 
 CHECK_TIMEOUT = 30.0
+# This checkout's plain sources: the `sg-pure` target runs them (never compiled in place).
+SOURCES = Path(__file__).resolve().parents[1] / "src"
 
 
 @dataclass
@@ -50,6 +53,7 @@ LABELS = {
     "tuned": "tuned nginx",
     "sg-nginx": "sockgate nginx engine",
     "sg-builtin": "sockgate built-in",
+    "sg-pure": "sockgate built-in, pure Python",
     "sg-workers2": "sockgate built-in, workers=2",
     "haproxy": "HAProxy",
     "direct": "direct, no proxy",
@@ -191,13 +195,28 @@ def sockgate_check(config: Path) -> str | None:
 
 
 def start_sockgate(
-    sup: Supervisor, tmp: Path, key: str, port: int, backend: Backend, engine: str, workers: int
+    sup: Supervisor,
+    tmp: Path,
+    key: str,
+    port: int,
+    backend: Backend,
+    engine: str,
+    workers: int,
+    *,
+    pure: bool = False,
 ) -> Target:
+    """sockgate as installed (compiled if `pip install .` built it so), or with `pure` from
+    this checkout's plain sources, for the two side by side."""
     config = write_sockgate_toml(tmp, key, port, backend, engine, workers)
     refused = sockgate_check(config)
     if refused is not None:
         return Target(key, LABELS[key], na=f"n/a: sockgate check refused the config: {refused}")
-    child = sup.start(key, [sys.executable, "-m", "sockgate", "run", "-c", str(config)])
+    env = None
+    if pure:
+        path = [str(SOURCES), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+    args = [sys.executable, "-m", "sockgate", "run", "-c", str(config)]
+    child = sup.start(key, args, env=env)
     wait_tcp(port, child)
     return Target(key, LABELS[key], port, port, child=child,
                   access_logs=[config.parent / "logs" / "access.log"])  # fmt: skip
@@ -277,6 +296,7 @@ STARTERS: dict[str, Starter] = {
     "tuned": start_nginx_proxy,
     "sg-nginx": lambda s, t, k, p, b: start_sockgate(s, t, k, p, b, "nginx", 1),
     "sg-builtin": lambda s, t, k, p, b: start_sockgate(s, t, k, p, b, "builtin", 1),
+    "sg-pure": lambda s, t, k, p, b: start_sockgate(s, t, k, p, b, "builtin", 1, pure=True),
     "sg-workers2": lambda s, t, k, p, b: start_sockgate(s, t, k, p, b, "builtin", 2),
     "haproxy": start_haproxy,
 }

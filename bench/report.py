@@ -192,6 +192,13 @@ def _package(name: str) -> str:
         return "not installed"
 
 
+def _sockgate_build() -> str:
+    """What the `sg-*` targets but `sg-pure` run: the installed sockgate's build."""
+    import sockgate
+
+    return sockgate.build()
+
+
 def machine_info(repo: Path) -> dict[str, Any]:
     return {
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -204,6 +211,7 @@ def machine_info(repo: Path) -> dict[str, Any]:
         "wrk": _first_line(["wrk", "--version"]),
         "curl": _first_line(["curl", "--version"]),
         "sockgate": _package("sockgate"),
+        "sockgate_build": _sockgate_build(),
         "sockgate_commit": _first_line(["git", "-C", str(repo), "describe", "--always", "--dirty"]),
         "uvicorn": _package("uvicorn"),
         "websockets": _package("websockets"),

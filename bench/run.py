@@ -114,6 +114,9 @@ def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
 def start_targets(sup: Supervisor, tmp: Path, keys: list[str]) -> list[Target]:
     ports = free_ports(len(keys) + 2)
     say(f"backend: nginx + uvicorn app under {tmp}")
+    import sockgate
+
+    say(f"sockgate: {sockgate.build()} from {Path(sockgate.__file__).parent}")
     backend = start_backend(sup, tmp, ports[0], ports[1])
     targets = []
     for key, port in zip(keys, ports[2:], strict=True):

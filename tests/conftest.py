@@ -85,7 +85,7 @@ def make_proxy(tmp: Path, engine: str) -> Iterator[ProxyFactory]:
     yield factory
     for proxy in started:
         code = proxy.stop()
-        assert code == 0, f"sockgate exited with {code}"
+        assert code == 0, f"sockgate exited with {code}:\n{proxy.output()}"
         output = proxy.output()
         for sign in ("Traceback", "Task exception was never retrieved"):
             assert sign not in output, f"the proxy's stderr shows an escaped error:\n{output}"

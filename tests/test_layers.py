@@ -33,6 +33,7 @@ LAYERS: dict[int, set[str]] = {
     },
     2: {
         "deadline",
+        "sockets",
         "heap",
         "stream",
         "upstream",

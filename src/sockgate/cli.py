@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import click
 
-from . import __version__, config, control, dashboard, probe, scaffold, server, supervisor
+from . import __version__, build, config, control, dashboard, probe, scaffold, server, supervisor
 from .errors import ConfigError, SockgateError
 from .lint import crawl as lint_crawl
 from .lint import report as lint_report
@@ -93,7 +93,7 @@ def _load(
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="sockgate")
+@click.version_option(__version__, prog_name="sockgate", message=f"%(prog)s %(version)s, {build()}")
 def main() -> None:
     """One local HTTP endpoint in front of many apps on Unix domain sockets."""
 

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import control, heap, logsetup, reconfig
+from . import build, compiled, control, heap, logsetup, reconfig
 from .accesslog import AccessLog
 from .children import make_private_dir
 from .config import MAX_SOCKET_PATH, Config, Listen, Loader
@@ -37,6 +37,7 @@ from .errors import ConfigError, SockgateError
 from .managed import AppManager
 from .proxy import ClientConnection
 from .reconfig import ReloadResult
+from .sockets import AcceptedSocket
 from .stream import Stream
 from .watch import ConfigWatcher
 
@@ -49,26 +50,6 @@ BACKLOG = 1024
 ACCEPT_RETRY = 1.0
 # Seconds between two warnings about it; the pauses in between are logged at debug level.
 WARN_EVERY = 60.0
-
-
-class AcceptedSocket(socket.socket):
-    """A socket from accept(), of the listening socket's family and a stream. socket.socket
-    works both out by an enum conversion in Python on every access, and accepting and handing
-    a connection to the loop asked five times: about 5% of the CPU of a connection."""
-
-    __slots__ = ("_family",)
-
-    def __init__(self, family: socket.AddressFamily, fd: int) -> None:
-        super().__init__(family, socket.SOCK_STREAM, 0, fd)
-        self._family = family
-
-    @property
-    def family(self) -> socket.AddressFamily:
-        return self._family
-
-    @property
-    def type(self) -> socket.SocketKind:
-        return socket.SOCK_STREAM
 
 
 class Listener:
@@ -487,6 +468,11 @@ def log_banner(config: Config, host: str, port: int) -> None:
         log.info("  %s -> %s (%s%s)", app.prefix, app.socket, app.name, runs)
     if config.sockets_dir is not None:
         log.info("  /NAME/ -> %s/NAME.sock (discovered)", config.sockets_dir)
+    if config.engine == "builtin":
+        slower = (
+            "" if compiled() else " (half the speed of a compiled install: README, Performance)"
+        )
+        log.info("built-in engine: %s%s", build(), slower)
 
 
 def run(

@@ -1,0 +1,40 @@
+"""The build under test is the one asked for: scripts/compiled runs the suite against the wheel
+compiled with mypyc, and must not pass by testing the pure sources twice."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import sockgate
+from tests.support.proc import Proxy, write_config
+
+
+def test_the_build_under_test_is_the_one_asked_for() -> None:
+    expected = os.environ.get("SOCKGATE_EXPECT_COMPILED") == "1"
+    assert sockgate.compiled() is expected, sockgate.proxy.__file__  # type: ignore[attr-defined]
+
+
+def test_the_version_says_which_build_runs() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "sockgate", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert done.stdout.strip() == f"sockgate {sockgate.__version__}, {sockgate.build()}"
+    assert ("compiled" in done.stdout) is sockgate.compiled()
+
+
+def test_the_startup_log_says_which_build_serves(tmp: Path) -> None:
+    config = write_config(
+        tmp / "sockgate.toml",
+        f'listen = "127.0.0.1:0"\nworkdir = "work"\n[apps.app1]\nsocket = "{tmp}/a.sock"\n',
+    )
+    with Proxy(config) as proxy:
+        text = proxy.wait_for_output(r"built-in engine: ")
+    line = next(line for line in text.splitlines() if "built-in engine: " in line)
+    assert line.split("built-in engine: ", 1)[1].startswith(sockgate.build())
