@@ -11,6 +11,8 @@ from pathlib import Path
 import sockgate
 from tests.support.proc import Proxy, write_config
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def test_the_build_under_test_is_the_one_asked_for() -> None:
     expected = os.environ.get("SOCKGATE_EXPECT_COMPILED") == "1"
@@ -38,3 +40,30 @@ def test_the_startup_log_says_which_build_serves(tmp: Path) -> None:
         text = proxy.wait_for_output(r"built-in engine: ")
     line = next(line for line in text.splitlines() if "built-in engine: " in line)
     assert line.split("built-in engine: ", 1)[1].startswith(sockgate.build())
+
+
+def build_wheel(tmp: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """`pip wheel` of this checkout with the build hook, offline (no build isolation: hatchling,
+    setuptools and mypy come from the test environment)."""
+    pip = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-v"]
+    return subprocess.run(
+        [*pip, "--wheel-dir", str(tmp / "wheel"), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, **env},
+    )
+
+
+def test_without_a_working_compiler_the_wheel_is_plain_python(tmp: Path) -> None:
+    done = build_wheel(tmp, CC="/bin/false", SOCKGATE_COMPILE="1")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert [w.name for w in (tmp / "wheel").iterdir()] == ["sockgate-0.1.0-py3-none-any.whl"]
+    assert "building pure Python" in done.stdout + done.stderr
+
+
+def test_a_required_compile_that_fails_fails_the_build(tmp: Path) -> None:
+    done = build_wheel(tmp, CC="/bin/false", SOCKGATE_COMPILE="require")
+    assert done.returncode != 0
+    assert not (tmp / "wheel").exists() or not list((tmp / "wheel").iterdir())
