@@ -31,17 +31,11 @@ MAX_HEAD = 64 * 1024
 # Per header line: ": " and CRLF around name and value.
 _LINE_OVERHEAD = 4
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-# Header names the parser itself looks at (by length first: most headers are none of them):
-# framing, and what the access log shows.
-_LOOKED_AT = (
-    b"transfer-encoding",
-    b"content-length",
-    b"host",
-    b"expect",
-    b"referer",
-    b"user-agent",
-)
-_LOOKED_AT_LENGTHS = frozenset(len(name) for name in _LOOKED_AT)
+# Header names a parser itself looks at (by length first: most headers are none of them):
+# framing; in requests also Host, Expect and what the access log shows. Per kind, so that a
+# response's Date or Server is not lowered to be compared with names only requests carry.
+_FRAMING_NAMES = (b"transfer-encoding", b"content-length")
+_REQUEST_NAMES = (*_FRAMING_NAMES, b"host", b"expect", b"referer", b"user-agent")
 _VERSIONS = {"1.1": b"1.1", "1.0": b"1.0"}
 # Reason phrases found free of control characters: the few an app uses are checked once.
 _CLEAN_REASONS: set[bytes] = {b"OK"}
@@ -50,18 +44,19 @@ Headers = list[tuple[bytes, bytes]]
 # Header names a parser watches for, each with the one value that does not count (or None).
 Watch = Mapping[bytes, bytes | None]
 
-# The lengths for each watch list in use (a few module-level ones), kept with the list itself so
-# that its id is not reused: a parser is made per connection.
-_LENGTHS: dict[int, tuple[Watch, frozenset[int]]] = {}
+# The lengths for each watch list in use (a few module-level ones) and parser kind, kept with the
+# list itself so that its id is not reused: a parser is made per connection.
+_LENGTHS: dict[tuple[int, tuple[bytes, ...]], tuple[Watch, frozenset[int]]] = {}
 
 
-def _looked_at(watch: Watch) -> frozenset[int]:
-    known = _LENGTHS.get(id(watch))
+def _looked_at(watch: Watch, names: tuple[bytes, ...]) -> frozenset[int]:
+    key = (id(watch), names)
+    known = _LENGTHS.get(key)
     if known is not None:
         return known[1]
-    lengths = _LOOKED_AT_LENGTHS | {len(name) for name in watch}
+    lengths = frozenset(len(name) for name in (*names, *watch))
     if len(_LENGTHS) < 64:
-        _LENGTHS[id(watch)] = (watch, lengths)
+        _LENGTHS[key] = (watch, lengths)
     return lengths
 
 
@@ -150,11 +145,13 @@ class _Parser:
     name may map to the one (lowercase) value that does not count, else to None."""
 
     _parser: Any  # the llhttp parser the subclass made
+    # The header names on_header looks at in this kind of message.
+    _NAMES: tuple[bytes, ...] = _FRAMING_NAMES
 
     def __init__(self, max_head: int, watch: Watch) -> None:
         self.events: deque[Event] = deque()
         self._watch = watch
-        self._looked_at = _looked_at(watch)
+        self._looked_at = _looked_at(watch, self._NAMES)
         self._watched = False
         self.dead = False
         self._max_head = max_head
@@ -320,6 +317,8 @@ class _Parser:
 
 class RequestParser(_Parser):
     """Requests from a client, in order; pipelined requests queue up as events."""
+
+    _NAMES = _REQUEST_NAMES
 
     def __init__(
         self,
