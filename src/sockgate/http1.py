@@ -166,6 +166,7 @@ class _Parser:
         self._quiet_bytes = 0  # fed after the head without a body byte or an end coming of it
         self._incomplete_head_bytes = 0
         self._headers: Headers = []
+        self._start_text = b""  # the request target or the reason phrase, as llhttp hands it in
         self._te: bytes | None = None
         self._content_length: int | None = None
         self._hosts: list[bytes] = []
@@ -183,6 +184,7 @@ class _Parser:
         self._head_size = 0
         self._head_fed = self._feed_size
         self._headers = []
+        self._start_text = b""
         self._te = None
         self._content_length = None
         self._hosts = []
@@ -329,16 +331,11 @@ class RequestParser(_Parser):
     ) -> None:
         super().__init__(max_head, watch)
         self._max_target = max_target
-        self._target = b""
         self._parser = httptools.HttpRequestParser(self)
 
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._target = b""
-
     def on_url(self, url: bytes) -> None:
-        self._target += url
-        if len(self._target) > self._max_target:
+        self._start_text += url
+        if len(self._start_text) > self._max_target:
             raise UriTooLong(f"request target longer than {self._max_target} bytes")
         self._head_size += len(url)  # checked with the head's lines (`_head_done`)
 
@@ -355,7 +352,7 @@ class RequestParser(_Parser):
         if version == b"1.0" and self._te is not None:
             # RFC 9112 6.1: such framing is faulty; refusing is simpler than guessing.
             self._bad("Transfer-Encoding in an HTTP/1.0 request")
-        target = self._target
+        target = self._start_text
         if not target.startswith(b"/"):
             self._bad("request target must be a path starting with '/' (origin-form)")
         if len(self._hosts) > 1:
@@ -393,15 +390,10 @@ class ResponseParser(_Parser):
     def __init__(self, *, max_head: int = MAX_HEAD, watch: Watch = _NO_WATCH) -> None:
         super().__init__(max_head, watch)
         self.head_request = False
-        self._reason = b""
         self._parser = httptools.HttpResponseParser(self)
 
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._reason = b""
-
     def on_status(self, reason: bytes) -> None:
-        self._reason += reason
+        self._start_text += reason
         self._head_size += len(reason)  # checked with the head's lines (`_head_done`)
 
     def on_headers_complete(self) -> None:
@@ -412,7 +404,7 @@ class ResponseParser(_Parser):
         status: int = parser.get_status_code()
         if not 100 <= status <= 999:
             self._bad(f"status {status} is not a three-digit code")
-        reason = self._reason
+        reason = self._start_text
         if reason not in _CLEAN_REASONS:
             if _CONTROL.search(reason):
                 self._bad("control characters in the reason phrase")
@@ -421,7 +413,7 @@ class ResponseParser(_Parser):
         no_body = self.head_request or status < 200 or status in (204, 304)
         head = ResponseHead(  # positional: built for every response
             status,
-            self._reason,
+            reason,
             self._headers,
             bool(parser.should_keep_alive()),
             self._framing(no_body),
