@@ -70,6 +70,11 @@ class Framing(Enum):
     UNTIL_CLOSE = auto()  # responses only: the body ends when the app closes
 
 
+# The members as globals for the parsers: on 3.11 each read off the class costs ~50 ns.
+_NONE, _LENGTH, _CHUNKED = Framing.NONE, Framing.LENGTH, Framing.CHUNKED
+_UNTIL_CLOSE = Framing.UNTIL_CLOSE
+
+
 @dataclass(slots=True)
 class RequestHead:
     method: bytes
@@ -247,12 +252,12 @@ class _Parser:
 
     def _framing(self, no_body: bool) -> Framing:
         if no_body:
-            return Framing.NONE
+            return _NONE
         if self._te is not None:
-            return Framing.CHUNKED
+            return _CHUNKED
         if self._content_length is not None:
-            return Framing.LENGTH
-        return Framing.UNTIL_CLOSE
+            return _LENGTH
+        return _UNTIL_CLOSE
 
     def close(self) -> None:
         """Done with: llhttp's parser, which holds this one's callbacks, is let go (so both
@@ -361,9 +366,9 @@ class RequestParser(_Parser):
             self._bad("HTTP/1.1 request without a Host header")
         upgrade = bool(parser.should_upgrade())
         framing = self._framing(no_body=False)
-        if framing is Framing.UNTIL_CLOSE:
-            framing = Framing.NONE  # a request without framing headers has no body
-        if upgrade and framing is not Framing.NONE:
+        if framing is _UNTIL_CLOSE:
+            framing = _NONE  # a request without framing headers has no body
+        if upgrade and framing is not _NONE:
             self._bad("an upgrade request must not carry a body")
         self.events.append(
             RequestHead(  # positional: built for every request
