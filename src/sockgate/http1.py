@@ -157,6 +157,7 @@ class _Parser:
         self.events: deque[Event] = deque()
         self._watch = watch
         self._looked_at = _looked_at(watch, self._NAMES)
+        self._fields = frozenset(self._NAMES)  # the names on_header compares with, one by one
         self._watched = False
         self.dead = False
         self._max_head = max_head
@@ -213,7 +214,11 @@ class _Parser:
                 allowed = self._watch[lower]
                 if allowed is None or value.lower() != allowed:
                     self._watched = True
-            if lower == b"host":
+            # Most names of those lengths are none of these (Accept, Cookie, Connection...): a
+            # set lookup (the hash is known by now) spares them the comparisons.
+            if lower not in self._fields:
+                pass
+            elif lower == b"host":
                 self._hosts.append(value)
             elif lower == b"content-length":
                 self._content_length = int(value)
