@@ -162,17 +162,16 @@ class _Parser:
         self.dead = False
         self._max_head = max_head
         self.started = False  # bytes of a message not yet complete have been fed
-        self._in_head = False
-        self._in_trailers = False
+        self._in_head = False  # within a message (`started`), the rest is body and trailers
         self._begun = 0  # messages begun, to tell one open head from the next
-        self._head_size = 0  # counted: target or reason; header lines only when they may be many
+        self._head_size = 0  # counted when complete: target or reason; lines if they may be many
         self._feed_size = 0
         self._head_fed = 0  # bytes of the feeds the open head came in: a bound on its size
         self._head_counted = False  # its header lines are in _head_size
         self._quiet_bytes = 0  # fed after the head without a body byte or an end coming of it
         self._incomplete_head_bytes = 0
         self._headers: Headers = []
-        self._start_text = b""  # the request target or the reason phrase, as llhttp hands it in
+        self._start_text = b""  # the request target or the reason phrase, maybe in pieces
         self._te: bytes | None = None
         self._content_length: int | None = None
         self._hosts: list[bytes] = []
@@ -184,10 +183,8 @@ class _Parser:
     def on_message_begin(self) -> None:
         self.started = True
         self._in_head = True
-        self._in_trailers = False
         self._begun += 1
         self._watched = not self._watch  # not told what to watch: it may be anything
-        self._head_size = 0
         self._head_fed = self._feed_size
         self._headers = []
         self._start_text = b""
@@ -200,7 +197,7 @@ class _Parser:
     def on_header(self, name: bytes, value: bytes) -> None:
         # Called for every header line: kept lean. The head's size is checked when it is
         # complete (`_head_done`); what one feed holds bounds it meanwhile.
-        if self._in_trailers:
+        if not self._in_head:
             # Trailer fields are dropped: they must never join the head handed out. They share
             # the head's limit, so the head's lines count now if `_head_done` did not add them.
             if not self._head_counted:
@@ -255,14 +252,13 @@ class _Parser:
     def _bad(self, reason: str) -> None:
         raise BadRequest(reason)
 
-    def _framing(self, no_body: bool) -> Framing:
-        if no_body:
-            return _NONE
+    def _framing(self, otherwise: Framing) -> Framing:
+        """`otherwise`: the framing of a message without framing headers."""
         if self._te is not None:
             return _CHUNKED
         if self._content_length is not None:
             return _LENGTH
-        return _UNTIL_CLOSE
+        return otherwise
 
     def close(self) -> None:
         """Done with: llhttp's parser, which holds this one's callbacks, is let go (so both
@@ -302,7 +298,7 @@ class _Parser:
                     self.dead = True
                     error = HeadTooLarge(f"head larger than {self._max_head} bytes")
                     self.events.append(ProtocolError(str(error), error))
-            elif self._in_trailers and self.started and len(self.events) == queued:
+            elif not self._in_head and self.started and len(self.events) == queued:
                 # Past the head, bytes that gave no body and no end: chunk framing, or a trailer
                 # line llhttp buffers until it ends. Bounded like the head.
                 self._quiet_bytes += len(data)
@@ -317,13 +313,13 @@ class _Parser:
         return sum(len(name) + len(value) + _LINE_OVERHEAD for name, value in self._headers)
 
     def _head_done(self) -> None:
+        self._head_size = len(self._start_text)
         # Counted, a line can exceed its bytes on the wire (`a:` is 4 bytes, counts 5), so only
         # a head that came in less than half the limit is surely under it.
         self._head_counted = self._head_fed + self._head_size > self._max_head // 2
         if self._head_counted:
             self._grow(self._lines_size())
         self._in_head = False
-        self._in_trailers = True
         self._incomplete_head_bytes = 0
 
 
@@ -347,7 +343,6 @@ class RequestParser(_Parser):
         self._start_text += url
         if len(self._start_text) > self._max_target:
             raise UriTooLong(f"request target longer than {self._max_target} bytes")
-        self._head_size += len(url)  # checked with the head's lines (`_head_done`)
 
     def on_headers_complete(self) -> None:
         self._head_done()
@@ -371,9 +366,7 @@ class RequestParser(_Parser):
         if version == b"1.1" and not hosts:
             self._bad("HTTP/1.1 request without a Host header")
         upgrade = bool(parser.should_upgrade())
-        framing = self._framing(False)
-        if framing is _UNTIL_CLOSE:
-            framing = _NONE  # a request without framing headers has no body
+        framing = self._framing(_NONE)  # a request without framing headers has no body
         if upgrade and framing is not _NONE:
             self._bad("an upgrade request must not carry a body")
         self.events.append(
@@ -405,7 +398,6 @@ class ResponseParser(_Parser):
 
     def on_status(self, reason: bytes) -> None:
         self._start_text += reason
-        self._head_size += len(reason)  # checked with the head's lines (`_head_done`)
 
     def on_headers_complete(self) -> None:
         self._head_done()
@@ -427,7 +419,7 @@ class ResponseParser(_Parser):
             reason,
             self._headers,
             bool(parser.should_keep_alive()),
-            self._framing(no_body),
+            _NONE if no_body else self._framing(_UNTIL_CLOSE),
             self._content_length,
             self._watched,
         )
