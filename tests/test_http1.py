@@ -811,3 +811,18 @@ def test_a_chunked_body_fed_slowly_is_not_mistaken_for_trailers() -> None:
     parser.feed(b"0\r\n\r\n")
     assert not parser.dead
     assert type(parser.events[-1]) is EndOfMessage
+
+
+@pytest.mark.parametrize("before", [b"", b"GET /first HTTP/1.1\r\nHost: h\r\n\r\n"])
+def test_the_start_of_a_head_is_not_mistaken_for_trailers(before: bytes) -> None:
+    # A feed that opens a head and ends inside it gives no event, as trailer bytes would: it is
+    # bounded as head (when the head ends), not as trailers.
+    parser = RequestParser(max_head=100)
+    parser.feed(before)
+    parser.events.clear()
+    parser.feed(b"GET / HTTP/1.1\r\nHost: h\r\nX: " + b"x" * 150)
+    assert not parser.dead
+    parser.feed(b"\r\n\r\n")
+    [error] = parser.events
+    assert isinstance(error, ProtocolError)
+    assert error.reason == "head larger than 100 bytes"
