@@ -326,7 +326,7 @@ class _Parser:
 class RequestParser(_Parser):
     """Requests from a client, in order; pipelined requests queue up as events."""
 
-    _NAMES = _REQUEST_NAMES
+    _NAMES: tuple[bytes, ...] = _REQUEST_NAMES  # the type restated: mypyc wants it the same
 
     def __init__(
         self,
