@@ -160,3 +160,24 @@ def test_a_closed_connection_leaves_no_cycles_for_the_collector(
         rests = proxy.wait_for_lines(at_rest, 2, deadline=10)
     found = int(re.findall(at_rest, rests[1])[0])
     assert found < SERVED / 10, found  # before: about 20 per connection
+
+
+def test_at_rest_the_apps_idle_connections_are_closed(tmp: Path, raw_app: RawFactory) -> None:
+    """A load leaves the pool full of idle app connections (each with its buffers and parser);
+    at rest they are closed, and the next request opens a new one."""
+    app = raw_app()
+    config = write_config(
+        tmp / "sockgate.toml",
+        f'listen = "127.0.0.1:0"\nworkdir = "work"\n[apps.app1]\nsocket = "{app.path}"\n',
+    )
+    with Proxy(config, "-v") as proxy:
+        with RawClient(proxy.port) as client:
+            client.send(request_bytes("/app1/x"))
+            assert client.response().status == 200
+        assert not app.closed.is_set()  # pooled, kept open
+        proxy.wait_for_output(r"at rest: \d+ objects collected", deadline=10)
+        assert app.closed.wait(5), "the idle app connection was not closed at rest"
+        with RawClient(proxy.port) as client:
+            client.send(request_bytes("/app1/y"))
+            assert client.response().status == 200
+        assert app.connections == 2

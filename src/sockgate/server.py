@@ -226,12 +226,18 @@ class Server:
                 listener.resume()  # a descriptor was freed
 
     def _at_rest(self) -> None:
-        """No connection for a while: give back what the last load left behind. Connections
-        are cycles of small objects (callbacks hold their owners) and the heap keeps freed
-        blocks for the next load (heap.tune), so memory would otherwise stay at its peak."""
+        """No connection for a while: give back what the last load left behind, which would
+        otherwise stay at its peak: the apps' idle pooled connections, whatever cycles the
+        collector has not reached yet, and the freed heap blocks that heap.tune keeps for the
+        next load."""
         self._rest = None
         if self.connections or self._starting:
             return
+        self.engine.close_idle()
+        # After the loop has run the closed connections' connection_lost (scheduled by now).
+        self._loop.call_soon(self._hand_back)
+
+    def _hand_back(self) -> None:
         found = gc.collect()
         heap.trim()
         log.debug("%sat rest: %d objects collected, free heap returned", self.label, found)
