@@ -134,21 +134,21 @@ class App:
     rewrite: bool = True
     prefix_headers: tuple[str, ...] = DEFAULT_PREFIX_HEADERS
     command: Command | None = None  # supervised: sockgate starts and restarts it
+    # Worked out once (__post_init__), not as properties: every request asks.
+    # The app sees paths without its prefix, and is told the prefix in prefix_headers.
+    prefixed: bool = field(init=False, repr=False, compare=False)
+    # Location, Refresh and Set-Cookie paths in its responses are moved under the prefix.
+    rewrites: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        prefixed = self.strip_prefix and self.prefix != "/"
+        object.__setattr__(self, "prefixed", prefixed)
+        object.__setattr__(self, "rewrites", self.rewrite and prefixed)
 
     @property
     def mount(self) -> str:
         """The prefix without its trailing slash: "/app1" for "/app1/", "" for "/"."""
         return self.prefix[:-1]
-
-    @property
-    def prefixed(self) -> bool:
-        """The app sees paths without its prefix, and is told the prefix in prefix_headers."""
-        return self.strip_prefix and self.prefix != "/"
-
-    @property
-    def rewrites(self) -> bool:
-        """Location, Refresh and Set-Cookie paths in its responses are moved under the prefix."""
-        return self.rewrite and self.prefixed
 
 
 @dataclass(frozen=True, slots=True)

@@ -75,7 +75,12 @@ _NONE, _LENGTH, _CHUNKED = Framing.NONE, Framing.LENGTH, Framing.CHUNKED
 _UNTIL_CLOSE = Framing.UNTIL_CLOSE
 
 
-@dataclass(slots=True)
+# The per-message classes below write their own __init__ (init=False): mypyc, which compiles
+# this module, keeps the one dataclasses generates as interpreted Python, the cost of several
+# compiled exchanges each (see hatch_build.py). The dataclass still gives __eq__ and __repr__.
+
+
+@dataclass(slots=True, init=False)
 class RequestHead:
     method: bytes
     target: bytes
@@ -88,13 +93,43 @@ class RequestHead:
     host: bytes | None
     expect_continue: bool
     # Whether a header the parser was told to watch for appeared (unknown: assume so).
-    watched: bool = True
+    watched: bool
     # For the access log (the last of each).
-    referer: bytes | None = None
-    user_agent: bytes | None = None
+    referer: bytes | None
+    user_agent: bytes | None
+
+    def __init__(
+        self,
+        method: bytes,
+        target: bytes,
+        version: bytes,
+        headers: Headers,
+        keep_alive: bool,
+        upgrade: bool,
+        framing: Framing,
+        content_length: int | None,
+        host: bytes | None,
+        expect_continue: bool,
+        watched: bool = True,
+        referer: bytes | None = None,
+        user_agent: bytes | None = None,
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.version = version
+        self.headers = headers
+        self.keep_alive = keep_alive
+        self.upgrade = upgrade
+        self.framing = framing
+        self.content_length = content_length
+        self.host = host
+        self.expect_continue = expect_continue
+        self.watched = watched
+        self.referer = referer
+        self.user_agent = user_agent
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class ResponseHead:
     status: int
     reason: bytes
@@ -102,16 +137,37 @@ class ResponseHead:
     keep_alive: bool
     framing: Framing
     content_length: int | None
-    watched: bool = True  # as in RequestHead
+    watched: bool  # as in RequestHead
+
+    def __init__(
+        self,
+        status: int,
+        reason: bytes,
+        headers: Headers,
+        keep_alive: bool,
+        framing: Framing,
+        content_length: int | None,
+        watched: bool = True,
+    ) -> None:
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.keep_alive = keep_alive
+        self.framing = framing
+        self.content_length = content_length
+        self.watched = watched
 
     @property
     def informational(self) -> bool:
         return 100 <= self.status < 200 and self.status != 101
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Data:
     data: bytes
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
 
 
 @dataclass(slots=True)

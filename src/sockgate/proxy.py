@@ -18,7 +18,7 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum, auto
 
 from . import errors, headers, http1, monitor, pages, routing, tunnel
@@ -62,27 +62,54 @@ class _Wake(Enum):
 _Resume = Callable[[], Awaitable[bool]]
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)  # its own __init__, compiled: see http1.RequestHead
 class _Exchange:
     head: RequestHead
-    started: float = field(default_factory=time.time)
-    app: App | None = None
-    upstream: Upstream | None = None
-    conn: AppConnection | None = None
-    request: bytes = b""
+    started: float
+    app: App | None
+    upstream: Upstream | None
+    conn: AppConnection | None
+    request: bytes
     # A body the fast path streams: the response, and the bytes of it still to come.
-    response: ResponseHead | None = None
-    remaining: int = 0
-    keep: bool = False
-    status: int = 0
-    sent: int = 0
-    pump_error: errors.SockgateError | None = None
-    body_done: bool = False
-    client_left: bool = False
-    head_sent: bool = False
+    response: ResponseHead | None
+    remaining: int
+    keep: bool
+    status: int
+    sent: int
+    pump_error: errors.SockgateError | None
+    body_done: bool
+    client_left: bool
+    head_sent: bool
     # For the status counters: a long-lived stream (kept out of latency), the fault that ended it.
-    stream: bool = False
-    fault: str | None = None
+    stream: bool
+    fault: str | None
+
+    def __init__(
+        self,
+        head: RequestHead,
+        *,
+        app: App | None = None,
+        upstream: Upstream | None = None,
+        conn: AppConnection | None = None,
+        body_done: bool = False,
+    ) -> None:
+        self.head = head
+        self.started = time.time()
+        self.app = app
+        self.upstream = upstream
+        self.conn = conn
+        self.request = b""
+        self.response = None
+        self.remaining = 0
+        self.keep = False
+        self.status = 0
+        self.sent = 0
+        self.pump_error = None
+        self.body_done = body_done
+        self.client_left = False
+        self.head_sent = False
+        self.stream = False
+        self.fault = None
 
 
 class _Retry(Exception):

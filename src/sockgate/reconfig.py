@@ -98,7 +98,10 @@ def compare(old: Config, new: Config) -> Changes:
 
 
 def _app_fields(old: App, new: App) -> tuple[str, ...]:
-    return tuple(f.name for f in fields(App) if getattr(old, f.name) != getattr(new, f.name))
+    """The settings that differ (not what App works out from them, which is not compared)."""
+    return tuple(
+        f.name for f in fields(App) if f.compare and getattr(old, f.name) != getattr(new, f.name)
+    )
 
 
 @dataclass(frozen=True, slots=True)
