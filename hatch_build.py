@@ -13,6 +13,7 @@ Editable installs are never compiled: a compiled module would hide edits to its 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 import traceback
@@ -22,9 +23,12 @@ from typing import Any
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
 # The request path; the rest (config loading, the CLI, the dashboard) runs once or rarely.
-# Not server: compiled, its serve() re-raised an exception that proxy had caught and handled in
-# another task (a reused app connection's retry) from its with/finally at shutdown, so sockgate
-# exited with status 1 (mypyc's async exception state; the tests of retries and holds show it).
+# The rule for these modules: no await inside an except block, nor inside a finally block that
+# can be entered without an exception. Compiled, a coroutine that awaits while handling an
+# exception leaves it visible to every other task, and a compiled finally with an await re-raises
+# it (mypy 2.4's mypyc). Not server: its serve() ends in such a finally (a with and a try whose
+# finally awaits the apps' stop), where it re-raised an exception the hold loop had handled in
+# another task, and sockgate exited with status 1 (the tests of holds and retries show it).
 COMPILED = (
     "addresses",
     "accesslog",
@@ -47,12 +51,14 @@ class CompileHook(BuildHookInterface):  # type: ignore[misc]
     PLUGIN_NAME = "custom"
 
     def initialize(self, version: str, build_data: dict[str, Any]) -> None:
+        self._out: Path | None = None
         mode = os.environ.get("SOCKGATE_COMPILE", "1").strip().lower()
         if version == "editable" or mode in ("0", "no", "false"):
             return
+        self._out = Path(tempfile.mkdtemp(prefix="sockgate-mypyc-"))
         try:
-            built = _compile(Path(self.root))
-        except Exception:
+            built = _compile(Path(self.root), self._out)
+        except (Exception, SystemExit):  # mypyc exits on a type error
             if mode == "require":
                 raise
             traceback.print_exc()
@@ -67,13 +73,16 @@ class CompileHook(BuildHookInterface):  # type: ignore[misc]
         for wheel_path, file in built.items():
             build_data["force_include"][str(file)] = wheel_path
 
+    def finalize(self, version: str, build_data: dict[str, Any], artifact_path: str) -> None:
+        if self._out is not None:  # the wheel holds the extensions by now
+            shutil.rmtree(self._out, ignore_errors=True)
 
-def _compile(root: Path) -> dict[str, Path]:
-    """The extension modules, built outside the source tree: {path in the wheel: file}."""
+
+def _compile(root: Path, out: Path) -> dict[str, Path]:
+    """The extension modules, built in `out`, not the source tree: {path in the wheel: file}."""
     from mypyc.build import mypycify
     from setuptools import Distribution
 
-    out = Path(tempfile.mkdtemp(prefix="sockgate-mypyc-"))
     sources = [f"src/sockgate/{name}.py" for name in COMPILED]
     cwd, cache = os.getcwd(), os.environ.get("MYPY_CACHE_DIR")
     os.chdir(root)  # mypy names modules by their paths from here

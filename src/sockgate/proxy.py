@@ -817,6 +817,10 @@ class ClientConnection:
         conn.parser.head_request = head.method == b"HEAD"
         pump: asyncio.Task[None] | None = None
         self.stream.on_eof = lambda: self._client_eof(ex, conn)
+        # What a finally would do, after the try: the pump is awaited outside any except or
+        # finally block, which the compiled build needs (hatch_build.py).
+        error: BaseException | None = None
+        result = False
         try:
             try:
                 if not written:
@@ -827,17 +831,22 @@ class ClientConnection:
                 conn.close()
                 if retry_ok and not conn.cut_off:
                     raise _Retry from None
-                return self._fail(ex, _closed_early(conn, upstream))
-            if head.framing is not Framing.NONE:
-                pump = asyncio.create_task(self._pump_body(ex, conn))
-            return await self._relay(ex, upstream, conn, retry_ok=retry_ok, deadline=deadline)
-        finally:
-            self.stream.on_eof = None
-            if conn.state is ConnState.ACTIVE:
-                conn.close()
-            if pump is not None and not pump.done():
-                pump.cancel()
-                await asyncio.gather(pump, return_exceptions=True)
+                result = self._fail(ex, _closed_early(conn, upstream))
+            else:
+                if head.framing is not Framing.NONE:
+                    pump = asyncio.create_task(self._pump_body(ex, conn))
+                result = await self._relay(ex, upstream, conn, retry_ok=retry_ok, deadline=deadline)
+        except BaseException as exc:  # re-raised below, once the attempt is cleaned up
+            error = exc
+        self.stream.on_eof = None
+        if conn.state is ConnState.ACTIVE:
+            conn.close()
+        if pump is not None and not pump.done():
+            pump.cancel()
+            await asyncio.gather(pump, return_exceptions=True)
+        if error is not None:
+            raise error
+        return result
 
     def _queued_error(self) -> errors.ClientError | None:
         """A framing error already parsed within the current request's body."""

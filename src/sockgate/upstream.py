@@ -84,6 +84,7 @@ class AppConnection:
         if self._active is not None:
             self._active.discard(self)
         self.stream.abort()
+        self.parser.close()  # no cycle left for the GC; its events stay readable
 
     def cut(self) -> None:
         """End the exchange or tunnel under way: its app was retired by a reload."""
@@ -186,22 +187,26 @@ class Upstream:
         until = loop.time() + (self.app.hold if hold else 0.0)
         delay = HOLD_FIRST_RETRY
         while True:
+            failed: errors.UpstreamError | None = None
             try:
                 stream = await self._connect_once()
             except errors.UpstreamError as exc:
-                left = until - loop.time()
-                if not exc.restarting or left <= 0:
-                    raise
-                if not self._holding:
-                    self._holding = True
-                    log.info("%s; holding requests for up to %gs", exc, self.app.hold)
-                await asyncio.sleep(min(delay, left))
-                delay = min(delay * 2, HOLD_MAX_RETRY)
-                continue
-            if self._holding:
-                self._holding = False
-                log.info("%s: back", self.app.name)
-            return stream
+                failed = exc
+            if failed is None:
+                if self._holding:
+                    self._holding = False
+                    log.info("%s: back", self.app.name)
+                return stream
+            # Waited for outside the except block: compiled with mypyc, a coroutine that awaits
+            # while it handles an exception leaks that exception to other tasks (hatch_build.py).
+            left = until - loop.time()
+            if not failed.restarting or left <= 0:
+                raise failed
+            if not self._holding:
+                self._holding = True
+                log.info("%s; holding requests for up to %gs", failed, self.app.hold)
+            await asyncio.sleep(min(delay, left))
+            delay = min(delay * 2, HOLD_MAX_RETRY)
 
     async def _connect_once(self) -> Stream:
         path = str(self.app.socket)
@@ -218,8 +223,8 @@ class Upstream:
                         # EAGAIN on a Unix socket: the app's listen queue is full. It is alive
                         # but busy, so try again (with backoff) until the connect timeout.
                         busy = True
-                        await asyncio.sleep(delay)
-                        delay = min(delay * 2, 0.05)
+                    await asyncio.sleep(delay)  # not in the except block: see connect()
+                    delay = min(delay * 2, 0.05)
         except TimeoutError:
             detail = (
                 "its listen queue stayed full" if busy else "no answer"
