@@ -7,6 +7,7 @@ and snapshotted (deep-copied). Feeding the same bytes split anywhere must give t
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Iterable, Sequence
 
 import pytest
@@ -45,10 +46,15 @@ Parser = RequestParser | ResponseParser
 
 
 def snapshot(event: object) -> object:
-    """A comparable copy of an event as it is when popped (ProtocolError: its error class)."""
+    """A comparable copy of an event as it is when popped (ProtocolError: its error class).
+    Made through the class's own __init__ (dataclasses.replace): copy.deepcopy would make the
+    object without it, which a compiled class (mypyc) refuses."""
     if isinstance(event, ProtocolError):
         return ("ProtocolError", type(event.error))
-    return copy.deepcopy(event)
+    assert dataclasses.is_dataclass(event)
+    assert not isinstance(event, type)
+    fields = {f.name: copy.deepcopy(getattr(event, f.name)) for f in dataclasses.fields(event)}
+    return dataclasses.replace(event, **fields)
 
 
 def merged(events: Iterable[object]) -> list[object]:
