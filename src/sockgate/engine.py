@@ -126,8 +126,7 @@ class Engine:
             handle.cancel()
         self._drains.clear()
         self.monitor.close()
-        for upstream in self.upstreams.values():
-            upstream.close()
+        self.close_idle()
 
 
 def _router(config: Config) -> routing.Router:
