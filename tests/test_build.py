@@ -98,3 +98,36 @@ def test_compiled_modules_never_await_in_except_or_finally() -> None:
                 blocks = [h.body for h in node.handlers] + [node.finalbody]
                 offences += [f"{path.name}:{line}" for body in blocks for line in awaits_in(body)]
     assert not offences, offences
+
+
+def class_defaults(cls: ast.ClassDef) -> set[str]:
+    """Names a class body gives a value (attribute defaults, to mypyc)."""
+    names = set()
+    for statement in cls.body:
+        if isinstance(statement, ast.AnnAssign) and statement.value is not None:
+            targets = [statement.target]
+        elif isinstance(statement, ast.Assign):
+            targets = statement.targets
+        else:
+            continue
+        names |= {t.id for t in targets if isinstance(t, ast.Name)}
+    return names
+
+
+def test_compiled_classes_never_override_a_base_class_default() -> None:
+    """mypyc sets a compiled class's attribute defaults base first and did not free the one a
+    subclass overrides: the request parser kept a tuple per connection that way (about 2 MB
+    per 30,000 connections; tests/test_heap.py catches such leaks at run time). Pass such a
+    value to the base's __init__ instead."""
+    classes: dict[str, ast.ClassDef] = {}
+    for name in compiled_modules():
+        path = ROOT / "src" / "sockgate" / f"{name}.py"
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        classes |= {node.name: node for node in ast.walk(tree) if isinstance(node, ast.ClassDef)}
+    offences = []
+    for cls in classes.values():
+        for base in cls.bases:
+            if isinstance(base, ast.Name) and base.id in classes:
+                shared = class_defaults(cls) & class_defaults(classes[base.id])
+                offences += [f"{cls.name}.{attr} (from {base.id})" for attr in sorted(shared)]
+    assert not offences, offences

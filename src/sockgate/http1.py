@@ -206,14 +206,16 @@ class _Parser:
     name may map to the one (lowercase) value that does not count, else to None."""
 
     _parser: Any  # the llhttp parser the subclass made
-    # The header names on_header looks at in this kind of message.
-    _NAMES: tuple[bytes, ...] = _FRAMING_NAMES
 
-    def __init__(self, max_head: int, watch: Watch) -> None:
+    def __init__(self, max_head: int, watch: Watch, names: tuple[bytes, ...]) -> None:
+        """`names`: the header names on_header looks at in this kind of message. An argument,
+        not a class attribute the subclass overrides: mypyc sets a compiled class's attribute
+        defaults base first, and the overridden one was never freed (one tuple leaked per
+        parser, that is per connection; tests/test_heap.py counts the blocks at rest)."""
         self.events: deque[Event] = deque()
         self._watch = watch
-        self._looked_at = _looked_at(watch, self._NAMES)
-        self._fields = frozenset(self._NAMES)  # the names on_header compares with, one by one
+        self._looked_at = _looked_at(watch, names)
+        self._fields = frozenset(names)  # the names on_header compares with, one by one
         self._watched = False
         self.dead = False
         self._max_head = max_head
@@ -382,8 +384,6 @@ class _Parser:
 class RequestParser(_Parser):
     """Requests from a client, in order; pipelined requests queue up as events."""
 
-    _NAMES: tuple[bytes, ...] = _REQUEST_NAMES  # the type restated: mypyc wants it the same
-
     def __init__(
         self,
         *,
@@ -391,7 +391,7 @@ class RequestParser(_Parser):
         max_head: int = MAX_HEAD,
         watch: Watch = _NO_WATCH,
     ) -> None:
-        super().__init__(max_head, watch)
+        super().__init__(max_head, watch, _REQUEST_NAMES)
         self._max_target = max_target
         self._parser = httptools.HttpRequestParser(self)
 
@@ -448,7 +448,7 @@ class ResponseParser(_Parser):
     """One app connection's responses. Set `head_request` before each HEAD exchange."""
 
     def __init__(self, *, max_head: int = MAX_HEAD, watch: Watch = _NO_WATCH) -> None:
-        super().__init__(max_head, watch)
+        super().__init__(max_head, watch, _FRAMING_NAMES)
         self.head_request = False
         self._parser = httptools.HttpResponseParser(self)
 
