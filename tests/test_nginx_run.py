@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from sockgate.config import App, Config, Listen, Timeouts
-from sockgate.errors import ConfigError
+from sockgate.errors import ConfigError, NginxConfigRejected
 from sockgate.nginx import run as nginx_run  # not `import test_config`: pytest would collect it
 from sockgate.nginx.render import TEMP_DIRS, conf_path, pid_path, render
 
@@ -98,7 +98,7 @@ def test_prepare_lays_out_the_workdir(workdir: Path) -> None:
 
 def test_rejected_config_carries_nginx_message(workdir: Path) -> None:
     config = make_config(workdir, listen=Listen("sg-no-such-host.invalid", 8080))
-    with pytest.raises(nginx_run.NginxConfigRejected) as caught:
+    with pytest.raises(NginxConfigRejected) as caught:
         nginx_run.test_config(config)
     assert "[emerg] host not found" in caught.value.message
     assert str(conf_path(config)) in str(caught.value)

@@ -16,13 +16,12 @@ from typing import Any, TypeVar
 import click
 
 from . import __version__, build, config, control, dashboard, probe, scaffold, server, supervisor
-from .errors import ConfigError, SockgateError
-from .lint import crawl as lint_crawl
-from .lint import report as lint_report
-from .lint import run as lint_run
+from .errors import ConfigError, NginxConfigRejected, SockgateError
+from .lint import MAX_PAGES
 from .logsetup import configure
-from .nginx import render as nginx_render
-from .nginx import run as nginx_run
+
+# The lint and nginx commands' modules are imported by those commands: `sockgate run` on the
+# built-in engine would otherwise hold them (and html.parser) for as long as it runs.
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -76,7 +75,7 @@ def _handle_errors(func: F) -> F:
         except ConfigError as exc:
             click.echo(f"sockgate: config error: {exc}", err=True)
             sys.exit(EXIT_INVALID)
-        except nginx_run.NginxConfigRejected as exc:
+        except NginxConfigRejected as exc:
             click.echo(f"sockgate: {exc}", err=True)
             sys.exit(EXIT_INVALID)
         except SockgateError as exc:
@@ -138,6 +137,9 @@ def check(
     click.echo(f"config ok: {where}")
     click.echo(f"listen {cfg.listen}, workdir {cfg.workdir}, engine {cfg.engine}")
     if cfg.engine == "nginx":
+        from .nginx import render as nginx_render
+        from .nginx import run as nginx_run
+
         nginx_run.test_config(cfg)
         click.echo(f"nginx -t ok: {nginx_render.conf_path(cfg)}")
     reports = asyncio.run(probe.probe_all(cfg))
@@ -198,6 +200,8 @@ def run(
     if warning:
         click.echo(f"sockgate: warning: {warning}", err=True)
     if cfg.engine == "nginx":
+        from .nginx import run as nginx_run
+
         sys.exit(nginx_run.run(cfg, loader=loader, watch=watch))
     sys.exit(supervisor.run(cfg, loader=loader, watch=watch))
 
@@ -254,7 +258,7 @@ def exposure_warning(cfg: config.Config) -> str | None:
 @click.option(
     "--max-pages",
     type=click.IntRange(1, 1000),
-    default=lint_crawl.MAX_PAGES,
+    default=MAX_PAGES,
     show_default=True,
     help="Pages fetched per app at most.",
 )
@@ -276,6 +280,9 @@ def lint(
     Exit codes: 0 nothing escapes; 1 something escapes (or the config is invalid, as for every
     command); 2 could not lint (unknown APP, an app not answering, ...).
     """
+    from .lint import report as lint_report
+    from .lint import run as lint_run
+
     cfg = _load(config_path, listen, apps)
     report = asyncio.run(lint_run.lint(cfg, app_name, max_pages))
     if as_json:
@@ -340,6 +347,8 @@ def nginx_render_command(
     config_path: Path | None, listen: str | None, apps: tuple[str, ...], engine: str | None
 ) -> None:
     """Print the nginx.conf that `run --engine nginx` would write."""
+    from .nginx import run as nginx_run
+
     cfg = _load(config_path, listen, apps, engine)
     click.echo(nginx_run.render_here(cfg), nl=False)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from http import HTTPStatus
+from pathlib import Path
 
 
 class SockgateError(Exception):
@@ -157,6 +158,15 @@ class AppRetired(UpstreamError):
     """A reload removed the app (or moved its socket) and the drain deadline passed."""
 
     fault = "app removed by a reload"
+
+
+class NginxConfigRejected(SockgateError):
+    """`nginx -t` refused the rendered config; `message` is what nginx said."""
+
+    def __init__(self, conf: Path, message: str) -> None:
+        self.conf = conf
+        self.message = message
+        super().__init__(f"nginx rejected {conf}:\n{message}")
 
 
 _STATUS: dict[type[UpstreamError], HTTPStatus] = {

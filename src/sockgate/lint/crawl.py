@@ -15,10 +15,10 @@ from urllib.parse import urlsplit
 from .. import __version__, http1
 from ..stream import Stream
 from ..upstream import AppConnection
+from . import MAX_PAGES
 from .find import Scope, check, cookie_findings, header_refs, page_refs, to_follow
 from .report import AppResult, Page
 
-MAX_PAGES = 20
 # A page is read up to this size; the rest is not parsed.
 MAX_BODY = 4 * 1024 * 1024
 TIMEOUT = 15.0  # seconds for one whole exchange

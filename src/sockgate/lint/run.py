@@ -16,7 +16,8 @@ from ..config import App, Config, Listen
 from ..errors import SockgateError
 from ..server import Server, live_pid
 from ..stream import Stream
-from .crawl import MAX_PAGES, crawl
+from . import MAX_PAGES
+from .crawl import crawl
 from .find import Scope
 from .report import AppResult, Report, Via
 

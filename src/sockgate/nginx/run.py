@@ -24,7 +24,7 @@ from types import FrameType
 
 from .. import appsproc, children, logsetup, reconfig
 from ..config import Config, Loader
-from ..errors import ConfigError, SockgateError
+from ..errors import ConfigError, NginxConfigRejected, SockgateError
 from ..reconfig import ReloadResult
 from ..server import PidFile, watching
 from ..watch import ConfigWatcher
@@ -41,15 +41,6 @@ TEST_TIMEOUT = 30.0
 
 class NginxNotFound(SockgateError):
     """No nginx to run."""
-
-
-class NginxConfigRejected(SockgateError):
-    """`nginx -t` refused the rendered config; `message` is what nginx said."""
-
-    def __init__(self, conf: Path, message: str) -> None:
-        self.conf = conf
-        self.message = message
-        super().__init__(f"nginx rejected {conf}:\n{message}")
 
 
 def find_nginx() -> str:
