@@ -21,6 +21,10 @@ from websockets.asyncio.client import connect as ws_connect
 
 WRK_TIMEOUT = "5s"
 IO_TIMEOUT = 10.0
+# "At rest": this long with no connection open before RSS is read. A proxy may give memory
+# back once the load is over (sockgate closes its idle app connections and trims its heap
+# a second after the last connection closes); nginx and HAProxy hold theirs at once.
+REST = 2.0
 WS_MESSAGE = b"x" * 64
 WS_WARMUP = 50
 SSE_SKIP = 3
@@ -388,6 +392,7 @@ def idle_conns(target: Target, settings: Settings, scripts: dict[str, Path]) -> 
     pid = target.measured_pid
     if pid is None:
         return Sample()
+    time.sleep(REST)  # a measured interval, not a wait for an event (see REST)
     at_rest = tree_mb(pid, "VmRSS")
     socks = _open_idle(target, settings.idle_conns)
     try:
