@@ -28,7 +28,7 @@ from tests.support.clients import (
     vm_kib,
     wait_gate,
 )
-from tests.support.rawapp import Conn, Flood
+from tests.support.rawapp import Conn, Flood, offsets
 
 MiB = 1024 * 1024
 
@@ -569,6 +569,48 @@ def test_big_download_is_complete_in_flat_memory(
     peak = vm_kib(proxy.proc.pid, "VmHWM")
     assert peak < 150 * 1024, f"proxy peak RSS {peak} KiB"
     assert peak - before < 32 * 1024, f"proxy peak RSS grew by {peak - before} KiB"
+
+
+def test_a_long_body_held_up_by_a_slow_client_arrives_intact(
+    make_proxy: ProxyFactory, raw_app: RawFactory
+) -> None:
+    """The built-in engine reads a long body into a buffer of its own and writes it on from
+    there. While a slow client has not taken the bytes written, they still point into that
+    buffer: the next read must not land in it. Every byte of this body says where it belongs."""
+    total = 16 * MiB
+    sender = Flood(total, b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % total, pattern=True)
+    proxy = make_proxy({"app1": raw_app(sender).path})
+    assert proxy.proc is not None
+    body = bytearray()
+    slow_reader_holds_the_app_back(
+        proxy.port, proxy.proc.pid, sender, request_bytes("/app1/big"), body
+    )
+    assert len(body) == total
+    assert body == offsets(0, total)
+
+
+async def answer_long_bodies(conn: Conn) -> None:
+    """Every request on the connection gets a 3 MiB body of `offsets`, in pieces."""
+    while await conn.request() is not None:
+        size = 3 * MiB
+        await conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
+        for start in range(0, size, 96 * 1024):
+            await conn.send(offsets(start, 96 * 1024))
+
+
+def test_an_app_connection_serves_again_after_a_long_body(
+    make_proxy: ProxyFactory, raw_app: RawFactory
+) -> None:
+    """A long body is read another way than the heads (`Stream.relay`); the app connection goes
+    back to the pool reading heads again: the next responses on it come through whole."""
+    app = raw_app(answer_long_bodies)
+    proxy = make_proxy({"app1": app.path})
+    with httpx.Client(timeout=DEADLINE) as client:
+        for n in range(3):
+            response = client.get(f"{proxy.url}/app1/long/{n}")
+            assert response.status_code == 200
+            assert response.content == offsets(0, 3 * MiB)
+    assert app.connections == 1
 
 
 def test_slow_client_holds_the_app_back(make_proxy: ProxyFactory, raw_app: RawFactory) -> None:

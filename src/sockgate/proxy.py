@@ -412,11 +412,13 @@ class ClientConnection:
         # The parser stays behind mid-body: the next response on this connection starts fresh.
         conn.parser.close()
         conn.parser = http1.ResponseParser(watch=headers.RESPONSE_WATCH)
-        conn.stream.on_data = self._on_app_body
+        conn.stream.relay(self._on_app_body)
         self.stream.on_drained = self._on_client_drained
         self._relay_body(ex, pending)
 
-    def _on_app_body(self, data: bytes) -> None:
+    def _on_app_body(self, data: memoryview) -> bool:
+        """The next bytes of the body, in the app stream's buffer (`Stream.relay`); True when
+        they are still queued for the client after this (the buffer is then not reused)."""
         ex = self._fast
         assert ex is not None
         conn = ex.conn
@@ -431,8 +433,9 @@ class ClientConnection:
         ex.remaining -= size
         ex.sent += size
         self._relay_body(ex, [data])
+        return self.stream.unsent > 0
 
-    def _relay_body(self, ex: _Exchange, parts: list[bytes]) -> None:
+    def _relay_body(self, ex: _Exchange, parts: list[bytes] | list[memoryview]) -> None:
         conn = ex.conn
         assert conn is not None
         try:
@@ -562,6 +565,7 @@ class ClientConnection:
         assert conn is not None
         conn.stream.on_data = None
         conn.stream.on_eof = None
+        conn.stream.relay(None)
         conn.stream.hold(False)
 
     async def _resume(self, ex: _Exchange, written: bool, deadline: float | None) -> bool:

@@ -18,6 +18,8 @@ from .deadline import Deadline
 # Read buffering beyond this pauses the transport until the reader catches up.
 READ_HIGH_WATER = 256 * 1024
 WRITE_HIGH_WATER = 256 * 1024
+# The buffer a relayed stream reads into (`Stream.relay`).
+RELAY_BUFFER = 256 * 1024
 
 
 class Stream(asyncio.Protocol):
@@ -55,6 +57,8 @@ class Stream(asyncio.Protocol):
         # Called when the peer has caught up after writing was paused.
         self.on_drained: Callable[[], None] | None = None
         self._held = False
+        self._relay: _RelayReads | None = None  # made on first use, kept for the next
+        self._relaying = False
 
     def __repr__(self) -> str:
         state = "lost" if self._lost else "eof" if self._eof else "open"
@@ -95,6 +99,7 @@ class Stream(asyncio.Protocol):
         # owners (and so this stream), are let go.
         self._timer.close()
         self.on_data = self.on_drained = None
+        self._relay = None
         self._eof = self._lost = True
         self._error = exc
         self._wake_reader()
@@ -199,7 +204,43 @@ class Stream(asyncio.Protocol):
             raise ConnectionResetError("connection closed")
         transport.write(data)
 
-    def writelines(self, parts: list[bytes]) -> None:
+    def relay(self, sink: Callable[[memoryview], bool] | None) -> None:
+        """From now on received bytes go to `sink`, as views of a buffer this stream owns,
+        until `relay(None)`: for a long body passed on as it comes. uvloop then reads into that
+        buffer instead of copying each read into a new bytes object, one copy of every byte
+        less. `sink` returns True when it kept the view past the call (the bytes are still
+        queued for a slow peer): the next read then gets a new buffer."""
+        transport = self.transport
+        if sink is None:
+            if self._relay is not None:
+                self._relay.sink = None  # it holds its owner (a client connection)
+            if not self._relaying:
+                return
+            self._relaying = False
+            protocol: asyncio.BaseProtocol = self
+        elif self._lost or transport is None or transport.is_closing():
+            return
+        else:
+            if self._relay is None:
+                self._relay = _RelayReads(self)
+            self._relay.sink = sink
+            self._relaying = True
+            protocol = self._relay
+        if self._lost or transport is None or transport.is_closing():
+            return
+        # uvloop picks its read callbacks when reading starts: stop and start again.
+        transport.pause_reading()
+        transport.set_protocol(protocol)
+        if not (self._held or self._reading_paused):
+            transport.resume_reading()
+
+    @property
+    def unsent(self) -> int:
+        """Bytes written but still queued for the peer."""
+        transport = self.transport
+        return 0 if transport is None else transport.get_write_buffer_size()
+
+    def writelines(self, parts: list[bytes] | list[memoryview]) -> None:
         transport = self.transport
         if self._lost or transport is None or transport.is_closing():
             raise ConnectionResetError("connection closed")
@@ -268,3 +309,34 @@ class Stream(asyncio.Protocol):
         callback, self.on_eof = self.on_eof, None
         if callback is not None:
             callback()
+
+
+class _RelayReads(asyncio.BufferedProtocol):
+    """A stream's transport's protocol while it relays (`Stream.relay`): reads land in a
+    buffer of ours, and the rest of the protocol is the stream's."""
+
+    def __init__(self, stream: Stream) -> None:
+        self._stream = stream
+        self.sink: Callable[[memoryview], bool] | None = None
+        self._view = memoryview(bytearray(RELAY_BUFFER))
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        sink = self.sink
+        if sink is not None and sink(self._view[:nbytes]):
+            self._view = memoryview(bytearray(RELAY_BUFFER))  # the old one is still queued
+
+    def eof_received(self) -> bool:
+        return self._stream.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.sink = None
+        self._stream.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._stream.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._stream.resume_writing()

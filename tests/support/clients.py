@@ -394,10 +394,13 @@ class RequestWatcher:
         return True
 
 
-def slow_reader_holds_the_app_back(port: int, pid: int, flood: Flood, request: bytes) -> bytes:
+def slow_reader_holds_the_app_back(
+    port: int, pid: int, flood: Flood, request: bytes, body: bytearray | None = None
+) -> bytes:
     """Send `request` from a client with a small receive buffer that reads the response head
     and then nothing: the proxy (process `pid`) must stop taking the app's bytes well before the
-    end, its peak memory flat; then everything arrives. Returns the head."""
+    end, its peak memory flat; then everything arrives (into `body`, if given). Returns the
+    head."""
     before = vm_kib(pid, "VmHWM")
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
@@ -417,10 +420,14 @@ def slow_reader_holds_the_app_back(port: int, pid: int, flood: Flood, request: b
         grown = vm_kib(pid, "VmHWM") - before
         assert grown < 32 * 1024, f"the proxy grew by {grown} KiB"
         count = len(rest)
+        if body is not None:
+            body += rest
         while count < flood.total:
             data = sock.recv(1 << 20)
             assert data, f"closed after {count} bytes"
             count += len(data)
+            if body is not None:
+                body += data
     assert count == flood.total
     assert flood.finished.wait(DEADLINE)
     return head

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import threading
+from array import array
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,14 +106,23 @@ class Conn:
         await self.writer.drain()
 
 
+def offsets(start: int, size: int) -> bytes:
+    """`size` bytes of a body from `start` on (both multiples of 8), each 8-byte word its own
+    offset in the body: bytes delivered out of place, twice or overwritten cannot match."""
+    return array("Q", range(start // 8, (start + size) // 8)).tobytes()
+
+
 class Flood:
     """A handler that reads one request, answers with `head`, then sends `total` bytes (a body,
     or tunnel bytes after a 101) and notes when the proxy stops taking them: a drain still
     waiting after a second means the proxy holds the app back."""
 
-    def __init__(self, total: int, head: bytes) -> None:
+    def __init__(self, total: int, head: bytes, *, pattern: bool = False) -> None:
+        """`pattern`: the bytes say where they are (`offsets`), so that any byte out of place
+        shows; else zeros."""
         self.total = total
         self.head = head
+        self.pattern = pattern
         self.stalled = threading.Event()
         self.finished = threading.Event()
         self.sent_at_stall = 0
@@ -124,6 +134,8 @@ class Flood:
         block = bytes(1 << 20)
         sent = 0
         while sent < self.total:
+            if self.pattern:
+                block = offsets(sent, 1 << 20)
             conn.writer.write(block)
             sent += len(block)
             drain = asyncio.ensure_future(conn.writer.drain())
