@@ -55,9 +55,12 @@ def faults_of(mode: str) -> int:
 def test_tuned_heap_keeps_freed_buffers_for_the_next_reads() -> None:
     untuned = faults_of("default")
     tuned = faults_of("tuned")
-    # Untuned: every round faults megabytes in again (about 500 pages here); tuned: none.
-    assert untuned > 20 * 200, untuned
+    # Untuned: every round faults memory in again; how much depends on where glibc's heap
+    # and mappings land (512 pages a round on this machine, 160 in one CI run), but at least
+    # a page for each of the 16 buffers. Tuned: none after the first rounds.
+    assert untuned > 20 * 16, untuned
     assert tuned < 100, tuned
+    assert tuned * 20 < untuned, (tuned, untuned)
 
 
 def test_tune_says_whether_it_applied() -> None:
