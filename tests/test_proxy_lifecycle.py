@@ -164,6 +164,28 @@ def test_access_log_uses_combined_format_with_time_and_app(
     assert float(match["rt"]) < 5
 
 
+def test_access_log_escapes_what_could_forge_or_break_a_line(
+    make_proxy: ProxyFactory, raw_app: RawFactory, tmp: Path
+) -> None:
+    """As nginx does: a quote, a backslash and bytes outside printable ASCII in the logged
+    fields are written as \\xHH, so a client cannot end a field early or forge a line."""
+    app = raw_app()
+    proxy = make_proxy({"app1": app.path})
+    agent = b'evil" "x\\y\xc3\xa9'
+    with RawClient(proxy.port) as client:
+        client.send(
+            b"GET /app1/escaped HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: " + agent + b"\r\n"
+            b'Referer: http://a.test/"q"\r\n\r\n'
+        )
+        assert client.response().status == 200
+    line = wait_for_line(logs(tmp) / "access.log", "/app1/escaped")
+    match = COMBINED.match(line)
+    assert match, line
+    assert match["agent"] == r"evil\x22 \x22x\x5Cy\xC3\xA9"
+    assert match["referer"] == r"http://a.test/\x22q\x22"
+    assert match["request"] == "GET /app1/escaped HTTP/1.1"
+
+
 def test_access_log_for_local_answers(
     make_proxy: ProxyFactory, raw_app: RawFactory, tmp: Path
 ) -> None:
