@@ -440,6 +440,11 @@ REJECTED_REQUESTS: dict[str, tuple[bytes, type[ClientError]]] = {
     "bare-lf-after-header": (b"GET / HTTP/1.1\r\nHost: h\nA: b\r\n\r\n", BadRequest),
     "leading-space-header": (b"GET / HTTP/1.1\r\n Host: h\r\n\r\n", BadRequest),
     "http09": (b"GET /\r\n\r\n", VersionNotSupported),
+    # An HTTP/0.9 line to llhttp, whose target merely ends like a version: not read as 1.1.
+    "http09-target-ending-like-a-version": (
+        b"GET /aHTTP/1.1\r\nHost: h\r\n\r\n",
+        VersionNotSupported,
+    ),
     "http2-version": (b"GET / HTTP/2.0\r\nHost: h\r\n\r\n", VersionNotSupported),
     "h2-preface": (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", BadRequest),
     "absolute-form": (b"GET http://h/ HTTP/1.1\r\nHost: h\r\n\r\n", BadRequest),
