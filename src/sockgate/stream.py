@@ -18,8 +18,12 @@ from .deadline import Deadline
 # Read buffering beyond this pauses the transport until the reader catches up.
 READ_HIGH_WATER = 256 * 1024
 WRITE_HIGH_WATER = 256 * 1024
-# The buffer a relayed stream reads into (`Stream.relay`).
+# The buffer a relayed stream reads into (`Stream.relay`), and how many free ones the process
+# keeps for the next relays: a buffer is not kept per connection (a pool of app connections
+# that served long bodies would hold one each while idle).
 RELAY_BUFFER = 256 * 1024
+SPARE_BUFFERS = 4
+_spare: list[memoryview] = []
 
 
 class Stream(asyncio.Protocol):
@@ -57,8 +61,7 @@ class Stream(asyncio.Protocol):
         # Called when the peer has caught up after writing was paused.
         self.on_drained: Callable[[], None] | None = None
         self._held = False
-        self._relay: _RelayReads | None = None  # made on first use, kept for the next
-        self._relaying = False
+        self._relay: _RelayReads | None = None
 
     def __repr__(self) -> str:
         state = "lost" if self._lost else "eof" if self._eof else "open"
@@ -99,7 +102,9 @@ class Stream(asyncio.Protocol):
         # owners (and so this stream), are let go.
         self._timer.close()
         self.on_data = self.on_drained = None
-        self._relay = None
+        if self._relay is not None:
+            self._relay.detach()
+            self._relay = None
         self._eof = self._lost = True
         self._error = exc
         self._wake_reader()
@@ -211,21 +216,21 @@ class Stream(asyncio.Protocol):
         less. `sink` returns True when it kept the view past the call (the bytes are still
         queued for a slow peer): the next read then gets a new buffer."""
         transport = self.transport
+        relay = self._relay
         if sink is None:
-            if self._relay is not None:
-                self._relay.sink = None  # it holds its owner (a client connection)
-            if not self._relaying:
+            if relay is None:
                 return
-            self._relaying = False
+            self._relay = None
+            relay.detach()  # it held its owner (a client connection), and a buffer
             protocol: asyncio.BaseProtocol = self
+        elif relay is not None:
+            relay.sink = sink
+            return
         elif self._lost or transport is None or transport.is_closing():
             return
         else:
-            if self._relay is None:
-                self._relay = _RelayReads(self)
-            self._relay.sink = sink
-            self._relaying = True
-            protocol = self._relay
+            self._relay = relay = _RelayReads(self, sink)
+            protocol = relay
         if self._lost or transport is None or transport.is_closing():
             return
         # uvloop picks its read callbacks when reading starts: stop and start again.
@@ -313,26 +318,49 @@ class Stream(asyncio.Protocol):
 
 class _RelayReads(asyncio.BufferedProtocol):
     """A stream's transport's protocol while it relays (`Stream.relay`): reads land in a
-    buffer of ours, and the rest of the protocol is the stream's."""
+    buffer of ours, and the rest of the protocol is the stream's. A buffer whose bytes are
+    still queued for the peer is left to the transport (it holds views of it) and never
+    reused; a free one goes back to the spares when the relay ends."""
 
-    def __init__(self, stream: Stream) -> None:
+    def __init__(self, stream: Stream, sink: Callable[[memoryview], bool]) -> None:
         self._stream = stream
-        self.sink: Callable[[memoryview], bool] | None = None
-        self._view = memoryview(bytearray(RELAY_BUFFER))
+        self.sink: Callable[[memoryview], bool] | None = sink
+        self._view: memoryview | None = _buffer()
+        self._in_sink = False
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return self._view
+        view = self._view
+        if view is None:  # only after detach, if the transport reads once more
+            view = self._view = _buffer()
+        return view
 
     def buffer_updated(self, nbytes: int) -> None:
         sink = self.sink
-        if sink is not None and sink(self._view[:nbytes]):
-            self._view = memoryview(bytearray(RELAY_BUFFER))  # the old one is still queued
+        view = self._view
+        if sink is None or view is None:
+            return
+        self._in_sink = True
+        kept = sink(view[:nbytes])  # may end the relay (detach)
+        self._in_sink = False
+        if kept:
+            self._view = None if self.sink is None else _buffer()
+        elif self.sink is None:
+            self._release()
+
+    def detach(self) -> None:
+        self.sink = None
+        if not self._in_sink:  # else buffer_updated knows whether the buffer is free
+            self._release()
+
+    def _release(self) -> None:
+        view, self._view = self._view, None
+        if view is not None and len(_spare) < SPARE_BUFFERS:
+            _spare.append(view)
 
     def eof_received(self) -> bool:
         return self._stream.eof_received()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.sink = None
         self._stream.connection_lost(exc)
 
     def pause_writing(self) -> None:
@@ -340,3 +368,7 @@ class _RelayReads(asyncio.BufferedProtocol):
 
     def resume_writing(self) -> None:
         self._stream.resume_writing()
+
+
+def _buffer() -> memoryview:
+    return _spare.pop() if _spare else memoryview(bytearray(RELAY_BUFFER))
