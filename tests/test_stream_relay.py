@@ -59,3 +59,5 @@ def test_a_relay_gives_its_buffer_back_unless_the_peer_still_holds_it(kept: bool
     else:
         assert len(bases) == 1  # one buffer, read into again and again
         assert bases == {id(view.obj) for view in spares}
+    stream_module.release_spares()  # at rest
+    assert not stream_module._spare

@@ -39,7 +39,7 @@ from .managed import AppManager
 from .proxy import ClientConnection
 from .reconfig import ReloadResult
 from .sockets import AcceptedSocket
-from .stream import Stream
+from .stream import Stream, release_spares
 from .watch import ConfigWatcher
 
 log = logging.getLogger(__name__)
@@ -235,6 +235,7 @@ class Server:
         if self.connections or self._starting:
             return
         self.engine.close_idle()
+        release_spares()
         # After the loop has run the closed connections' connection_lost (scheduled by now).
         self._loop.call_soon(self._hand_back)
 

@@ -19,11 +19,16 @@ from .deadline import Deadline
 READ_HIGH_WATER = 256 * 1024
 WRITE_HIGH_WATER = 256 * 1024
 # The buffer a relayed stream reads into (`Stream.relay`), and how many free ones the process
-# keeps for the next relays: a buffer is not kept per connection (a pool of app connections
-# that served long bodies would hold one each while idle).
+# keeps for the next relays (until it is at rest: `release_spares`). A buffer is not kept per
+# connection: a pool of app connections that served long bodies would hold one each while idle.
 RELAY_BUFFER = 256 * 1024
-SPARE_BUFFERS = 4
+SPARE_BUFFERS = 16
 _spare: list[memoryview] = []
+
+
+def release_spares() -> None:
+    """Let the spare relay buffers go (the process is at rest)."""
+    _spare.clear()
 
 
 class Stream(asyncio.Protocol):
