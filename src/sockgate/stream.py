@@ -220,7 +220,6 @@ class Stream(asyncio.Protocol):
         buffer instead of copying each read into a new bytes object, one copy of every byte
         less. `sink` returns True when it kept the view past the call (the bytes are still
         queued for a slow peer): the next read then gets a new buffer."""
-        transport = self.transport
         relay = self._relay
         if sink is None:
             if relay is None:
@@ -231,13 +230,14 @@ class Stream(asyncio.Protocol):
         elif relay is not None:
             relay.sink = sink
             return
-        elif self._lost or transport is None or transport.is_closing():
-            return
         else:
+            if self.closed:
+                return
             self._relay = relay = _RelayReads(self, sink)
             protocol = relay
-        if self._lost or transport is None or transport.is_closing():
+        if self.closed:
             return
+        transport = self._transport()
         # uvloop picks its read callbacks when reading starts: stop and start again.
         transport.pause_reading()
         transport.set_protocol(protocol)
