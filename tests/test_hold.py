@@ -203,3 +203,13 @@ def test_a_connect_reset_counts_as_a_restart(tmp: Path, reset: type[OSError]) ->
     error = diagnose(App("a", tmp / "a.sock", "/a/"), reset())
     assert isinstance(error, errors.ConnectReset)
     assert error.restarting
+
+
+def test_a_refused_connect_to_a_socket_file_gone_since_counts_as_a_restart(tmp: Path) -> None:
+    """An app that stops closes its listener (our connect is refused), then removes its socket
+    file before we look at what is there: a restart under way, held, not a 502 naming a
+    "missing file" as if the path were some other kind of file (seen under load)."""
+    error = diagnose(App("a", tmp / "a.sock", "/a/"), ConnectionRefusedError())
+    assert isinstance(error, errors.SocketMissing)
+    assert error.restarting
+    assert "is the app running?" in str(error)

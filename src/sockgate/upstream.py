@@ -241,19 +241,27 @@ def diagnose(app: App, exc: OSError) -> errors.UpstreamError:
     if len(os.fsencode(path)) > MAX_SOCKET_PATH or "too long" in str(exc):
         return errors.SocketPathTooLong(name, path, f"the kernel limit is {MAX_SOCKET_PATH} bytes")
     if isinstance(exc, FileNotFoundError):
-        parent = app.socket.parent
-        detail = "" if parent.is_dir() else f"its directory {parent} does not exist"
-        return errors.SocketMissing(name, path, detail or "is the app running?")
+        return _missing(app)
     if isinstance(exc, PermissionError):
         return errors.SocketPermissionDenied(name, path, permission_detail(app))
     if isinstance(exc, ConnectionResetError | ConnectionAbortedError):
         return errors.ConnectReset(name, path, "the app is stopping or restarting")
     if isinstance(exc, ConnectionRefusedError) or exc.errno == errno.ENOTSOCK:
         kind = file_kind(path)
+        if kind == "missing file":
+            # Gone between the connect and the look: an app that stopped listening, then
+            # removed its socket file on the way out. A restart, like a missing file.
+            return _missing(app)
         if kind != "socket":
             return errors.NotASocket(name, path, f"it is a {kind}")
         return errors.NothingListening(name, path, "the app is not running or is restarting")
     return errors.ConnectFailed(name, path, exc.strerror or str(exc))
+
+
+def _missing(app: App) -> errors.UpstreamError:
+    parent = app.socket.parent
+    detail = "" if parent.is_dir() else f"its directory {parent} does not exist"
+    return errors.SocketMissing(app.name, str(app.socket), detail or "is the app running?")
 
 
 def file_kind(path: str) -> str:
