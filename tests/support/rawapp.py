@@ -153,6 +153,29 @@ async def respond_ok(conn: Conn) -> None:
         await conn.send(OK)
 
 
+class _Tracked(asyncio.StreamReaderProtocol):
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        serve: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+        open_transports: set[asyncio.Transport],
+    ) -> None:
+        super().__init__(reader, serve)
+        self._open = open_transports
+        self._own: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._own = transport
+        self._open.add(transport)
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._own is not None:
+            self._open.discard(self._own)
+        super().connection_lost(exc)
+
+
 class RawApp:
     """Run with `with RawApp(path, handler) as app:`; `handler(conn)` serves one connection."""
 
@@ -168,6 +191,7 @@ class RawApp:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.AbstractServer | None = None
+        self._open: set[asyncio.Transport] = set()
 
     def record(self, data: bytes) -> None:
         with self._lock:
@@ -187,7 +211,12 @@ class RawApp:
             os.unlink(self.path)
 
     async def _start(self) -> None:
-        self._server = await asyncio.start_unix_server(self._serve, path=str(self.path))
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_unix_server(self._protocol, path=str(self.path))
+
+    def _protocol(self) -> asyncio.StreamReaderProtocol:
+        # What start_unix_server makes, plus a record of the open transports.
+        return _Tracked(asyncio.StreamReader(), self._serve, self._open)
 
     async def _stop(self) -> None:
         assert self._server is not None
@@ -207,6 +236,11 @@ class RawApp:
         # Each handler closes its connection on the way out; the close completes in a callback
         # the loop runs before this wait returns, so no transport outlives the loop.
         await asyncio.gather(*handlers, return_exceptions=True)
+        # A connection whose handler was cancelled before its first step never ran the handler's
+        # finally (seen under load, as an unclosed socket at the next garbage collection).
+        for transport in list(self._open):
+            transport.abort()
+        await asyncio.sleep(0)  # their connection_lost, scheduled by abort(), runs first
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
