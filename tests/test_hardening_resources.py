@@ -162,6 +162,32 @@ def test_thousand_idle_keep_alive_connections_while_requests_succeed(
     assert httpx.get(f"{proxy.url}/app/after", timeout=DEADLINE).status_code == 200
 
 
+# Under the app's listen backlog (asyncio's 100): nginx does not try a full queue again.
+BURST = 90
+
+
+def test_a_burst_of_connections_queued_at_once_is_accepted_whole(
+    make_proxy: ProxyFactory, raw_app: RawFactory
+) -> None:
+    """Connections that wait in the listen queue together, each with its request sent, are all
+    answered: the proxy takes one connection per readiness of the listening socket (like
+    nginx's default), and the ones left queued must make it ready again."""
+    app = raw_app(name="app")
+    proxy = make_proxy({"app": app.path})
+    clients = [RawClient(proxy.port) for _ in range(BURST)]
+    try:
+        for i, client in enumerate(clients):
+            client.send(request_bytes(f"/app/burst{i}", host=HOST))
+        statuses = [client.response().status for client in clients]
+    finally:
+        for client in clients:
+            client.close()
+    assert statuses == [200] * BURST
+    assert sorted(r.target for r in app.requests) == sorted(
+        f"/burst{i}".encode() for i in range(BURST)
+    )
+
+
 # --- running out of file descriptors -------------------------------------------------------------
 
 FD_LIMIT = 64
