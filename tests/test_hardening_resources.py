@@ -170,8 +170,8 @@ def test_a_burst_of_connections_queued_at_once_is_accepted_whole(
     make_proxy: ProxyFactory, raw_app: RawFactory
 ) -> None:
     """Connections that wait in the listen queue together, each with its request sent, are all
-    answered: the proxy takes one connection per readiness of the listening socket (like
-    nginx's default), and the ones left queued must make it ready again."""
+    answered: however many the proxy takes per readiness of the listening socket, none is left
+    waiting in the queue."""
     app = raw_app(name="app")
     proxy = make_proxy({"app": app.path})
     clients = [RawClient(proxy.port) for _ in range(BURST)]

@@ -75,20 +75,18 @@ class Listener:
         self._loop.add_reader(sock.fileno(), self._accept)
 
     def _accept(self) -> None:
-        # One connection per readiness, as nginx does by default (multi_accept off). The loop's
-        # poll is level-triggered: a connection still queued makes the socket ready again on the
-        # next iteration. Accepting until the queue is empty ends every batch with an EAGAIN,
-        # which Python raises (and we catch) as an exception: per connection, when they come
-        # one at a time.
-        try:
-            # What socket.accept() does, with the family known (see AcceptedSocket).
-            fd, peer = self.sock._accept()  # type: ignore[attr-defined]
-        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
-            return  # none after all, or the client gave up while queued
-        except OSError as exc:
-            self._pause(exc)
-            return
-        self._on_accept(AcceptedSocket(self._family, fd), peer)
+        for _ in range(BACKLOG):
+            try:
+                # What socket.accept() does, with the family known (see AcceptedSocket).
+                fd, peer = self.sock._accept()  # type: ignore[attr-defined]
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue  # the client gave up while queued
+            except OSError as exc:
+                self._pause(exc)
+                return
+            self._on_accept(AcceptedSocket(self._family, fd), peer)
 
     def _pause(self, exc: OSError) -> None:
         self.paused = True
