@@ -236,8 +236,9 @@ class RawApp:
         # Each handler closes its connection on the way out; the close completes in a callback
         # the loop runs before this wait returns, so no transport outlives the loop.
         await asyncio.gather(*handlers, return_exceptions=True)
-        # A connection whose handler was cancelled before its first step never ran the handler's
-        # finally (seen under load, as an unclosed socket at the next garbage collection).
+        # A connection its handler did not close (seen once under load, as an unclosed socket
+        # at the next garbage collection). The likely way: a handler task cancelled before its
+        # first step never runs the handler, so never its finally.
         for transport in list(self._open):
             transport.abort()
         await asyncio.sleep(0)  # their connection_lost, scheduled by abort(), runs first
