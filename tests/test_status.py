@@ -41,7 +41,9 @@ def test_status_json_counts_requests_errors_latency_and_recent(
     make_proxy: ProxyFactory, raw_app: RawFactory, tmp: Path
 ) -> None:
     app = raw_app(ok_or_500, name="a1")
-    proxy = make_proxy({"app1": app.path, "app2": tmp / "missing.sock"})
+    # Not held: a held request would wait out the 5 s default, as long as httpx's own timeout.
+    missing = {"socket": tmp / "missing.sock", "hold": "0s"}
+    proxy = make_proxy({"app1": app.path, "app2": missing})
     with httpx.Client(base_url=proxy.url) as client:
         for i in range(3):
             assert client.get(f"/app1/x?i={i}").status_code == 200
