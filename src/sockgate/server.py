@@ -75,6 +75,9 @@ class Listener:
         self._loop.add_reader(sock.fileno(), self._accept)
 
     def _accept(self) -> None:
+        # Until the queue is empty, though the EAGAIN that ends each batch costs an exception:
+        # one connection per readiness (nginx's default) measured slower here, each connection
+        # then paying a loop iteration more (new connections per second -9 %).
         for _ in range(BACKLOG):
             try:
                 # What socket.accept() does, with the family known (see AcceptedSocket).
