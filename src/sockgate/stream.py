@@ -226,17 +226,16 @@ class Stream(asyncio.Protocol):
                 return
             self._relay = None
             relay.detach()  # it held its owner (a client connection), and a buffer
+            if self.closed:
+                return
             protocol: asyncio.BaseProtocol = self
         elif relay is not None:
             relay.sink = sink
             return
-        else:
-            if self.closed:
-                return
-            self._relay = relay = _RelayReads(self, sink)
-            protocol = relay
-        if self.closed:
+        elif self.closed:
             return
+        else:
+            self._relay = protocol = _RelayReads(self, sink)
         transport = self._transport()
         # uvloop picks its read callbacks when reading starts: stop and start again.
         transport.pause_reading()
