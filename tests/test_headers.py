@@ -561,6 +561,7 @@ def test_a_parser_told_nothing_to_watch_reports_every_head_watched() -> None:
     body=st.sampled_from([b"", b"Content-Length: 3", b"Transfer-Encoding: chunked"]),
     client_ip=st.sampled_from(["127.0.0.1", "::1", "10.1.2.3"]),
     version=st.sampled_from([b"1.1", b"1.0"]),
+    scheme=st.sampled_from([b"http", b"https"]),
 )
 def test_app_request_is_the_head_to_app_gives(
     fields: list[tuple[bytes, bytes]],
@@ -569,9 +570,11 @@ def test_app_request_is_the_head_to_app_gives(
     body: bytes,
     client_ip: str,
     version: bytes,
+    scheme: bytes,
 ) -> None:
     """The bytes the app receives are request_head(to_app(...)) whichever way they are built
-    (the fields sockgate adds cached as bytes for the common head)."""
+    (the fields sockgate adds cached as bytes for the common head, and the last of those kept
+    with what they were made of: the examples change app, host, address and scheme)."""
     if host is None and version == b"1.1":
         version = b"1.0"  # an HTTP/1.1 request without Host is refused before this
     lines = [
@@ -586,6 +589,32 @@ def test_app_request_is_the_head_to_app_gives(
     assume(isinstance(head, RequestHead))  # not an HTTP/1.0 request with Transfer-Encoding
     assert isinstance(head, RequestHead)
     for _ in range(2):  # the second time from the cache
-        built = app_request(head, b"/x?q", app, client_ip=client_ip, default_host=DEFAULT_HOST)
-        expected = to_app(head, app, client_ip=client_ip, default_host=DEFAULT_HOST)
+        built = app_request(
+            head, b"/x?q", app, client_ip=client_ip, default_host=DEFAULT_HOST, scheme=scheme
+        )
+        expected = to_app(head, app, client_ip=client_ip, default_host=DEFAULT_HOST, scheme=scheme)
         assert built == request_head(b"POST", b"/x?q", expected)
+
+
+def test_app_request_after_one_that_differs_in_a_single_input_is_its_own() -> None:
+    """The last added fields are kept with the client address, host, scheme and app they were
+    made for: a request that differs from the one before in any one of them alone gets its
+    own (each pair below differs in one; the property test above rarely makes such pairs)."""
+    base = (APP1, b"h:8080", "127.0.0.1", b"http")
+    others = (KEEP, b"other:9", "::1", b"https")
+    for i, other in enumerate(others):
+        changed = (*base[:i], other, *base[i + 1 :])
+        for app, host, client_ip, scheme in (base, changed, base):
+            assert isinstance(app, App)
+            assert isinstance(host, bytes)
+            assert isinstance(client_ip, str)
+            assert isinstance(scheme, bytes)
+            watching = RequestParser(watch=REQUEST_WATCH)
+            watching.feed(request(b"Host: " + host))
+            head = watching.events[0]
+            assert isinstance(head, RequestHead)
+            assert not head.watched  # the common head, whose added fields are kept
+            kwargs = {"client_ip": client_ip, "default_host": DEFAULT_HOST, "scheme": scheme}
+            built = app_request(head, b"/x", app, **kwargs)  # type: ignore[arg-type]
+            fields = to_app(head, app, **kwargs)  # type: ignore[arg-type]
+            assert built == request_head(b"GET", b"/x", fields), (i, app.name, host, client_ip)

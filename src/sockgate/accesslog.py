@@ -10,14 +10,16 @@ import os
 import re
 import time
 from pathlib import Path
+from typing import Final
 
-FLUSH_DELAY = 0.2
-MAX_BUFFERED = 256  # lines
-# Bytes %-formatting: the quickest way to a line here, which is built for every request; the
-# request line and headers are logged as they came, without a decode and an encode each. The
-# request time is in whole milliseconds (as nginx's $request_time), formatted as integers.
-_LINE = b'%s - - [%s] "%s" %d %d "%s" "%s" rt=%d.%03d app=%s\n'
-_SAFE = re.compile(rb"[\x20\x21\x23-\x5b\x5d-\x7e]*")
+FLUSH_DELAY: Final = 0.2
+MAX_BUFFERED: Final = 256  # lines
+_SAFE: Final = re.compile(rb"[\x20\x21\x23-\x5b\x5d-\x7e]*")
+# Escaped values by value: most request lines and user agents come again and again, and a dict
+# lookup costs a tenth of the regex. Bounded in count and in the length of what is kept.
+_ESCAPED: Final[dict[bytes, bytes]] = {}
+_ESCAPED_MAX: Final = 256
+_ESCAPED_LONGEST: Final = 256
 
 
 class AccessLog:
@@ -49,9 +51,15 @@ class AccessLog:
             return
         if int(now) != self._stamp_second:
             self._timestamp(now)
-        ms = max(0, round((now - started) * 1000))
+        # Half up, without round(): a builtin, which compiled code looks up at each call.
+        ms = max(0, int((now - started) * 1000 + 0.5))
+        # Bytes %-formatting of a literal, with only %s of bytes and %d of ints: compiled, the
+        # line is built in one step (a format in a name, or another conversion such as %03d, is
+        # left to bytes.__mod__: four times the cost). The request line and headers are logged
+        # as they came, without a decode and an encode each. The request time is in whole
+        # milliseconds (as nginx's $request_time): seconds, then the milliseconds' three digits.
         self._lines.append(
-            _LINE
+            b'%s - - [%s] "%s" %d %d "%s" "%s" rt=%d.%s app=%s\n'
             % (
                 client.encode(),
                 self._stamp,
@@ -61,7 +69,7 @@ class AccessLog:
                 _text(referer) if referer else b"-",
                 _text(user_agent) if user_agent else b"-",
                 ms // 1000,
-                ms % 1000,
+                (b"%d" % (1000 + ms % 1000))[1:],
                 app.encode() if app else b"-",
             )
         )
@@ -110,8 +118,18 @@ def _open(path: Path) -> int:
 
 def _text(value: bytes) -> bytes:
     # Like nginx: bytes that could forge a log line or break the quoting are escaped as \xHH.
+    escaped = _ESCAPED.get(value)
+    if escaped is not None:
+        return escaped
     if _SAFE.fullmatch(value):
-        return value
-    return b"".join(
-        bytes((b,)) if 0x20 <= b < 0x7F and b not in (0x22, 0x5C) else b"\\x%02X" % b for b in value
-    )
+        escaped = value
+    else:
+        escaped = b"".join(
+            bytes((b,)) if 0x20 <= b < 0x7F and b not in (0x22, 0x5C) else b"\\x%02X" % b
+            for b in value
+        )
+    if len(value) <= _ESCAPED_LONGEST:
+        if len(_ESCAPED) >= _ESCAPED_MAX:
+            _ESCAPED.clear()
+        _ESCAPED[value] = escaped
+    return escaped

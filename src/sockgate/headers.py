@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable
+from typing import Final
 
 from . import rewrite
 from .config import DEFAULT_PREFIX_HEADERS, App
 from .http1 import Framing, Headers, RequestHead, Watch, field_lines, request_head
 
-HOP_BY_HOP = frozenset(
+HOP_BY_HOP: Final = frozenset(
     {
         b"connection",
         b"keep-alive",
@@ -23,7 +24,7 @@ HOP_BY_HOP = frozenset(
 )
 # Set by sockgate from what it knows; a client's own values would be spoofing. The usual prefix
 # headers are dropped for every app, also one that is told none: they are not the client's to say.
-_OURS = frozenset(
+_OURS: Final = frozenset(
     {b"x-real-ip", b"x-forwarded-proto", b"x-forwarded-host"}
     | {name.lower().encode() for name in DEFAULT_PREFIX_HEADERS}
 )
@@ -31,10 +32,10 @@ _OURS = frozenset(
 
 # What the parsers watch for (their heads' `watched`): a head without any of these names passes
 # to_app (with the default prefix headers) and unchanged_for_client without a look at each header.
-REQUEST_WATCH: Watch = dict.fromkeys(HOP_BY_HOP | _OURS | {b"x-forwarded-for"})
+REQUEST_WATCH: Final[Watch] = dict.fromkeys(HOP_BY_HOP | _OURS | {b"x-forwarded-for"})
 
 
-_SINGLE_TOKENS = frozenset({b"close", b"keep-alive", b"upgrade"})
+_SINGLE_TOKENS: Final = frozenset({b"close", b"keep-alive", b"upgrade"})
 
 
 def connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
@@ -116,14 +117,48 @@ def app_request(
     """The request head the app receives: `to_app`'s headers after the request line. For the
     common head (nothing to drop, a Host, no body, no upgrade) the fields sockgate adds are
     serialised once per client address, host and app."""
-    _, watched_for = _dropped_towards(app.prefix_headers)
     host = head.host
-    common = not head.watched and watched_for and head.framing is Framing.NONE and not head.upgrade
-    if not common or host is None:
-        fields = to_app(head, app, client_ip=client_ip, default_host=default_host, scheme=scheme)
-        return request_head(head.method, target, fields)
-    added = _added_lines(client_ip, host, scheme, _prefix_of(app), app.prefix_headers)
-    return request_head(head.method, target, head.headers, end=added)
+    if not head.watched and head.framing is Framing.NONE and not head.upgrade and host is not None:
+        last = _LAST_ADDED
+        if (
+            last.app is app
+            and last.host == host
+            and last.client_ip == client_ip
+            and last.scheme == scheme
+        ):
+            return request_head(head.method, target, head.headers, end=last.lines)
+        if _dropped_towards(app.prefix_headers)[1]:
+            added = _added_lines(client_ip, host, scheme, _prefix_of(app), app.prefix_headers)
+            last.remember(client_ip, host, scheme, app, added)
+            return request_head(head.method, target, head.headers, end=added)
+    fields = to_app(head, app, client_ip=client_ip, default_host=default_host, scheme=scheme)
+    return request_head(head.method, target, fields)
+
+
+class _Added:
+    """The last `_added_lines` of the common head, with what they were made of: most requests
+    repeat the client address, host, scheme and app of the one before, and this is a few
+    comparisons where lru_cache builds and hashes a key. Kept only for an app whose dropped
+    headers the parsers watch for (so that a head without them needs no look at each header)."""
+
+    __slots__ = ("app", "client_ip", "host", "lines", "scheme")
+
+    def __init__(self) -> None:
+        self.client_ip = ""
+        self.host = b""
+        self.scheme = b""
+        self.app: App | None = None
+        self.lines = b""
+
+    def remember(self, client_ip: str, host: bytes, scheme: bytes, app: App, lines: bytes) -> None:
+        self.client_ip = client_ip
+        self.host = host
+        self.scheme = scheme
+        self.app = app
+        self.lines = lines
+
+
+_LAST_ADDED: Final = _Added()
 
 
 def _prefix_of(app: App) -> str | None:
@@ -201,18 +236,21 @@ def _lower(names: tuple[str, ...]) -> frozenset[bytes]:
 
 # What to_client would drop or change in a response whose framing is Content-Length towards a
 # keep-alive HTTP/1.1 client: anything else lets the app's head pass unchanged.
-_CHANGED = HOP_BY_HOP - {b"content-length", b"connection"}
-_CHANGED_REWRITING = _CHANGED | rewrite.REWRITTEN
+_CHANGED: Final = HOP_BY_HOP - {b"content-length", b"connection"}
+_CHANGED_REWRITING: Final = _CHANGED | rewrite.REWRITTEN
 
 
 # The one Connection value a response may pass on: it is true of the client's hop too.
-_PASSING_CONNECTION = b"keep-alive"
+_PASSING_CONNECTION: Final = b"keep-alive"
 # What the response parser watches for: every name unchanged_for_client looks at.
-RESPONSE_WATCH: Watch = {**dict.fromkeys(_CHANGED_REWRITING), b"connection": _PASSING_CONNECTION}
+RESPONSE_WATCH: Final[Watch] = {
+    **dict.fromkeys(_CHANGED_REWRITING),
+    b"connection": _PASSING_CONNECTION,
+}
 
 
 # The hop-by-hop headers that RESPONSE_WATCH does not watch for (by length first).
-_FRAMING_LENGTHS = frozenset({len(b"connection"), len(b"content-length")})
+_FRAMING_LENGTHS: Final = frozenset({len(b"connection"), len(b"content-length")})
 
 
 def _framing(name: bytes) -> bool:

@@ -8,11 +8,12 @@ only local names (and the ones the user lists in `allowed_hosts`) keeps those pa
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Final
 
 from .addresses import is_loopback
 
-LOCAL_NAMES = ("localhost", "*.localhost", "127.0.0.0/8", "[::1]")
-SEEN_MAX = 1024  # Host values remembered with their verdict
+LOCAL_NAMES: Final = ("localhost", "*.localhost", "127.0.0.0/8", "[::1]")
+SEEN_MAX: Final = 1024  # Host values remembered with their verdict
 
 
 def hostname(host: bytes) -> str | None:

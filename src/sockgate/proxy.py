@@ -20,24 +20,39 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum, auto
+from typing import Final
 
 from . import errors, headers, http1, monitor, pages, routing, tunnel
 from .addresses import is_loopback
 from .config import App
 from .deadline import Deadline
 from .engine import Engine
-from .http1 import Event, Framing, RequestHead, ResponseHead
+from .http1 import (
+    END,
+    LAST_CHUNK,
+    Data,
+    EndOfMessage,
+    Event,
+    Framing,
+    ProtocolError,
+    RequestHead,
+    ResponseHead,
+    Upgrade,
+)
+from .routing import Forward
 from .stream import Stream
 from .upstream import AppConnection, ConnState, Upstream
 
 log = logging.getLogger(__name__)
 
-IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
+IDEMPOTENT: Final = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
 # nginx logs an exchange the client abandoned as 499.
-CLIENT_CLOSED = 499
+CLIENT_CLOSED: Final = 499
 # A browser navigating to an app that is down gets a page that loads itself again this often.
-RETRY_PAGE_STATUS = 503
-RETRY_EVERY = 2
+RETRY_PAGE_STATUS: Final = 503
+RETRY_EVERY: Final = 2
+# Compiled, a Final is a C static: no lookup of `time` on the time module at each call.
+_wall_time: Final = time.time
 
 
 class ClientState(Enum):
@@ -94,7 +109,7 @@ class _Exchange:
         body_done: bool = False,
     ) -> None:
         self.head = head
-        self.started = time.time()
+        self.started = _wall_time()
         self.app = app
         self.upstream = upstream
         self.conn = conn
@@ -124,6 +139,8 @@ class ClientConnection:
         self.timeouts = engine.config.timeouts
         self.parser = http1.RequestParser(watch=headers.REQUEST_WATCH)
         self.loop = stream.loop
+        # Bound once: a call through it skips the method lookup on the loop (not compiled).
+        self._clock: Callable[[], float] = self.loop.time
         self.state = ClientState.WAITING
         self.closing = False
         self._tunnel: AppConnection | None = None
@@ -135,6 +152,13 @@ class ClientConnection:
         self._handed: _Exchange | None = None
         self._head_started = False
         self._deadline = Deadline(self.loop, self._on_deadline)
+        # The streams' callbacks of every fast exchange, bound once (binding a method is an
+        # allocation); let go when the connection ends (`run`), as the deadline's callback is.
+        self._bound_client_data: Callable[[bytes], None] | None = self._on_client_data
+        self._bound_client_eof: Callable[[], None] | None = self._on_client_eof
+        self._bound_client_eof_fast: Callable[[], None] | None = self._on_client_eof_fast
+        self._bound_app_data: Callable[[bytes], None] | None = self._on_app_data
+        self._bound_app_eof: Callable[[], None] | None = self._on_app_eof
         if peer is None:
             peer = stream.peer()
         self.client_ip = peer[0] if isinstance(peer, tuple) else "unix"
@@ -170,6 +194,8 @@ class ClientConnection:
         finally:
             self._deadline.close()
             self.parser.close()
+            self._bound_client_data = self._bound_client_eof = self._bound_client_eof_fast = None
+            self._bound_app_data = self._bound_app_eof = None
             owed = self._fast or self._handed
             if owed is not None:  # cancelled (the shutdown deadline) mid fast exchange
                 if owed is self._fast:
@@ -233,7 +259,7 @@ class ClientConnection:
         if self.stream.writing_paused:
             await self._drain_client()
         event = parser.events.popleft()
-        if isinstance(event, http1.ProtocolError):
+        if isinstance(event, ProtocolError):
             self._refuse(event.error, None)
             return None
         assert isinstance(event, RequestHead), event
@@ -247,14 +273,14 @@ class ClientConnection:
             t = self.timeouts
             self._head_started = self.parser.started
             wait = t.client_header if first or self._head_started else t.keepalive
-            self._deadline.set(self.loop.time() + wait)
+            self._deadline.set(self._clock() + wait)
             self._pump_client()
         try:
             return await wake
         finally:
             self._wake = None
             self.stream.on_data = None
-            if self.stream.on_eof == self._on_client_eof:
+            if self.stream.on_eof is self._bound_client_eof:
                 self.stream.on_eof = None
             self._deadline.set(None)
 
@@ -268,8 +294,8 @@ class ClientConnection:
         elif stream.peer_closed:
             self._wake_task(_Wake.EOF)
         else:
-            stream.on_data = self._on_client_data
-            stream.on_eof = self._on_client_eof
+            stream.on_data = self._bound_client_data
+            stream.on_eof = self._bound_client_eof
 
     def _on_client_data(self, data: bytes, listening: bool = True) -> None:
         parser = self.parser
@@ -279,7 +305,7 @@ class ClientConnection:
                 self._dispatch()
         elif not self._head_started:
             self._head_started = True
-            self._deadline.set(self.loop.time() + self.timeouts.client_header)
+            self._deadline.set(self._clock() + self.timeouts.client_header)
 
     def _on_client_eof(self) -> None:
         self._wake_task(_Wake.EOF)
@@ -287,7 +313,7 @@ class ClientConnection:
     async def _drain_client(self) -> None:
         """Until the client has read what was sent to it, for up to the send timeout."""
         try:
-            await self.stream.drain(self.loop.time() + self.timeouts.send)
+            await self.stream.drain(self._clock() + self.timeouts.send)
         except TimeoutError:
             self.stream.abort()  # what it did not read is dropped with it
             raise errors.ClientGone("client stopped reading the responses") from None
@@ -308,7 +334,7 @@ class ClientConnection:
         ):
             route = self.engine.router.route(head.target)
             # An app started on demand counts its exchanges (see _forward_supervised).
-            if type(route) is routing.Forward and not _on_demand(app := route.app):
+            if type(route) is Forward and not _on_demand(app := route.app):
                 upstream = self.engine.upstream(app)
                 conn = upstream.take_idle(retryable=head.method in IDEMPOTENT)
                 if conn is not None:
@@ -330,16 +356,16 @@ class ClientConnection:
         assert conn is not None
         self._fast = ex
         self.stream.on_data = None  # what the client sends next waits in the stream's buffer
-        self.stream.on_eof = self._on_client_eof_fast
+        self.stream.on_eof = self._bound_client_eof_fast
         conn.parser.head_request = ex.head.method == b"HEAD"
         try:
             conn.stream.write(ex.request)
         except ConnectionError:
             self._end_fast(ex)
             return False
-        conn.stream.on_data = self._on_app_data
-        conn.stream.on_eof = self._on_app_eof
-        self._deadline.set(self.loop.time() + self.timeouts.read)
+        conn.stream.on_data = self._bound_app_data
+        conn.stream.on_eof = self._bound_app_eof
+        self._deadline.set(self._clock() + self.timeouts.read)
         return True
 
     def _on_client_eof_fast(self) -> None:
@@ -363,14 +389,14 @@ class ClientConnection:
         if type(response) is ResponseHead and not response.informational and response.status != 101:
             # What follows the end (bytes the app should not have sent) stays queued: the
             # connection is then not reused (`_release`).
-            if events[-1] is http1.END and len(events) <= 3:
+            if events[-1] is END and len(events) <= 3:
                 self._finish_fast(ex, response, data if whole else None)
                 return
-            if any(type(event) is http1.EndOfMessage for event in events):
+            if any(type(event) is EndOfMessage for event in events):
                 self._finish_fast(ex, response)
                 return
             if response.framing is Framing.LENGTH and all(
-                type(events[i]) is http1.Data for i in range(1, len(events))
+                type(events[i]) is Data for i in range(1, len(events))
             ):
                 self._stream_fast(ex, response)
                 return
@@ -403,7 +429,7 @@ class ClientConnection:
         got = 0
         while events:
             event = events.popleft()
-            assert type(event) is http1.Data, event  # _on_app_data saw only Data after the head
+            assert type(event) is Data, event  # _on_app_data saw only Data after the head
             got += len(event.data)
             pending.append(event.data)
         ex.sent += got
@@ -449,15 +475,15 @@ class ClientConnection:
             self._complete_fast(ex, ex.response, ex.keep)
         elif self.stream.writing_paused:
             conn.stream.hold(True)
-            self._deadline.set(self.loop.time() + self.timeouts.send)
+            self._deadline.set(self._clock() + self.timeouts.send)
         else:
-            self._deadline.set(self.loop.time() + self.timeouts.read)
+            self._deadline.set(self._clock() + self.timeouts.read)
 
     def _on_client_drained(self) -> None:
         ex = self._fast
         if ex is not None and ex.conn is not None:
             ex.conn.stream.hold(False)
-            self._deadline.set(self.loop.time() + self.timeouts.read)
+            self._deadline.set(self._clock() + self.timeouts.read)
 
     def _cut(self, ex: _Exchange, error: BaseException) -> None:
         """End a fast exchange whose head is out: without finishing, so the client sees it."""
@@ -492,7 +518,7 @@ class ClientConnection:
         events.popleft()
         framing, keep, pending = self._plan_response(ex, response)
         chunked = framing is Framing.CHUNKED
-        while type(event := events.popleft()) is http1.Data:
+        while type(event := events.popleft()) is Data:
             data = event.data
             ex.sent += len(data)
             if chunked:
@@ -500,7 +526,7 @@ class ClientConnection:
             else:
                 pending.append(data)
         if chunked:
-            pending.append(http1.LAST_CHUNK)
+            pending.append(LAST_CHUNK)
         try:
             self.stream.writelines(pending)
         except ConnectionError as exc:
@@ -543,7 +569,7 @@ class ClientConnection:
             return
         self._head_started = self.parser.started
         wait = self.timeouts.client_header if self._head_started else self.timeouts.keepalive
-        self._deadline.set(self.loop.time() + wait)
+        self._deadline.set(self._clock() + wait)
         self._pump_client()
 
     def _hand_off(self, ex: _Exchange, *, written: bool, deadline: float | None = None) -> None:
@@ -590,7 +616,7 @@ class ClientConnection:
             self._wake_task(_Wake.TIMEOUT)
         elif not ex.head_sent:
             # The app is late: the task answers 504 (its deadline has passed already).
-            self._hand_off(ex, written=True, deadline=self.loop.time())
+            self._hand_off(ex, written=True, deadline=self._clock())
         elif self.stream.writing_paused:
             self._cut(ex, errors.ClientGone("client stopped reading the response"))
         else:
@@ -602,7 +628,7 @@ class ClientConnection:
         page = pages.Page(error.status, str(error))
         self._write_page(page, head, close=True)
         if head is None:
-            self._log_line(b"-", page.status, time.time(), None, None)
+            self._log_line(b"-", page.status, _wall_time(), None, None)
 
     # --- one exchange
     async def _exchange(self, head: RequestHead) -> bool | None:
@@ -615,7 +641,7 @@ class ClientConnection:
                 assert head.host is not None
                 return self._answer_locally(ex, pages.Page(421, *hosts.refusal(head.host)))
             decision = self.engine.router.route(head.target)
-            if isinstance(decision, routing.Forward):
+            if isinstance(decision, Forward):
                 if decision.app.command is not None:
                     return await self._forward_supervised(ex, decision)
                 return await self._forward(ex, decision)
@@ -695,7 +721,7 @@ class ClientConnection:
 
     def _skip_end_of_request(self) -> None:
         event = self.parser.events.popleft()
-        assert isinstance(event, http1.EndOfMessage), event
+        assert isinstance(event, EndOfMessage), event
 
     def _write_page(self, page: pages.Page, head: RequestHead | None, *, close: bool) -> int:
         """Write a page of our own; returns the body bytes sent, as the access log counts them."""
@@ -709,7 +735,7 @@ class ClientConnection:
         return len(body) if with_body else 0
 
     # --- forwarding
-    async def _forward_supervised(self, ex: _Exchange, route: routing.Forward) -> bool | None:
+    async def _forward_supervised(self, ex: _Exchange, route: Forward) -> bool | None:
         """An app sockgate runs: started if need be (the request waits until it is ready), and
         not idle while the exchange (or its tunnel) lasts."""
         apps = self.engine.apps
@@ -722,7 +748,7 @@ class ClientConnection:
             return await self._forward(ex, route, callbacks=not _on_demand(route.app))
 
     async def _forward(
-        self, ex: _Exchange, route: routing.Forward, *, callbacks: bool = True
+        self, ex: _Exchange, route: Forward, *, callbacks: bool = True
     ) -> bool | None:
         head, app = ex.head, route.app
         ex.app = app
@@ -760,7 +786,7 @@ class ClientConnection:
             return None
         return await self._send(ex, upstream, request, conn=conn)
 
-    def _app_request(self, head: RequestHead, route: routing.Forward) -> bytes:
+    def _app_request(self, head: RequestHead, route: Forward) -> bytes:
         return headers.app_request(
             head,
             route.target,
@@ -855,9 +881,9 @@ class ClientConnection:
     def _queued_error(self) -> errors.ClientError | None:
         """A framing error already parsed within the current request's body."""
         for event in self.parser.events:
-            if isinstance(event, http1.EndOfMessage):
+            if isinstance(event, EndOfMessage):
                 return None
-            if isinstance(event, http1.ProtocolError):
+            if isinstance(event, ProtocolError):
                 return event.error
         return None
 
@@ -882,19 +908,19 @@ class ClientConnection:
         try:
             while True:
                 try:
-                    event = await self._next_event(self.loop.time() + self.timeouts.client_header)
+                    event = await self._next_event(self._clock() + self.timeouts.client_header)
                 except TimeoutError:
                     raise errors.ClientTimeout("the request body stalled") from None
                 if event is None:
                     raise errors.ClientGone("client closed during the request body")
-                if isinstance(event, http1.ProtocolError):
+                if isinstance(event, ProtocolError):
                     raise event.error
-                if isinstance(event, http1.EndOfMessage):
+                if isinstance(event, EndOfMessage):
                     if chunked:
-                        conn.stream.write(http1.LAST_CHUNK)
+                        conn.stream.write(LAST_CHUNK)
                     ex.body_done = True
                     return
-                assert isinstance(event, http1.Data)
+                assert isinstance(event, Data)
                 total += len(event.data)
                 if limit is not None and total > limit:
                     raise errors.BodyTooLarge(f"the body is larger than {limit} bytes")
@@ -905,7 +931,7 @@ class ClientConnection:
                 else:
                     conn.stream.write(event.data)
                 try:
-                    await conn.stream.drain(self.loop.time() + self.timeouts.send)
+                    await conn.stream.drain(self._clock() + self.timeouts.send)
                 except TimeoutError:
                     raise _send_timeout(ex) from None
         except (errors.ClientError, errors.ClientGone, errors.AppSendTimeout) as exc:
@@ -931,7 +957,7 @@ class ClientConnection:
             conn.close()
             return self._fail(ex, exc)
         if response.status == 101:
-            if not any(isinstance(e, http1.Upgrade) for e in conn.parser.events):
+            if not any(isinstance(e, Upgrade) for e in conn.parser.events):
                 conn.close()
                 reason = "101 without a protocol to switch to (no Upgrade header)"
                 return self._fail(ex, _bad_response(upstream, reason))
@@ -950,7 +976,7 @@ class ClientConnection:
         while True:
             event = await self._app_event(ex, upstream, conn, retry_ok=retry_ok, deadline=deadline)
             deadline = None
-            if isinstance(event, http1.EndOfMessage):
+            if isinstance(event, EndOfMessage):
                 continue  # the end of a 1xx
             if not isinstance(event, ResponseHead):
                 raise _bad_response(upstream, f"unexpected {type(event).__name__} before a head")
@@ -976,7 +1002,7 @@ class ClientConnection:
     ) -> Event:
         """The next event of the app's response before its head is through, errors named."""
         if deadline is None:
-            deadline = self.loop.time() + self.timeouts.read
+            deadline = self._clock() + self.timeouts.read
         try:
             event = await conn.next_event(deadline)
         except TimeoutError:
@@ -995,7 +1021,7 @@ class ClientConnection:
             if retry_ok and conn.reused and _unanswered(conn) and _resendable(ex):
                 raise _Retry
             raise _closed_early(conn, upstream)
-        if isinstance(event, http1.ProtocolError):
+        if isinstance(event, ProtocolError):
             raise _bad_response(upstream, event.reason)
         return event
 
@@ -1087,9 +1113,9 @@ class ClientConnection:
             if not conn.parser.events:
                 await self._flush(ex, pending)
             event = await self._body_event(ex, upstream, conn, response)
-            if isinstance(event, http1.EndOfMessage):
+            if isinstance(event, EndOfMessage):
                 if chunked:
-                    pending.append(http1.LAST_CHUNK)
+                    pending.append(LAST_CHUNK)
                 await self._flush(ex, pending)
                 return
             data = event.data
@@ -1105,15 +1131,15 @@ class ClientConnection:
             pending.clear()
             ex.head_sent = True
         try:
-            await self.stream.drain(self.loop.time() + self.timeouts.send)
+            await self.stream.drain(self._clock() + self.timeouts.send)
         except TimeoutError:
             raise errors.ClientGone("client stopped reading the response") from None
 
     async def _body_event(
         self, ex: _Exchange, upstream: Upstream, conn: AppConnection, response: ResponseHead
-    ) -> http1.Data | http1.EndOfMessage:
+    ) -> Data | EndOfMessage:
         try:
-            event = await conn.next_event(self.loop.time() + self.timeouts.read)
+            event = await conn.next_event(self._clock() + self.timeouts.read)
         except TimeoutError:
             raise self._blame(ex) or _read_timeout(upstream, self.timeouts.read) from None
         if event is None:
@@ -1126,10 +1152,10 @@ class ClientConnection:
                 raise errors.AppCutShort(
                     upstream.app.name, str(upstream.app.socket), "the body was incomplete"
                 )
-            return http1.END  # close-delimited: the app's close is the end
-        if isinstance(event, http1.ProtocolError):
+            return END  # close-delimited: the app's close is the end
+        if isinstance(event, ProtocolError):
             raise errors.AppCutShort(upstream.app.name, str(upstream.app.socket), event.reason)
-        assert isinstance(event, http1.Data | http1.EndOfMessage), event
+        assert isinstance(event, Data | EndOfMessage), event
         return event
 
     async def _upgrade(self, ex: _Exchange, conn: AppConnection, response: ResponseHead) -> bool:
@@ -1147,7 +1173,7 @@ class ClientConnection:
             (conn.parser.events, conn.stream),
         ):
             for event in source:
-                if isinstance(event, http1.Upgrade):
+                if isinstance(event, Upgrade):
                     stream.unread(event.trailing)
             source.clear()
         self.state = ClientState.TUNNEL
@@ -1202,7 +1228,7 @@ class ClientConnection:
         self.stream.write(data)
 
     def _log(self, ex: _Exchange) -> None:
-        now = time.time()
+        now = _wall_time()
         head = ex.head
         app = ex.app
         name = None
@@ -1242,7 +1268,7 @@ class ClientConnection:
             head.user_agent if head else None,
             started,
             app,
-            time.time() if now is None else now,
+            _wall_time() if now is None else now,
         )
 
 

@@ -29,15 +29,16 @@ means the path is the mount (`/app1`) or starts with the mount and `/`, so `/app
 from __future__ import annotations
 
 import re
+from typing import Final
 
 # Header names (lower case) whose values this module rewrites.
-REWRITTEN = frozenset({b"location", b"refresh", b"set-cookie"})
+REWRITTEN: Final = frozenset({b"location", b"refresh", b"set-cookie"})
 
 # HTML's declarative refresh: a time, optional `;` or `,`, optional `url=`, then the URL,
 # possibly quoted. Group 1 is everything before the URL, group 2 the quote, group 3 the rest.
-_REFRESH = re.compile(rb"(\s*[0-9.]+\s*[;,]?\s*(?:url\s*=\s*)?)(['\"]?)(.*)", re.I | re.S)
-_HTTP = b"http://"
-_DEFAULT_PORT = b":80"
+_REFRESH: Final = re.compile(rb"(\s*[0-9.]+\s*[;,]?\s*(?:url\s*=\s*)?)(['\"]?)(.*)", re.I | re.S)
+_HTTP: Final = b"http://"
+_DEFAULT_PORT: Final = b":80"
 
 
 def response_header(lower: bytes, value: bytes, mount: bytes, host: bytes | None) -> bytes:

@@ -6,12 +6,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Final
 
 from .config import App
 
 # Dot segments, also percent-encoded, and encoded slashes that could make one.
-_DOT_SEGMENT = re.compile(rb"(?:^|/)(?:\.|%2e){1,2}(?:/|$)", re.IGNORECASE)
-_ENCODED_SLASH = re.compile(rb"%2f", re.IGNORECASE)
+_DOT_SEGMENT: Final = re.compile(rb"(?:^|/)(?:\.|%2e){1,2}(?:/|$)", re.IGNORECASE)
+_ENCODED_SLASH: Final = re.compile(rb"%2f", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,8 +49,8 @@ Decision = Forward | Redirect | NotFound | Rejected | Dashboard
 
 # Decisions remembered per target (a page's few URLs come again and again); emptied when full,
 # short targets only: at most about half a megabyte.
-CACHE_SIZE = 1024
-CACHED_TARGET = 256
+CACHE_SIZE: Final = 1024
+CACHED_TARGET: Final = 256
 
 
 class Router:

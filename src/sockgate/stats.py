@@ -10,13 +10,14 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
+from typing import Final
 
 # Latency percentiles are over the last this many exchanges of an app (a power of two).
-LATENCY_WINDOW = 1024
+LATENCY_WINDOW: Final = 1024
 # The most recent requests kept per app.
-RECENT = 10
+RECENT: Final = 10
 # Longest request target kept in the ring of recent requests (a target may be 8 KiB).
-TARGET_MAX = 200
+TARGET_MAX: Final = 200
 
 
 @dataclass(frozen=True, slots=True)

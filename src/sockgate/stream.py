@@ -11,19 +11,19 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any, Final, cast
 
 from .deadline import Deadline
 
 # Read buffering beyond this pauses the transport until the reader catches up.
-READ_HIGH_WATER = 256 * 1024
-WRITE_HIGH_WATER = 256 * 1024
+READ_HIGH_WATER: Final = 256 * 1024
+WRITE_HIGH_WATER: Final = 256 * 1024
 # The buffer a relayed stream reads into (`Stream.relay`), and how many free ones the process
 # keeps for the next relays (until it is at rest: `release_spares`). A buffer is not kept per
 # connection: a pool of app connections that served long bodies would hold one each while idle.
-RELAY_BUFFER = 256 * 1024
-SPARE_BUFFERS = 16
-_spare: list[memoryview] = []
+RELAY_BUFFER: Final = 256 * 1024
+SPARE_BUFFERS: Final = 16
+_spare: Final[list[memoryview]] = []
 
 
 def release_spares() -> None:

@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Callable
 from enum import Enum, auto
 from pathlib import Path
+from typing import Final
 
 from . import errors
 from .config import MAX_SOCKET_PATH, App
@@ -22,18 +23,20 @@ from .stream import Stream
 
 # Idle app connections kept per app; more are closed when released. As many as a busy client
 # side may use at once, so a burst does not pay a connect (and a close) per request.
-MAX_IDLE = 256
+MAX_IDLE: Final = 256
 # A request that cannot be retried (it has a body, or is not idempotent) takes a pooled
 # connection only if it went idle this recently: apps close idle connections after a few seconds
 # (gunicorn: 2 s) and a close that crosses our request on the wire cannot be told apart from a
 # crash.
-FRESH_ENOUGH = 1.0
+FRESH_ENOUGH: Final = 1.0
 # Connect retries while holding a request for an app that is restarting: soon at first, then at
 # most this far apart, so a request goes through within a tenth of a second of the app's return.
-HOLD_FIRST_RETRY = 0.01
-HOLD_MAX_RETRY = 0.1
+HOLD_FIRST_RETRY: Final = 0.01
+HOLD_MAX_RETRY: Final = 0.1
 
 log = logging.getLogger(__name__)
+# Compiled, a Final is a C static: no lookup of `monotonic` on the time module at each call.
+_monotonic: Final = time.monotonic
 
 
 class ConnState(Enum):
@@ -134,7 +137,7 @@ class Upstream:
             if stream.closed or stream.at_eof or stream.has_buffered:
                 conn.close()
                 continue
-            if not retryable and time.monotonic() - conn.idle_since > FRESH_ENOUGH:
+            if not retryable and _monotonic() - conn.idle_since > FRESH_ENOUGH:
                 conn.close()
                 continue
             stream.idle = False
@@ -159,7 +162,7 @@ class Upstream:
             conn.close()
             return
         conn.state = ConnState.IDLE
-        conn.idle_since = time.monotonic()
+        conn.idle_since = _monotonic()
         conn.stream.idle = True
         self._idle.append(conn)
 
