@@ -248,6 +248,8 @@ class _Parser:
         defaults base first, and the overridden one was never freed (one tuple leaked per
         parser, that is per connection; tests/test_heap.py counts the blocks at rest)."""
         self.events: deque[Event] = deque()
+        # Bound once: compiled, a call through it skips the method lookup on the deque.
+        self._queue = self.events.append
         self._watch = watch
         self._looked_at = _looked_at(watch, names)
         self._fields = frozenset(names)  # the names on_header compares with, one by one
@@ -330,11 +332,11 @@ class _Parser:
         self._headers.append((name, value))
 
     def on_body(self, body: bytes) -> None:
-        self.events.append(Data(body))
+        self._queue(Data(body))
 
     def on_message_complete(self) -> None:
         self.started = False
-        self.events.append(END)
+        self._queue(END)
 
     @property
     def idle(self) -> bool:
@@ -378,17 +380,17 @@ class _Parser:
             self._line_source = None
         except httptools.HttpParserUpgrade as exc:
             self.dead = True
-            self.events.append(Upgrade(data[exc.args[0] :]))
+            self._queue(Upgrade(data[exc.args[0] :]))
         except httptools.HttpParserError as exc:
             self.dead = True
             cause = exc.__context__
             if isinstance(cause, _Stop):
                 return
             if isinstance(cause, ClientError):
-                self.events.append(ProtocolError(str(cause), cause))
+                self._queue(ProtocolError(str(cause), cause))
             else:
                 reason = str(exc) or type(exc).__name__
-                self.events.append(ProtocolError(reason, BadRequest(reason)))
+                self._queue(ProtocolError(reason, BadRequest(reason)))
         else:
             if self._in_head and self._begun == open_head:
                 # The same head was open before and after this feed, so all of it was head:
@@ -397,7 +399,7 @@ class _Parser:
                 if self._incomplete_head_bytes > self._max_head:
                     self.dead = True
                     error = HeadTooLarge(f"head larger than {self._max_head} bytes")
-                    self.events.append(ProtocolError(str(error), error))
+                    self._queue(ProtocolError(str(error), error))
             elif not self._in_head and self.started and len(self.events) == queued:
                 # Past the head, bytes that gave no body and no end: chunk framing, or a trailer
                 # line llhttp buffers until it ends. Bounded like the head.
@@ -405,7 +407,7 @@ class _Parser:
                 if self._quiet_bytes > self._max_head:
                     self.dead = True
                     error = HeadTooLarge(f"trailers larger than {self._max_head} bytes")
-                    self.events.append(ProtocolError(str(error), error))
+                    self._queue(ProtocolError(str(error), error))
             else:
                 self._quiet_bytes = 0
 
@@ -470,7 +472,7 @@ class RequestParser(_Parser):
         framing = self._framing(_NONE)  # a request without framing headers has no body
         if upgrade and framing is not _NONE:
             self._bad("an upgrade request must not carry a body")
-        self.events.append(
+        self._queue(
             RequestHead(  # positional: built for every request
                 method,
                 target,
@@ -528,11 +530,11 @@ class ResponseParser(_Parser):
             self._content_length,
             self._watched,
         )
-        self.events.append(head)
+        self._queue(head)
         if self.head_request and status >= 200:
             # llhttp cannot be told that a HEAD response has no body; stop it here. The
             # connection is then not reused, since nothing says where the next response starts.
-            self.events.append(END)
+            self._queue(END)
             raise _Stop
 
 
