@@ -56,8 +56,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python bench/run.py", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--quick", action="store_true", help="1 round of short runs (~2 min)")
-    parser.add_argument("--rounds", type=int, help="rounds (default 3; --quick: 1)")
-    parser.add_argument("--duration", type=int, help="seconds per wrk run (default 5; --quick 2)")
+    parser.add_argument("--rounds", type=int, help="rounds (default 5; --quick: 1)")
+    parser.add_argument("--duration", type=int, help="seconds per wrk run (default 3; --quick 2)")
     parser.add_argument(
         "--wrk-threads", type=int, default=min(2, os.cpu_count() or 1), help="wrk -t (default 2)"
     )
@@ -82,8 +82,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def settings_from(args: argparse.Namespace) -> Settings:
     quick = bool(args.quick)
     return Settings(
-        rounds=max(1, args.rounds or (1 if quick else 3)),
-        duration=max(1, args.duration or (2 if quick else 5)),
+        rounds=max(1, args.rounds or (1 if quick else 5)),
+        duration=max(1, args.duration or (2 if quick else 3)),
         warmup=1,
         wrk_threads=max(1, args.wrk_threads),
         downloads=2 if quick else 3,
