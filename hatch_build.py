@@ -26,24 +26,24 @@ from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 # The rule for these modules: no await inside an except block, nor inside a finally block that
 # can be entered without an exception. Compiled, a coroutine that awaits while handling an
 # exception leaves it visible to every other task, and a compiled finally with an await re-raises
-# it (mypy 2.4's mypyc). Not server: its serve() ends in such a finally (a with and a try whose
+# it (mypy 2.4's mypyc). Not engine.server: its serve() ends in such a finally (a with and a try whose
 # finally awaits the apps' stop), where it re-raised an exception the hold loop had handled in
 # another task, and sockgate exited with status 1 (the tests of holds and retries show it).
 COMPILED = (
     "addresses",
-    "accesslog",
-    "deadline",
-    "engine",
-    "headers",
-    "hosts",
-    "http1",
-    "proxy",
-    "rewrite",
-    "routing",
-    "stats",
-    "stream",
-    "tunnel",
-    "upstream",
+    "engine.accesslog",
+    "engine.deadline",
+    "engine.shared",
+    "http.headers",
+    "http.hosts",
+    "http.http1",
+    "engine.client",
+    "http.rewrite",
+    "http.routing",
+    "status.stats",
+    "engine.stream",
+    "engine.tunnel",
+    "engine.upstream",
 )
 
 
@@ -83,7 +83,7 @@ def _compile(root: Path, out: Path) -> dict[str, Path]:
     from mypyc.build import mypycify
     from setuptools import Distribution
 
-    sources = [f"src/sockgate/{name}.py" for name in COMPILED]
+    sources = [f"src/sockgate/{name.replace('.', '/')}.py" for name in COMPILED]
     cwd, cache = os.getcwd(), os.environ.get("MYPY_CACHE_DIR")
     os.chdir(root)  # mypy names modules by their paths from here
     os.environ["MYPY_CACHE_DIR"] = str(out / "mypy-cache")  # not the project's own cache

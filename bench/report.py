@@ -194,9 +194,9 @@ def _package(name: str) -> str:
 
 def _sockgate_build() -> str:
     """What the `sg-*` targets but `sg-pure` run: the installed sockgate's build."""
-    import sockgate
+    from sockgate import buildinfo
 
-    return sockgate.build()
+    return buildinfo.build()
 
 
 def machine_info(repo: Path) -> dict[str, Any]:

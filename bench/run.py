@@ -115,8 +115,9 @@ def start_targets(sup: Supervisor, tmp: Path, keys: list[str]) -> list[Target]:
     ports = free_ports(len(keys) + 2)
     say(f"backend: nginx + uvicorn app under {tmp}")
     import sockgate
+    from sockgate import buildinfo
 
-    say(f"sockgate: {sockgate.build()} from {Path(sockgate.__file__).parent}")
+    say(f"sockgate: {buildinfo.build()} from {Path(sockgate.__file__).parent}")
     backend = start_backend(sup, tmp, ports[0], ports[1])
     targets = []
     for key, port in zip(keys, ports[2:], strict=True):

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sockgate import accesslog
-from sockgate.accesslog import AccessLog
+from sockgate.engine import accesslog
+from sockgate.engine.accesslog import AccessLog
 
 
 def lines_logged(path: Path, *entries: tuple[bytes, float, float]) -> list[str]:

@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 import sockgate
+from sockgate import buildinfo
+from sockgate.engine import client
 from tests.support.proc import Proxy, write_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -17,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_the_build_under_test_is_the_one_asked_for() -> None:
     expected = os.environ.get("SOCKGATE_EXPECT_COMPILED") == "1"
-    assert sockgate.compiled() is expected, sockgate.proxy.__file__  # type: ignore[attr-defined]
+    assert buildinfo.compiled() is expected, client.__file__
 
 
 def test_the_version_says_which_build_runs() -> None:
@@ -28,8 +30,8 @@ def test_the_version_says_which_build_runs() -> None:
         timeout=30,
         check=True,
     )
-    assert done.stdout.strip() == f"sockgate {sockgate.__version__}, {sockgate.build()}"
-    assert ("compiled" in done.stdout) is sockgate.compiled()
+    assert done.stdout.strip() == f"sockgate {sockgate.__version__}, {buildinfo.build()}"
+    assert ("compiled" in done.stdout) is buildinfo.compiled()
 
 
 def test_the_startup_log_says_which_build_serves(tmp: Path) -> None:
@@ -40,7 +42,7 @@ def test_the_startup_log_says_which_build_serves(tmp: Path) -> None:
     with Proxy(config) as proxy:
         text = proxy.wait_for_output(r"built-in engine: ")
     line = next(line for line in text.splitlines() if "built-in engine: " in line)
-    assert line.split("built-in engine: ", 1)[1].startswith(sockgate.build())
+    assert line.split("built-in engine: ", 1)[1].startswith(buildinfo.build())
 
 
 def build_wheel(tmp: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -81,6 +83,11 @@ def compiled_modules() -> tuple[str, ...]:
     raise AssertionError("no COMPILED in hatch_build.py")
 
 
+def module_path(name: str) -> Path:
+    """The source file of a compiled module named as hatch_build.COMPILED names it."""
+    return ROOT / "src" / "sockgate" / (name.replace(".", "/") + ".py")
+
+
 def awaits_in(statements: list[ast.stmt]) -> list[int]:
     found = ast.walk(ast.Module(body=statements, type_ignores=[]))
     return [n.lineno for n in found if isinstance(n, ast.Await | ast.AsyncWith | ast.AsyncFor)]
@@ -92,7 +99,7 @@ def test_compiled_modules_never_await_in_except_or_finally() -> None:
     restart's retry once ended sockgate at shutdown with the hold loop's handled error."""
     offences = []
     for name in compiled_modules():
-        path = ROOT / "src" / "sockgate" / f"{name}.py"
+        path = module_path(name)
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Try | ast.TryStar):
                 blocks = [h.body for h in node.handlers] + [node.finalbody]
@@ -121,7 +128,7 @@ def test_compiled_classes_never_override_a_base_class_default() -> None:
     value to the base's __init__ instead."""
     classes: dict[str, ast.ClassDef] = {}
     for name in compiled_modules():
-        path = ROOT / "src" / "sockgate" / f"{name}.py"
+        path = module_path(name)
         tree = ast.parse(path.read_text(encoding="utf-8"))
         classes |= {node.name: node for node in ast.walk(tree) if isinstance(node, ast.ClassDef)}
     offences = []
@@ -139,7 +146,7 @@ def test_compiled_modules_keep_their_constants_final() -> None:
     Sixteen such lookups per request were 3 % of the instructions of a keep-alive request."""
     offences = []
     for name in compiled_modules():
-        path = ROOT / "src" / "sockgate" / f"{name}.py"
+        path = module_path(name)
         for node in ast.parse(path.read_text(encoding="utf-8")).body:
             if isinstance(node, ast.Assign):
                 targets, annotation = node.targets, None

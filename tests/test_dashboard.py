@@ -12,14 +12,15 @@ from typing import Any
 
 import pytest
 
-from sockgate import config, dashboard
+from sockgate import config
+from sockgate.apps.managed import AppState, ManagedApp
 from sockgate.config import App, Command
-from sockgate.dashboard import AppProcess, Live, Process
 from sockgate.errors import ConfigError
-from sockgate.managed import AppState, ManagedApp
-from sockgate.monitor import app_process
-from sockgate.routing import Dashboard, Forward, NotFound, Redirect, Router
-from sockgate.stats import AppStats
+from sockgate.http.routing import Dashboard, Forward, NotFound, Redirect, Router
+from sockgate.status import dashboard
+from sockgate.status.dashboard import AppProcess, Live, Process
+from sockgate.status.monitor import app_process
+from sockgate.status.stats import AppStats
 
 APP1 = App("app1", Path("/s/app1.sock"), "/app1/")
 APP2 = App("app2", Path("/s/app2.sock"), "/app2/")

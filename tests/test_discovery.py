@@ -8,10 +8,11 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from sockgate import config, routing
+from sockgate import config
 from sockgate.cli import main
 from sockgate.config import App
 from sockgate.errors import ConfigError
+from sockgate.http import routing
 from tests.support.proc import Proxy, write_config
 from tests.support.rawapp import RawApp
 

@@ -9,7 +9,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from sockgate.config import App
-from sockgate.headers import (
+from sockgate.http.headers import (
     HOP_BY_HOP,
     REQUEST_WATCH,
     RESPONSE_WATCH,
@@ -19,7 +19,7 @@ from sockgate.headers import (
     to_client,
     unchanged_for_client,
 )
-from sockgate.http1 import (
+from sockgate.http.http1 import (
     Framing,
     Headers,
     RequestHead,
@@ -451,7 +451,7 @@ def test_rewriting_still_removes_hop_by_hop() -> None:
 
 def test_rewriting_touches_only_its_headers(monkeypatch: pytest.MonkeyPatch) -> None:
     """The hot path: a response without Location, Refresh or Set-Cookie calls no rewriting."""
-    from sockgate import rewrite
+    from sockgate.http import rewrite
 
     def fail(*args: object) -> bytes:
         raise AssertionError("rewrite called")

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from sockgate import heap
-from sockgate.server import AT_REST_AFTER
-from sockgate.stats import LATENCY_WINDOW
+from sockgate.engine import heap
+from sockgate.engine.server import AT_REST_AFTER
+from sockgate.status.stats import LATENCY_WINDOW
 from tests.conftest import RawFactory
 from tests.support.clients import RawClient, chunked, request_bytes
 from tests.support.proc import Proxy, write_config

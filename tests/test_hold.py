@@ -16,7 +16,7 @@ import pytest
 
 from sockgate import errors
 from sockgate.config import App
-from sockgate.upstream import diagnose
+from sockgate.engine.upstream import diagnose
 from tests.conftest import ProxyFactory
 from tests.support.rawapp import RawApp
 

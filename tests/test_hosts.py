@@ -8,7 +8,7 @@ import pytest
 
 from sockgate.cli import exposure_warning
 from sockgate.config import load
-from sockgate.hosts import HostPolicy, hostname
+from sockgate.http.hosts import HostPolicy, hostname
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ from sockgate.errors import (
     UriTooLong,
     VersionNotSupported,
 )
-from sockgate.http1 import (
+from sockgate.http.http1 import (
     END,
     LAST_CHUNK,
     MAX_HEAD,

@@ -26,9 +26,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sockgate import http1
-from sockgate.headers import HOP_BY_HOP
-from sockgate.http1 import (
+from sockgate.http import http1
+from sockgate.http.headers import HOP_BY_HOP
+from sockgate.http.http1 import (
     LAST_CHUNK,
     MAX_HEAD,
     MAX_TARGET,

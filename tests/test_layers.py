@@ -1,76 +1,39 @@
-"""The layer table of STYLE.md, kept true: a module imports only from its own layer or lower.
-
-A new module fails here until it is placed in LAYERS on purpose.
+"""The layer table (docs/layers.toml), kept true: a module imports only from its own layer or
+lower. A new module fails here until it is placed in the table on purpose; packages' `__init__`
+modules are modules like any other.
 """
 
 from __future__ import annotations
 
 import ast
+import tomllib
 from pathlib import Path
 
 import pytest
 
 import sockgate
 
-LAYERS: dict[int, set[str]] = {
-    0: {"errors", "units", "addresses"},
-    1: {
-        "config",
-        "reconfig",
-        "routing",
-        "rewrite",
-        "headers",
-        "hosts",
-        "http1",
-        "pages",
-        "scaffold",
-        "stats",
-        "dashboard",
-        "nginx.render",
-        "nginx.tree",
-        "lint.find",
-        "lint.report",
-    },
-    2: {
-        "deadline",
-        "sockets",
-        "heap",
-        "stream",
-        "upstream",
-        "tunnel",
-        "accesslog",
-        "probe",
-        "children",
-        "appoutput",
-        "managed",
-        "discovery",
-        "guard",
-        "monitor",
-        "lint.crawl",
-    },
-    3: {"engine", "proxy"},
-    4: {
-        "server",
-        "control",
-        "supervisor",
-        "appsproc",
-        "nginx.run",
-        "demo.apps",
-        "logsetup",
-        "watch",
-        "lint.run",
-    },
-    5: {"cli", "__main__", "demo.run"},
+TABLE = Path(__file__).resolve().parents[1] / "docs" / "layers.toml"
+LAYERS: dict[int, list[str]] = {
+    layer["level"]: layer["modules"] for layer in tomllib.loads(TABLE.read_text())["layer"]
 }
-LAYER_OF = {name: layer for layer, names in LAYERS.items() for name in names}
+LAYER_OF = {name: level for level, names in LAYERS.items() for name in names}
 ROOT = Path(sockgate.__file__).parent
+# Dotted names from the package root, a package's own module as PACKAGE.__init__.
 FILES = {".".join(p.relative_to(ROOT).with_suffix("").parts): p for p in ROOT.rglob("*.py")}
 PACKAGES = {
     name.removesuffix("__init__").rstrip(".") for name in FILES if name.endswith("__init__")
 }
-MODULES = sorted(name for name in FILES if not name.endswith("__init__"))
+MODULES = sorted(FILES)
 # Layers 0 and 1 are pure: no event loop, no sockets, no processes, no threads.
 IMPURE = {"asyncio", "socket", "selectors", "subprocess", "threading", "signal", "uvloop"}
+
+
+def module_of(target: str) -> str:
+    """The table's name for what an import reaches: a package stands for its __init__."""
+    if target in PACKAGES:
+        return f"{target}.__init__" if target else "__init__"
+    return target
 
 
 def resolve(importer: str, node: ast.Import | ast.ImportFrom) -> list[str]:
@@ -107,12 +70,22 @@ def imports(module: str) -> list[tuple[int, str]]:
 
 
 def test_the_package_was_found() -> None:
-    assert {"errors", "config", "http1", "proxy", "server", "cli"} <= set(MODULES)
+    assert {"errors", "config.__init__", "http.http1", "engine.client", "cli"} <= set(MODULES)
 
 
 def test_every_module_has_a_layer() -> None:
     unplaced = [name for name in MODULES if name not in LAYER_OF]
-    assert unplaced == [], f"place these modules in LAYERS (and in STYLE.md): {unplaced}"
+    assert unplaced == [], f"place these modules in {TABLE.name}: {unplaced}"
+
+
+def test_the_table_names_only_modules_that_exist() -> None:
+    stale = sorted(name for name in LAYER_OF if name not in FILES)
+    assert stale == [], f"{TABLE.name} names modules that are gone: {stale}"
+
+
+def test_a_module_is_placed_once() -> None:
+    placed = [name for names in LAYERS.values() for name in names]
+    assert sorted(placed) == sorted(set(placed))
 
 
 @pytest.mark.parametrize("module", MODULES)
@@ -122,9 +95,9 @@ def test_imports_only_from_its_layer_or_lower(module: str) -> None:
         pytest.fail(f"{module} is not in the layer table")
     bad = sorted(
         {
-            f"line {line}: {target} (layer {LAYER_OF.get(target, '?')})"
+            f"line {line}: {target} (layer {LAYER_OF.get(module_of(target), '?')})"
             for line, target in imports(module)
-            if target not in PACKAGES and LAYER_OF.get(target, 99) > layer
+            if LAYER_OF.get(module_of(target), 99) > layer
         }
     )
     assert bad == [], f"{module} (layer {layer}) imports from above: {bad}"
@@ -159,13 +132,21 @@ def test_resolve_understands_every_import_form() -> None:
         assert isinstance(node, ast.Import | ast.ImportFrom)
         return resolve(importer, node)
 
-    assert targets("from .errors import ConfigError", "config") == ["errors"]
-    assert targets("from . import errors, http1", "proxy") == ["errors", "http1"]
+    assert targets("from ..errors import ConfigError", "config.loader") == ["errors"]
+    assert targets("from .. import errors", "engine.client") == ["errors"]
+    assert targets("from ..http import headers, http1", "engine.client") == [
+        "http.headers",
+        "http.http1",
+    ]
     assert targets("from . import __version__", "cli") == [""]
     assert targets("from ..config import App", "nginx.render") == ["config"]
+    assert targets("from .model import App", "config.__init__") == ["config.model"]
     assert targets("from .tree import block", "nginx.render") == ["nginx.tree"]
     assert targets("from .. import config", "demo.run") == ["config"]
     assert targets("from sockgate.cli import main", "__main__") == ["cli"]
-    assert targets("import sockgate.proxy", "server") == ["proxy"]
-    assert targets("from sockgate import proxy", "server") == ["proxy"]
-    assert targets("import asyncio", "server") == []
+    assert targets("import sockgate.engine.client", "engine.server") == ["engine.client"]
+    assert targets("from sockgate.engine import client", "cli") == ["engine.client"]
+    assert targets("import asyncio", "engine.server") == []
+    assert module_of("config") == "config.__init__"
+    assert module_of("") == "__init__"
+    assert module_of("http.http1") == "http.http1"

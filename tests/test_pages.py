@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from sockgate import errors
-from sockgate.http1 import Data, EndOfMessage, ResponseHead, ResponseParser
-from sockgate.pages import Page, is_navigation, render, wants_html
+from sockgate.http.http1 import Data, EndOfMessage, ResponseHead, ResponseParser
+from sockgate.http.pages import Page, is_navigation, render, wants_html
 
 FAULT = Page(
     502,

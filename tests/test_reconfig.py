@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from sockgate import config, reconfig
-from sockgate.config import App, Config, Listen, Loader, Timeouts
-from sockgate.engine import Engine
+from sockgate import config
+from sockgate.config import App, Config, Listen, Loader, Timeouts, reconfig
+from sockgate.engine.shared import Engine
+from sockgate.engine.stream import Stream
+from sockgate.engine.upstream import AppConnection, ConnState
 from sockgate.errors import ConfigError
 from sockgate.nginx import run as nginx_run
-from sockgate.stream import Stream
-from sockgate.upstream import AppConnection, ConnState
 
 
 def make(*apps: App, **changes: object) -> Config:

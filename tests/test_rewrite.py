@@ -6,7 +6,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from sockgate.rewrite import REWRITTEN, location, refresh, response_header, set_cookie
+from sockgate.http.rewrite import REWRITTEN, location, refresh, response_header, set_cookie
 
 MOUNT = b"/app1"
 HOST = b"localhost:8080"

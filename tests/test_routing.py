@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from sockgate import routing
 from sockgate.config import App
-from sockgate.routing import Forward, NotFound, Redirect, Rejected, Router, has_dot_segment
+from sockgate.http import routing
+from sockgate.http.routing import Forward, NotFound, Redirect, Rejected, Router, has_dot_segment
 
 APP1 = App("app1", Path("/s/app1.sock"), "/app1/")
 NESTED = App("nested", Path("/s/nested.sock"), "/app1/nested/")

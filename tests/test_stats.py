@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from sockgate import stats
-from sockgate.stats import AppStats, Stats, percentile
+from sockgate.status import stats
+from sockgate.status.stats import AppStats, Stats, percentile
 
 
 def test_a_fresh_app_has_nothing_to_show() -> None:

@@ -11,8 +11,8 @@ import socket
 import pytest
 import uvloop
 
-from sockgate import stream as stream_module
-from sockgate.stream import SPARE_BUFFERS, Stream
+from sockgate.engine import stream as stream_module
+from sockgate.engine.stream import SPARE_BUFFERS, Stream
 
 BODY = bytes(range(256)) * 4096  # 1 MiB
 

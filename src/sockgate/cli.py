@@ -15,10 +15,14 @@ from typing import Any, TypeVar
 
 import click
 
-from . import __version__, build, config, control, dashboard, probe, scaffold, server, supervisor
+from . import __version__, config
+from .buildinfo import build
+from .config import scaffold
 from .errors import ConfigError, NginxConfigRejected, SockgateError
 from .lint import MAX_PAGES
-from .logsetup import configure
+from .proc import pidfile, workers
+from .proc.logsetup import configure
+from .status import control, dashboard, probe
 
 # The lint and nginx commands' modules are imported by those commands: `sockgate run` on the
 # built-in engine would otherwise hold them (and html.parser) for as long as it runs.
@@ -203,7 +207,7 @@ def run(
         from .nginx import run as nginx_run
 
         sys.exit(nginx_run.run(cfg, loader=loader, watch=watch))
-    sys.exit(supervisor.run(cfg, loader=loader, watch=watch))
+    sys.exit(workers.run(cfg, loader=loader, watch=watch))
 
 
 @main.command()
@@ -229,7 +233,7 @@ def reload(config_path: Path | None) -> None:
             if not result["ok"]:
                 sys.exit(EXIT_INVALID)
             return
-    pid = server.live_pid(cfg.pid_file)
+    pid = pidfile.live_pid(cfg.pid_file)
     if pid is None:
         raise SockgateError(
             f"sockgate is not running for {cfg.source or 'this config'} "

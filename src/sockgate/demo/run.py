@@ -12,8 +12,10 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from .. import config, server
-from ..logsetup import configure
+from .. import config
+from ..engine import serve
+from ..engine.server import Server
+from ..proc.logsetup import configure
 
 DEMO_APPS: dict[str, str] = {
     "clock": "sockgate.demo.apps:clock",
@@ -69,7 +71,7 @@ def run_demo(listen: str, *, echo: Callable[[str], None]) -> int:
         cfg = config.load(write_config(workdir, listen))
         configure(cfg.error_log, app_names=[app.name for app in cfg.supervised])
 
-        def ready(srv: server.Server) -> None:
+        def ready(srv: Server) -> None:
             host, port = srv.address or ("127.0.0.1", 8080)
             base = f"http://{'localhost' if host in ('127.0.0.1', '::1') else host}:{port}"
             echo("")
@@ -82,6 +84,6 @@ def run_demo(listen: str, *, echo: Callable[[str], None]) -> int:
             echo(f"  config    {cfg.source}")
             echo("Ctrl-C stops the proxy and both apps.")
 
-        return server.run(cfg, on_ready=ready)
+        return serve.run(cfg, on_ready=ready)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -12,9 +12,10 @@ from collections import deque
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from .. import __version__, http1
-from ..stream import Stream
-from ..upstream import AppConnection
+from .. import __version__
+from ..engine.stream import Stream
+from ..engine.upstream import AppConnection
+from ..http import http1
 from . import MAX_PAGES
 from .find import Scope, check, cookie_findings, header_refs, page_refs, to_follow
 from .report import AppResult, Page

@@ -16,8 +16,8 @@ from html.parser import HTMLParser
 from urllib.parse import SplitResult, urljoin, urlsplit, urlunsplit
 
 from ..config import App
-from ..hosts import HostPolicy
-from ..routing import Forward, Redirect, Router
+from ..http.hosts import HostPolicy
+from ..http.routing import Forward, Redirect, Router
 
 # Attributes that hold one URL, on any element; `data` only on <object> (`data-*` are others).
 _URL_ATTRS = frozenset({"href", "xlink:href", "src", "action", "formaction", "poster"})

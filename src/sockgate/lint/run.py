@@ -11,11 +11,12 @@ import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from .. import probe
 from ..config import App, Config, Listen
+from ..engine.server import Server
+from ..engine.stream import Stream
 from ..errors import SockgateError
-from ..server import Server, live_pid
-from ..stream import Stream
+from ..proc.pidfile import live_pid
+from ..status import probe
 from . import MAX_PAGES
 from .crawl import crawl
 from .find import Scope

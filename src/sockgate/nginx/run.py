@@ -22,12 +22,13 @@ from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 from types import FrameType
 
-from .. import appsproc, children, logsetup, reconfig
-from ..config import Config, Loader
+from ..apps import children, process
+from ..config import Config, Loader, reconfig
+from ..config.reconfig import ReloadResult
 from ..errors import ConfigError, NginxConfigRejected, SockgateError
-from ..reconfig import ReloadResult
-from ..server import PidFile, watching
-from ..watch import ConfigWatcher
+from ..proc import logsetup
+from ..proc.pidfile import PidFile
+from ..proc.watch import ConfigWatcher, watching
 from .render import TEMP_DIRS, command_line, conf_path, pid_path, render, temp_path
 
 logger = logging.getLogger(__name__)
@@ -119,11 +120,11 @@ def run(config: Config, *, loader: Loader | None = None, watch: bool = False) ->
     forwarder = _SignalForwarder(reloader)
     # Signals handled before the pid file tells `sockgate reload` where to send them.
     with forwarder.installed(), PidFile(config.pid_file):
-        apps = appsproc.start(config)  # the apps sockgate runs, in a process of their own
+        apps = process.start(config)  # the apps sockgate runs, in a process of their own
         try:
             status = _run_foreground(args, forwarder, watcher)
         finally:
-            appsproc.stop(apps)
+            process.stop(apps)
     if status != 0:
         logger.error("nginx exited with status %d; see %s", status, config.error_log)
     return status

@@ -9,12 +9,14 @@ import base64
 import hashlib
 import html
 import json
+import string
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
-from .config import App
+from ..config import App
 from .stats import AppSnapshot
 
 SCHEMA = 1
@@ -269,114 +271,20 @@ def duration(seconds: float) -> str:
 
 # --- the HTML page ----------------------------------------------------------------------------
 
-_STYLE = """
-body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222;background:#fafafa}
-h1{font-size:1.3em;margin:0 0 .2em}h2{font-size:1.1em;margin:1.5em 0 .4em}
-.meta{color:#666;margin:0 0 1em}.note{color:#8a5a00}
-table{border-collapse:collapse;background:#fff;min-width:60%}
-th,td{text-align:left;padding:.3em .6em;border-bottom:1px solid #ddd;vertical-align:top}
-th{background:#eee;font-weight:600}td.n{text-align:right;font-variant-numeric:tabular-nums}
-.state{font-weight:600;border-radius:3px;padding:0 .4em;white-space:nowrap}
-.up{color:#0a6b0a;background:#e3f5e3}.down{color:#a00;background:#fde8e8}
-.detail,.err{color:#666;font-size:.9em}.bad{color:#a00}
-td.process{font-size:.9em}td.backoff,td.stopping{color:#a00}td.elsewhere{color:#666}
-code{font:12px ui-monospace,monospace}
-#live.off{color:#a00}
-"""
 
-# Builds the rows with createElement/textContent only: targets and errors come from clients.
-_SCRIPT = """
-"use strict";
-const $ = (id) => document.getElementById(id);
-function el(tag, text, cls) {
-  const e = document.createElement(tag);
-  if (text !== undefined && text !== null) e.textContent = String(text);
-  if (cls) e.className = cls;
-  return e;
-}
-function ms(v) {
-  if (v === null || v === undefined) return "-";
-  if (v < 10) return v.toFixed(1) + "ms";
-  if (v < 10000) return Math.round(v) + "ms";
-  return Math.round(v / 1000) + "s";
-}
-function clock(t) { return new Date(t * 1000).toLocaleTimeString(); }
-function procText(p) {
-  if (!p) return "-";
-  if (p.state === "ELSEWHERE") return "run by the apps process";
-  let text = p.next_start_in === null ? p.state :
-    "restarting in " + p.next_start_in.toFixed(1) + "s";
-  if (p.pid !== null) text += ", pid " + p.pid;
-  if (p.on_demand) text += ", on demand";
-  text += !p.starts ? ", not started yet" :
-    ", started " + (p.starts === 1 ? "once" : p.starts + " times");
-  if (p.last_exit) text += "; last exit: " + p.last_exit;
-  return text;
-}
-function appRow(a) {
-  const tr = el("tr");
-  tr.dataset.app = a.name;
-  tr.dataset.state = a.state;
-  tr.appendChild(el("td", a.name, "name"));
-  const link = el("a", a.prefix);
-  link.href = a.prefix;
-  const p = el("td"); p.appendChild(link); tr.appendChild(p);
-  const s = el("td"); s.appendChild(el("code", a.socket)); tr.appendChild(s);
-  const st = el("td");
-  st.appendChild(el("span", a.state, "state " + (a.state === "up" ? "up" : "down")));
-  if (a.state !== "up" && a.detail) st.appendChild(el("div", a.detail, "detail"));
-  tr.appendChild(st);
-  const proc = a.process || null;
-  tr.dataset.process = proc ? proc.state : "";
-  tr.appendChild(el("td", procText(proc), "process" + (proc ? " " + proc.state : "")));
-  tr.appendChild(el("td", a.requests, "n requests"));
-  tr.appendChild(el("td", a.errors, "n errors" + (a.errors ? " bad" : "")));
-  const lat = a.latency_ms || {p50: null, p99: null};
-  tr.appendChild(el("td", ms(lat.p50), "n p50"));
-  tr.appendChild(el("td", ms(lat.p99), "n p99"));
-  tr.appendChild(el("td", a.streams.upgrade + " ws, " + a.streams.sse + " sse", "n streams"));
-  const e = el("td", a.last_error ? clock(a.last_error.time) + " " + a.last_error.text : "-",
-               "err");
-  tr.appendChild(e);
-  return tr;
-}
-function render(doc) {
-  const me = doc.sockgate;
-  $("me").textContent = "sockgate " + me.version + ", pid " + me.pid + ", listening on http://" +
-    me.listen + "/, updated " + clock(doc.time);
-  $("note").textContent = me.worker === null ? "" : "counts are worker " + me.worker +
-    "'s alone, one of " + me.workers +
-    " processes (each keeps its own); socket states hold for all";
-  $("apps").replaceChildren(...doc.apps.map(appRow));
-  if (!doc.apps.length) {
-    const tr = el("tr"); tr.appendChild(el("td", "no apps configured")); $("apps").appendChild(tr);
-  }
-  const recent = doc.apps.flatMap((a) => a.recent.map((r) => ({...r, app: a.name})))
-    .sort((x, y) => y.time - x.time).slice(0, RECENT_SHOWN);
-  $("recent").replaceChildren(...recent.map((r) => {
-    const tr = el("tr");
-    tr.appendChild(el("td", clock(r.time)));
-    tr.appendChild(el("td", r.app));
-    tr.appendChild(el("td", r.status, "n" + (r.status >= 500 ? " bad" : "")));
-    tr.appendChild(el("td", r.method));
-    const t = el("td"); t.appendChild(el("code", r.target)); tr.appendChild(t);
-    tr.appendChild(el("td", ms(r.ms), "n"));
-    return tr;
-  }));
-  document.body.dataset.updated = String(doc.time);
-}
-render(JSON.parse($("initial").textContent));
-const source = new EventSource(document.body.dataset.events);
-source.onmessage = (event) => {
-  $("live").textContent = "live";
-  $("live").className = "";
-  render(JSON.parse(event.data));
-};
-source.onerror = () => {
-  $("live").textContent = "disconnected: retrying";
-  $("live").className = "off";
-};
-""".replace("RECENT_SHOWN", str(RECENT_SHOWN)).replace("ELSEWHERE", ELSEWHERE)
+def _asset(name: str) -> str:
+    return (resources.files(__package__) / "assets" / name).read_text(encoding="utf-8")
+
+
+# The page, its style and its script are package data (assets/); the script builds the rows
+# with createElement/textContent only: targets and errors come from clients.
+_STYLE = _asset("dashboard.css")
+_SCRIPT = (
+    _asset("dashboard.js")
+    .replace("RECENT_SHOWN", str(RECENT_SHOWN))
+    .replace("ELSEWHERE", ELSEWHERE)
+)
+_PAGE = string.Template(_asset("dashboard.html"))
 
 
 def _sha256(text: str) -> str:
@@ -394,35 +302,14 @@ def page(doc: dict[str, Any], prefix: str) -> bytes:
     """The status page; it draws itself from the embedded document, then from `PREFIXevents`.
     Without JavaScript it shows the terminal table."""
     data = json.dumps(doc).replace("<", "\\u003c")  # no "</script>" inside the script element
-    events = html.escape(prefix + "events")
-    return f"""<!doctype html>
-<html lang=en><head><meta charset=utf-8>
-<meta name=viewport content="width=device-width, initial-scale=1">
-<title>sockgate status</title>
-<style>{_STYLE}</style>
-</head>
-<body data-events="{events}">
-<h1>sockgate</h1>
-<p class=meta><span id=me></span> &middot; <span id=live>connecting</span>
- &middot; <a href="{html.escape(prefix)}status.json">status.json</a></p>
-<p class="meta note" id=note></p>
-<noscript><pre>{html.escape(table(doc))}</pre></noscript>
-<table>
-<thead><tr><th>app</th><th>prefix</th><th>socket</th><th>state</th><th>process</th>
-<th>requests</th><th>errors</th><th>p50</th><th>p99</th><th>open streams</th>
-<th>last error</th></tr></thead>
-<tbody id=apps></tbody>
-</table>
-<h2>Recent requests</h2>
-<table>
-<thead><tr><th>time</th><th>app</th><th>status</th><th>method</th><th>target</th>
-<th>time taken</th></tr></thead>
-<tbody id=recent></tbody>
-</table>
-<script type="application/json" id=initial>{data}</script>
-<script>{_SCRIPT}</script>
-</body></html>
-""".encode()
+    return _PAGE.substitute(
+        style=_STYLE,
+        script=_SCRIPT,
+        events=html.escape(prefix + "events"),
+        prefix=html.escape(prefix),
+        table=html.escape(table(doc)),
+        data=data,
+    ).encode()
 
 
 def dumps(doc: dict[str, Any]) -> bytes:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from . import errors, http1
-from .config import App, Config
-from .discovery import Discovery
-from .upstream import AppConnection, Upstream
+from .. import errors
+from ..apps.discovery import Discovery
+from ..config import App, Config
+from ..engine.upstream import AppConnection, Upstream
+from ..http import http1
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from ..config import Config
+from ..errors import SockgateError
+
 if TYPE_CHECKING:
     import watchfiles
 
@@ -79,3 +82,10 @@ class ConfigWatcher:
                 os.kill(os.getpid(), signal.SIGHUP)
         except (OSError, RuntimeError) as exc:
             log.error("cannot watch %s any more: %s; reload with SIGHUP", self.path, exc)
+
+
+def watching(config: Config) -> ConfigWatcher:
+    """The watcher behind `run --watch`; refused when there is no file to watch."""
+    if config.source is None:
+        raise SockgateError("--watch needs a config file (apps given with --app only)")
+    return ConfigWatcher(config.source)

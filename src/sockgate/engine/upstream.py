@@ -15,10 +15,10 @@ from enum import Enum, auto
 from pathlib import Path
 from typing import Final
 
-from . import errors
-from .config import MAX_SOCKET_PATH, App
-from .headers import RESPONSE_WATCH
-from .http1 import Event, ResponseParser
+from .. import errors
+from ..config import MAX_SOCKET_PATH, App
+from ..http.headers import RESPONSE_WATCH
+from ..http.http1 import Event, ResponseParser
 from .stream import Stream
 
 # Idle app connections kept per app; more are closed when released. As many as a busy client

@@ -17,10 +17,10 @@ import signal
 import sys
 import traceback
 
+from ..config import Config
 from . import children
-from .config import Config
+from .discovery import prepare_discovery
 from .managed import AppManager
-from .server import prepare_discovery
 
 _SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD}
 

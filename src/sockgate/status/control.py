@@ -27,11 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import children, dashboard, http1
-from .config import MAX_SOCKET_PATH
-from .errors import SockgateError
-from .reconfig import ReloadResult
-from .stream import Stream
+from ..apps import children
+from ..config import MAX_SOCKET_PATH
+from ..config.reconfig import ReloadResult
+from ..engine.stream import Stream
+from ..errors import SockgateError
+from ..http import http1
+from . import dashboard
 
 log = logging.getLogger(__name__)
 

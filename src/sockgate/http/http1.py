@@ -16,7 +16,7 @@ from typing import Any, Final
 
 import httptools
 
-from .errors import (
+from ..errors import (
     BadRequest,
     ClientError,
     HeadTooLarge,

@@ -8,14 +8,16 @@ import logging
 import os
 import time
 
-from . import __version__, monitor, routing
+from .. import __version__
+from ..apps.discovery import Discovery
+from ..apps.managed import AppManager
+from ..config import App, Config
+from ..http import routing
+from ..http.hosts import HostPolicy
+from ..status import monitor
+from ..status.dashboard import Process
+from ..status.stats import Stats
 from .accesslog import AccessLog
-from .config import App, Config
-from .dashboard import Process
-from .discovery import Discovery
-from .hosts import HostPolicy
-from .managed import AppManager
-from .stats import Stats
 from .upstream import Upstream
 
 log = logging.getLogger(__name__)

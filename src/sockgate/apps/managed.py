@@ -25,10 +25,11 @@ from collections.abc import Iterator, Sequence
 from enum import Enum, auto
 from pathlib import Path
 
-from . import children, errors
-from .appoutput import AppOutput
-from .config import App, Command
+from .. import errors
+from ..config import App, Command
+from . import children
 from .guard import GroupGuard
+from .output import AppOutput
 
 log = logging.getLogger(__name__)
 

@@ -22,12 +22,11 @@ from dataclasses import dataclass
 from enum import Enum, auto
 from typing import Final
 
-from . import errors, headers, http1, monitor, pages, routing, tunnel
-from .addresses import is_loopback
-from .config import App
-from .deadline import Deadline
-from .engine import Engine
-from .http1 import (
+from .. import errors
+from ..addresses import is_loopback
+from ..config import App
+from ..http import headers, http1, pages, routing
+from ..http.http1 import (
     END,
     LAST_CHUNK,
     Data,
@@ -39,7 +38,11 @@ from .http1 import (
     ResponseHead,
     Upgrade,
 )
-from .routing import Forward
+from ..http.routing import Forward
+from ..status import monitor
+from . import tunnel
+from .deadline import Deadline
+from .shared import Engine
 from .stream import Stream
 from .upstream import AppConnection, ConnState, Upstream
 

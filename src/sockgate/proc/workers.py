@@ -24,9 +24,14 @@ import time
 import traceback
 from collections.abc import Callable
 
-from . import appsproc, children, reconfig, server
-from .config import Config, Loader
-from .errors import ConfigError, SockgateError
+from ..apps import children, process
+from ..config import Config, Loader, reconfig
+from ..engine import serve
+from ..engine.server import Server
+from ..errors import ConfigError, SockgateError
+from .listen import bind_error, listen_on
+from .pidfile import PidFile
+from .watch import watching
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +43,9 @@ RESTART_BACKOFF = 1.0
 
 def _sockets(host: str, port: int, *, listen: bool) -> list[socket.socket]:
     try:
-        return server.listen_on(host, port, reuse_port=True, listen=listen)
+        return listen_on(host, port, reuse_port=True, listen=listen)
     except OSError as exc:
-        raise SockgateError(server.bind_error(f"{host}:{port}", exc)) from None
+        raise SockgateError(bind_error(f"{host}:{port}", exc)) from None
 
 
 class Supervisor:
@@ -65,24 +70,24 @@ class Supervisor:
         self._port = reserved[0].getsockname()[1]
         signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
         try:
-            with contextlib.ExitStack() as stack, server.PidFile(self.config.pid_file):
+            with contextlib.ExitStack() as stack, PidFile(self.config.pid_file):
                 for sock in reserved:
                     stack.enter_context(sock)
                 # Before the workers: the apps start while the workers get ready.
-                self.apps = appsproc.start(self.config)
+                self.apps = process.start(self.config)
                 for slot in range(self.config.workers):
                     self._spawn(slot)
                 self._await_ready()
-                server.log_banner(self.config, listen.host, self._port)
+                serve.log_banner(self.config, listen.host, self._port)
                 log.info("%d worker processes", self.config.workers)
                 if self.watch:
                     # Started with the signals blocked: its SIGHUP waits for sigwaitinfo.
-                    stack.enter_context(server.watching(self.config))
+                    stack.enter_context(watching(self.config))
                 self._watch()
         finally:
             self._stop_all(signal.SIGKILL)
             # After the workers: requests under way could still reach their apps.
-            appsproc.stop(self.apps)
+            process.stop(self.apps)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
         log.info("stopped")
         return 0
@@ -108,10 +113,10 @@ class Supervisor:
             socks = _sockets(self.config.listen.host, self._port, listen=True)
             ready_w = self._ready_w
 
-            def ready(_: server.Server) -> None:
+            def ready(_: Server) -> None:
                 os.write(ready_w, b".")
 
-            return server.run(
+            return serve.run(
                 self.config,
                 socks=socks,
                 worker=True,
@@ -190,7 +195,7 @@ class Supervisor:
             return
         log.error("the apps process exited unasked (status %d); starting another", status)
         time.sleep(RESTART_BACKOFF)  # crash-loop brake, not synchronisation
-        self.apps = appsproc.start(self.config)
+        self.apps = process.start(self.config)
 
     def _stop_all(self, sig: int) -> None:
         for pid in list(self.workers):
@@ -205,5 +210,5 @@ class Supervisor:
 
 def run(config: Config, *, loader: Loader | None = None, watch: bool = False) -> int:
     if config.workers == 1:
-        return server.run(config, loader=loader, watch=watch)
+        return serve.run(config, loader=loader, watch=watch)
     return Supervisor(config, loader, watch).run()

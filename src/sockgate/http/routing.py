@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from .config import App
+from ..config import App
 
 # Dot segments, also percent-encoded, and encoded slashes that could make one.
 _DOT_SEGMENT: Final = re.compile(rb"(?:^|/)(?:\.|%2e){1,2}(?:/|$)", re.IGNORECASE)

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
-from .config import App, Config, Timeouts
-from .errors import ConfigError, SockgateError
+from ..errors import ConfigError, SockgateError
+from . import App, Config, Timeouts
 
 # What only a restart can change.
 FIXED = ("listen", "workdir", "engine", "workers")

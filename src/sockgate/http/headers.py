@@ -6,8 +6,8 @@ import functools
 from collections.abc import Iterable
 from typing import Final
 
+from ..config import DEFAULT_PREFIX_HEADERS, App
 from . import rewrite
-from .config import DEFAULT_PREFIX_HEADERS, App
 from .http1 import Framing, Headers, RequestHead, Watch, field_lines, request_head
 
 HOP_BY_HOP: Final = frozenset(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
-from .addresses import is_loopback
+from ..addresses import is_loopback
 
 LOCAL_NAMES: Final = ("localhost", "*.localhost", "127.0.0.0/8", "[::1]")
 SEEN_MAX: Final = 1024  # Host values remembered with their verdict

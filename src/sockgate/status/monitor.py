@@ -17,12 +17,13 @@ import logging
 import time
 from typing import Any
 
-from . import dashboard, http1, probe
-from .config import Config
+from ..apps.managed import AppManager, AppState, ManagedApp
+from ..config import Config
+from ..engine.stream import Stream
+from ..http import http1
+from . import dashboard, probe
 from .dashboard import ELSEWHERE, AppProcess, Live, Process
-from .managed import AppManager, AppState, ManagedApp
 from .stats import Stats
-from .stream import Stream
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,8 @@ import stat
 from collections.abc import Sequence
 from pathlib import Path
 
-from .config import App, discovered_app
+from ..config import App, Config, discovered_app
+from .children import make_private_dir
 
 log = logging.getLogger(__name__)
 
@@ -70,3 +71,12 @@ class Discovery:
                 if app is not None:
                     found.append(app)
         return found
+
+
+def prepare_discovery(config: Config) -> None:
+    """The folder discovery watches exists (0700 when created here), so sockets can appear."""
+    if config.sockets_dir is not None:
+        try:
+            make_private_dir(config.sockets_dir)
+        except OSError as exc:
+            log.warning("cannot create sockets_dir %s: %s", config.sockets_dir, exc.strerror)

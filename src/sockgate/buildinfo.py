@@ -1,0 +1,16 @@
+"""Which build of sockgate runs: the request path compiled by mypyc, or plain Python."""
+
+from __future__ import annotations
+
+from .engine import client
+
+
+def compiled() -> bool:
+    """Whether the request path runs as mypyc-compiled C extensions (a wheel built with a C
+    compiler at hand, see hatch_build.py) or as plain Python (an editable install, or no
+    compiler), which works the same at about half the speed."""
+    return not client.__file__.endswith((".py", ".pyc"))
+
+
+def build() -> str:
+    return "compiled (mypyc)" if compiled() else "pure Python"

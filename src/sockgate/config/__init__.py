@@ -1,0 +1,45 @@
+"""The config: `load()` reads sockgate.toml into the frozen dataclasses of `model`.
+
+The names most modules need are here, so `from sockgate.config import App, load` reads as it did
+when the config was one module.
+"""
+
+from .loader import (
+    COMMAND_KEYS,
+    DEFAULT_FILE,
+    DEFAULT_LISTEN,
+    ENGINES,
+    Loader,
+    load,
+)
+from .model import (
+    DEFAULT_DASHBOARD,
+    DEFAULT_HOLD,
+    DEFAULT_PREFIX_HEADERS,
+    MAX_SOCKET_PATH,
+    App,
+    Command,
+    Config,
+    Listen,
+    Timeouts,
+    discovered_app,
+)
+
+__all__ = [
+    "COMMAND_KEYS",
+    "DEFAULT_DASHBOARD",
+    "DEFAULT_FILE",
+    "DEFAULT_HOLD",
+    "DEFAULT_LISTEN",
+    "DEFAULT_PREFIX_HEADERS",
+    "ENGINES",
+    "MAX_SOCKET_PATH",
+    "App",
+    "Command",
+    "Config",
+    "Listen",
+    "Loader",
+    "Timeouts",
+    "discovered_app",
+    "load",
+]

@@ -1,0 +1,153 @@
+"""The config as the rest of sockgate sees it: frozen dataclasses and the limits they keep."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..addresses import is_loopback
+
+# sun_path is 108 bytes including the terminating NUL.
+MAX_SOCKET_PATH = 107
+# The built-in engine's status page, status.json and event stream live under this prefix.
+DEFAULT_DASHBOARD = "/_sockgate/"
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+# Characters a prefix may hold: unreserved and sub-delims of RFC 3986, no '%' (two spellings of
+# one path would route differently) and nothing nginx would need quoted.
+PREFIX_PATTERN = re.compile(r"/(?:[A-Za-z0-9._~!$&'()*+,;=:@-]+/)*")
+DEFAULT_PREFIX_HEADERS = ("X-Forwarded-Prefix", "X-Script-Name")
+# How long a request waits for an app whose socket is missing or refuses (it is restarting).
+DEFAULT_HOLD = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Listen:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @property
+    def is_loopback(self) -> bool:
+        return self.host == "localhost" or is_loopback(self.host)
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    connect: float = 5.0
+    read: float = 3600.0
+    send: float = 3600.0
+    client_header: float = 60.0
+    keepalive: float = 75.0
+    shutdown: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """How sockgate runs a supervised app: `command` and the keys that go with it."""
+
+    argv: tuple[str, ...]  # ready for exec: {socket} substituted; ("/bin/sh", "-c", ...) if shell
+    text: str  # as written in the file, for logs and `check`
+    cwd: Path
+    env: tuple[tuple[str, str], ...] = ()  # set over sockgate's own environment
+    start: str = "always"  # or "on-demand": on the first request, stopped after idle_stop
+    idle_stop: float = 600.0
+    ready_timeout: float = 30.0
+    stop_timeout: float = 10.0
+
+    @property
+    def on_demand(self) -> bool:
+        return self.start == "on-demand"
+
+
+@dataclass(frozen=True, slots=True)
+class App:
+    name: str
+    socket: Path
+    prefix: str
+    strip_prefix: bool = True
+    max_body_size: int | None = None
+    hold: float = DEFAULT_HOLD
+    # Both only apply with strip_prefix and a prefix other than "/" (see `rewrites`, `prefixed`).
+    rewrite: bool = True
+    prefix_headers: tuple[str, ...] = DEFAULT_PREFIX_HEADERS
+    command: Command | None = None  # supervised: sockgate starts and restarts it
+    # Worked out once (__post_init__), not as properties: every request asks.
+    # The app sees paths without its prefix, and is told the prefix in prefix_headers.
+    prefixed: bool = field(init=False, repr=False, compare=False)
+    # Location, Refresh and Set-Cookie paths in its responses are moved under the prefix.
+    rewrites: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        prefixed = self.strip_prefix and self.prefix != "/"
+        object.__setattr__(self, "prefixed", prefixed)
+        object.__setattr__(self, "rewrites", self.rewrite and prefixed)
+
+    @property
+    def mount(self) -> str:
+        """The prefix without its trailing slash: "/app1" for "/app1/", "" for "/"."""
+        return self.prefix[:-1]
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    source: Path | None
+    listen: Listen
+    workdir: Path
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    apps: tuple[App, ...] = ()
+    max_body_size: int | None = None
+    engine: str = "builtin"
+    workers: int = 1
+    allowed_hosts: tuple[str, ...] = ()
+    allow_remote: bool = False
+    sockets_dir: Path | None = None  # discovery: every NAME.sock here is served at /NAME/
+
+    # The reserved prefix of the status page (built-in engine); None: turned off.
+    dashboard: str | None = DEFAULT_DASHBOARD
+
+    @property
+    def supervised(self) -> tuple[App, ...]:
+        return tuple(app for app in self.apps if app.command is not None)
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.workdir / "logs"
+
+    @property
+    def access_log(self) -> Path:
+        return self.logs_dir / "access.log"
+
+    @property
+    def error_log(self) -> Path:
+        return self.logs_dir / "error.log"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.workdir / "sockgate.pid"
+
+    @property
+    def control_socket(self) -> Path:
+        """The control channel of the built-in engine (`sockgate status`, `stop`): mode 0600."""
+        return self.workdir / "sockgate.ctl"
+
+    def body_limit(self, app: App) -> int | None:
+        limit = app.max_body_size if app.max_body_size is not None else self.max_body_size
+        return limit or None
+
+
+def discovered_app(name: str, socket: Path) -> App | None:
+    """The app a socket NAME.sock in `sockets_dir` stands for, if NAME is a valid app name."""
+    prefix = f"/{name}/"
+    if (
+        not NAME_PATTERN.fullmatch(name)
+        or not PREFIX_PATTERN.fullmatch(prefix)
+        or name in (".", "..")
+        or len(os.fsencode(socket)) > MAX_SOCKET_PATH
+    ):
+        return None
+    return App(name=name, socket=socket, prefix=prefix)
