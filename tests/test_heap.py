@@ -23,8 +23,8 @@ from tests.support.rawapp import OK, Conn
 
 PATTERN = """
 import resource, sys
-from sockgate import heap
-from sockgate.stats import LATENCY_WINDOW
+from sockgate.engine import heap
+from sockgate.status.stats import LATENCY_WINDOW
 if sys.argv[1] == "tuned":
     assert heap.tune()
 def faults():
