@@ -9,6 +9,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from sockgate.config import App
+from sockgate.http.events import Framing, Headers, RequestHead, ResponseHead
 from sockgate.http.headers import (
     HOP_BY_HOP,
     REQUEST_WATCH,
@@ -19,15 +20,8 @@ from sockgate.http.headers import (
     to_client,
     unchanged_for_client,
 )
-from sockgate.http.http1 import (
-    Framing,
-    Headers,
-    RequestHead,
-    RequestParser,
-    ResponseHead,
-    ResponseParser,
-    request_head,
-)
+from sockgate.http.parse import RequestParser, ResponseParser
+from sockgate.http.serialise import request_head
 
 APP1 = App("app1", Path("/s/app1.sock"), "/app1/")
 KEEP = App("keep", Path("/s/keep.sock"), "/keep/", strip_prefix=False)

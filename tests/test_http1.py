@@ -20,24 +20,18 @@ from sockgate.errors import (
     UriTooLong,
     VersionNotSupported,
 )
-from sockgate.http.http1 import (
+from sockgate.http.events import (
     END,
-    LAST_CHUNK,
-    MAX_HEAD,
-    MAX_TARGET,
     Data,
     EndOfMessage,
     Framing,
     ProtocolError,
     RequestHead,
-    RequestParser,
     ResponseHead,
-    ResponseParser,
     Upgrade,
-    chunk_header,
-    request_head,
-    response_head,
 )
+from sockgate.http.parse import MAX_HEAD, MAX_TARGET, RequestParser, ResponseParser
+from sockgate.http.serialise import LAST_CHUNK, chunk_header, request_head, response_head
 
 Parser = RequestParser | ResponseParser
 

@@ -9,9 +9,9 @@ are internally consistent and can be forwarded exactly.
 - Any single-byte mutation (replace, insert, delete) of such input gives, whole or split, either
   a ProtocolError or a sequence of heads, data and ends where every end closes a head, body sizes
   match the framing, no data comes before a head, nothing comes after an error, and every head
-  can be written back (`http1.request_head` plus the proxy's own framing) and parses again to the
-  same request. Random mutations run under hypothesis; a deterministic sweep tries every position
-  of a few fixed pipelines with a set of bytes chosen to hit every grammar class.
+  can be written back (`serialise.request_head` plus the proxy's own framing) and parses again
+  to the same request. Random mutations run under hypothesis; a deterministic sweep tries every
+  position of a few fixed pipelines with a set of bytes chosen to hit every grammar class.
 
 Runs in a few seconds: hypothesis is derandomized and has no example database, so CI sees the
 same examples every time.
@@ -26,24 +26,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sockgate.http import http1
-from sockgate.http.headers import HOP_BY_HOP
-from sockgate.http.http1 import (
-    LAST_CHUNK,
-    MAX_HEAD,
-    MAX_TARGET,
+from sockgate.http import parse
+from sockgate.http.events import (
     Data,
     EndOfMessage,
     Framing,
     ProtocolError,
     RequestHead,
-    RequestParser,
     ResponseHead,
-    ResponseParser,
     Upgrade,
-    chunk_header,
-    request_head,
 )
+from sockgate.http.headers import HOP_BY_HOP
+from sockgate.http.parse import MAX_HEAD, MAX_TARGET, RequestParser, ResponseParser
+from sockgate.http.serialise import LAST_CHUNK, chunk_header, request_head
 
 # On a failure hypothesis's pytest plugin imports libcst (to suggest a patch), whose import warns
 # through mypy_extensions; with filterwarnings=error that would turn a readable failure into an
@@ -770,9 +765,9 @@ def test_a_content_length_reads_as_int_reads_it(value: bytes) -> None:
         expected = None
     if expected is None:
         with pytest.raises(ValueError, match="invalid literal for int"):
-            http1._length(value)
+            parse._length(value)
     else:
-        assert http1._length(value) == expected
+        assert parse._length(value) == expected
 
 
 @pytest.mark.parametrize("value", [b"0", b"007", b"13", b"18446744073709551615", b" 5", b"+5"])

@@ -70,7 +70,7 @@ def imports(module: str) -> list[tuple[int, str]]:
 
 
 def test_the_package_was_found() -> None:
-    assert {"errors", "config.__init__", "http.http1", "engine.client", "cli"} <= set(MODULES)
+    assert {"errors", "config.__init__", "http.parse", "engine.client", "cli"} <= set(MODULES)
 
 
 def test_every_module_has_a_layer() -> None:
@@ -134,9 +134,9 @@ def test_resolve_understands_every_import_form() -> None:
 
     assert targets("from ..errors import ConfigError", "config.loader") == ["errors"]
     assert targets("from .. import errors", "engine.client") == ["errors"]
-    assert targets("from ..http import headers, http1", "engine.client") == [
+    assert targets("from ..http import headers, parse", "engine.client") == [
         "http.headers",
-        "http.http1",
+        "http.parse",
     ]
     assert targets("from . import __version__", "cli") == [""]
     assert targets("from ..config import App", "nginx.render") == ["config"]
@@ -149,4 +149,4 @@ def test_resolve_understands_every_import_form() -> None:
     assert targets("import asyncio", "engine.server") == []
     assert module_of("config") == "config.__init__"
     assert module_of("") == "__init__"
-    assert module_of("http.http1") == "http.http1"
+    assert module_of("http.parse") == "http.parse"

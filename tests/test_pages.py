@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from sockgate import errors
-from sockgate.http.http1 import Data, EndOfMessage, ResponseHead, ResponseParser
+from sockgate.http.events import Data, EndOfMessage, ResponseHead
 from sockgate.http.pages import Page, is_navigation, render, wants_html
+from sockgate.http.parse import ResponseParser
 
 FAULT = Page(
     502,

@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sockgate.config import App
+from sockgate.http.events import Headers
 from sockgate.http.headers import to_client, unchanged_for_client
-from sockgate.http.http1 import Headers
 from tests.conftest import ProxyFactory, RawFactory
 from tests.support.clients import RawClient, request_bytes
 from tests.support.rawapp import Conn, Handler

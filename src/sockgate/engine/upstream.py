@@ -17,8 +17,9 @@ from typing import Final
 
 from .. import errors
 from ..config import MAX_SOCKET_PATH, App
+from ..http.events import Event
 from ..http.headers import RESPONSE_WATCH
-from ..http.http1 import Event, ResponseParser
+from ..http.parse import ResponseParser
 from .stream import Stream
 
 # Idle app connections kept per app; more are closed when released. As many as a busy client

@@ -8,7 +8,9 @@ from typing import Final
 
 from ..config import DEFAULT_PREFIX_HEADERS, App
 from . import rewrite
-from .http1 import Framing, Headers, RequestHead, Watch, field_lines, request_head
+from .events import Framing, Headers, RequestHead
+from .serialise import field_lines, request_head
+from .watch import Watch
 
 HOP_BY_HOP: Final = frozenset(
     {

@@ -6,7 +6,8 @@ import html
 from dataclasses import dataclass
 from http import HTTPStatus
 
-from .http1 import Headers, response_head
+from .events import Headers
+from .serialise import response_head
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,8 @@ from urllib.parse import urlsplit
 from .. import __version__
 from ..engine.stream import Stream
 from ..engine.upstream import AppConnection
-from ..http import http1
+from ..http.events import Data, EndOfMessage, Framing, ProtocolError, ResponseHead
+from ..http.serialise import request_head
 from . import MAX_PAGES
 from .find import Scope, check, cookie_findings, header_refs, page_refs, to_follow
 from .report import AppResult, Page
@@ -73,7 +74,7 @@ async def fetch(address: tuple[str, int], url: str, timeout: float = TIMEOUT) ->
             _, stream = await loop.create_connection(Stream, *address)
             conn = AppConnection(stream)
             try:
-                stream.write(http1.request_head(b"GET", target.encode(), headers))
+                stream.write(request_head(b"GET", target.encode(), headers))
                 return await _read(conn)
             finally:
                 conn.close()
@@ -84,21 +85,21 @@ async def fetch(address: tuple[str, int], url: str, timeout: float = TIMEOUT) ->
 
 
 async def _read(conn: AppConnection) -> Response:
-    head: http1.ResponseHead | None = None
+    head: ResponseHead | None = None
     body = bytearray()
     while True:
         event = await conn.next_event()
         if event is None:
-            if head is not None and head.framing is http1.Framing.UNTIL_CLOSE:
+            if head is not None and head.framing is Framing.UNTIL_CLOSE:
                 break
             raise FetchError("the connection closed before the answer was complete")
-        if isinstance(event, http1.ProtocolError):
+        if isinstance(event, ProtocolError):
             raise FetchError(f"the answer is not valid HTTP: {event.reason}")
-        if isinstance(event, http1.ResponseHead) and not event.informational:
+        if isinstance(event, ResponseHead) and not event.informational:
             head = event
-        elif isinstance(event, http1.Data) and len(body) < MAX_BODY:
+        elif isinstance(event, Data) and len(body) < MAX_BODY:
             body += event.data[: MAX_BODY - len(body)]
-        elif isinstance(event, http1.EndOfMessage) and head is not None:
+        elif isinstance(event, EndOfMessage) and head is not None:
             break
     assert head is not None
     headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in head.headers]

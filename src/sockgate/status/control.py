@@ -1,7 +1,7 @@
 """The control channel: a Unix socket in `workdir` (mode 0600, so only the user who runs
 sockgate may use it; no TCP port anywhere) that `sockgate status` and `sockgate stop` talk to.
 
-It speaks HTTP/1.1, one request per connection, parsed by the same `http1` code as the proxy:
+It speaks HTTP/1.1, one request per connection, read by the proxy's own parser (`http.parse`):
 
     GET  /status.json   the status document (as the status page's status.json)
     POST /reload        read the config again (as SIGHUP); the answer says what changed, or why
@@ -32,7 +32,9 @@ from ..config import MAX_SOCKET_PATH
 from ..config.reconfig import ReloadResult
 from ..engine.stream import Stream
 from ..errors import SockgateError
-from ..http import http1
+from ..http.events import Data, RequestHead, ResponseHead
+from ..http.parse import RequestParser, ResponseParser
+from ..http.serialise import request_head, response_head
 from . import dashboard
 
 log = logging.getLogger(__name__)
@@ -118,7 +120,7 @@ class ControlServer:
         held = False
         try:
             reply = await self._answer(stream)
-            head = http1.response_head(
+            head = response_head(
                 reply.status,
                 _REASONS.get(reply.status, b"Error"),
                 [(b"Content-Type", reply.content_type), (b"Connection", b"close")]
@@ -135,7 +137,7 @@ class ControlServer:
                 stream.close()
 
     async def _answer(self, stream: Stream) -> Reply:
-        parser = http1.RequestParser()
+        parser = RequestParser()
         deadline = asyncio.get_running_loop().time() + HEAD_DEADLINE
         while not parser.events:
             data = await stream.read(deadline)
@@ -143,7 +145,7 @@ class ControlServer:
                 raise ConnectionResetError("closed before a request")
             parser.feed(data)
         head = parser.events.popleft()
-        if not isinstance(head, http1.RequestHead):
+        if not isinstance(head, RequestHead):
             return Reply(400, b"not a valid request\n")
         path = head.target.partition(b"?")[0]
         endpoint = ENDPOINTS.get((head.method, path))
@@ -222,7 +224,7 @@ def call(path: Path, method: str, target: str, timeout: float) -> tuple[int, byt
             if exc.errno == errno.ENAMETOOLONG or "too long" in str(exc):
                 raise NotRunning(f"{path}: path too long for a Unix socket") from None
             raise SockgateError(f"{path}: {exc.strerror or exc}") from None
-        request = http1.request_head(
+        request = request_head(
             method.encode(),
             target.encode(),
             [(b"Host", b"sockgate"), (b"Content-Length", b"0"), (b"Connection", b"close")],
@@ -238,13 +240,13 @@ def call(path: Path, method: str, target: str, timeout: float) -> tuple[int, byt
 
 
 def _parse(path: Path, data: bytes) -> tuple[int, bytes]:
-    parser = http1.ResponseParser()
+    parser = ResponseParser()
     parser.feed(data)  # close-delimited bodies have their Data events without an end
     status, body = 0, bytearray()
     for event in parser.events:
-        if isinstance(event, http1.ResponseHead):
+        if isinstance(event, ResponseHead):
             status = event.status
-        elif isinstance(event, http1.Data):
+        elif isinstance(event, Data):
             body += event.data
     if not status:
         raise SockgateError(f"{path}: the answer is not HTTP")

@@ -20,7 +20,8 @@ from typing import Any
 from ..apps.managed import AppManager, AppState, ManagedApp
 from ..config import Config
 from ..engine.stream import Stream
-from ..http import http1
+from ..http.events import Headers
+from ..http.serialise import response_head
 from . import dashboard, probe
 from .dashboard import ELSEWHERE, AppProcess, Live, Process
 from .stats import Stats
@@ -184,7 +185,7 @@ def app_process(managed: ManagedApp, now: float) -> AppProcess:
 
 def reply(status: int, content_type: bytes, body: bytes, *, close: bool) -> bytes:
     """The head of one of the status page's own responses (never cached, never framed)."""
-    headers: http1.Headers = [
+    headers: Headers = [
         (b"Content-Type", content_type),
         (b"Content-Length", b"%d" % len(body)),
         (b"Cache-Control", b"no-store"),
@@ -198,12 +199,12 @@ def reply(status: int, content_type: bytes, body: bytes, *, close: bool) -> byte
         ]
     if close:
         headers.append((b"Connection", b"close"))
-    return http1.response_head(status, _REASONS.get(status, b"OK"), headers)
+    return response_head(status, _REASONS.get(status, b"OK"), headers)
 
 
 def events_head() -> bytes:
     """The head of the event stream: delimited by the connection's close."""
-    return http1.response_head(
+    return response_head(
         200,
         b"OK",
         [

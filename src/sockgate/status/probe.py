@@ -9,7 +9,8 @@ from .. import errors
 from ..apps.discovery import Discovery
 from ..config import App, Config
 from ..engine.upstream import AppConnection, Upstream
-from ..http import http1
+from ..http.events import ProtocolError, ResponseHead
+from ..http.serialise import request_head
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +47,7 @@ async def probe_app(app: App, timeout: float) -> AppReport:  # noqa: ASYNC109 - 
         return AppReport(app, exc.state, exc.detail)
     try:
         conn.stream.write(
-            http1.request_head(
+            request_head(
                 b"GET",
                 b"/",
                 [
@@ -61,9 +62,9 @@ async def probe_app(app: App, timeout: float) -> AppReport:  # noqa: ASYNC109 - 
                 event = await conn.next_event()
                 if event is None:
                     return AppReport(app, "error", errors.AppClosedEarly.fault)
-                if isinstance(event, http1.ProtocolError):
+                if isinstance(event, ProtocolError):
                     return AppReport(app, "error", f"not HTTP: {event.reason}")
-                if isinstance(event, http1.ResponseHead) and not event.informational:
+                if isinstance(event, ResponseHead) and not event.informational:
                     return AppReport(app, "ok", status=event.status)
     except TimeoutError:
         return AppReport(app, "timeout", f"no answer to GET / within {timeout:g}s")

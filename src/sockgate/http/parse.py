@@ -1,4 +1,4 @@
-"""HTTP/1.1 framing without I/O: bytes in, small events out; heads and chunks back to bytes.
+"""HTTP/1.1 parsing without I/O: bytes in, events (http/events.py) out, in order.
 
 llhttp (through httptools) does the parsing. On top of it we refuse what llhttp tolerates but a
 proxy must not forward: Transfer-Encoding other than a single `chunked`, several Host headers,
@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from dataclasses import dataclass
-from enum import Enum, auto
 from typing import Any, Final
 
 import httptools
@@ -24,61 +22,27 @@ from ..errors import (
     UriTooLong,
     VersionNotSupported,
 )
+from .events import (
+    END,
+    Data,
+    Event,
+    Framing,
+    Headers,
+    ProtocolError,
+    RequestHead,
+    ResponseHead,
+    Upgrade,
+)
+from .watch import FRAMING_NAMES, NO_WATCH, REQUEST_NAMES, Watch, looked_at
 
 MAX_TARGET: Final = 8 * 1024
 MAX_HEAD: Final = 64 * 1024
 # Per header line: ": " and CRLF around name and value.
 _LINE_OVERHEAD: Final = 4
 _CONTROL: Final = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-# Header names a parser itself looks at (by length and first letter first: most headers are
-# none of them): framing; in requests also Host, Expect and what the access log shows. Per kind,
-# so that a response's Date or Server is not lowered to be compared with names only requests
-# carry.
-_FRAMING_NAMES: Final = (b"transfer-encoding", b"content-length")
-_REQUEST_NAMES: Final = (*_FRAMING_NAMES, b"host", b"expect", b"referer", b"user-agent")
 _VERSIONS: Final = {"1.1": b"1.1", "1.0": b"1.0"}
 # Reason phrases found free of control characters: the few an app uses are checked once.
 _CLEAN_REASONS: Final[set[bytes]] = {b"OK"}
-
-Headers = list[tuple[bytes, bytes]]
-# Header names a parser watches for, each with the one value that does not count (or None).
-# A dict, not a Mapping: compiled, `in` and `[]` on a dict are direct calls, on a Mapping the
-# generic protocol (three times the cost, for each header of every message).
-Watch = dict[bytes, bytes | None]
-# The names a parser looks at, as two bit sets: their lengths, and their first letters (bit
-# `byte & 31`, the same for both cases). By length alone, most of a browser's headers (Accept,
-# Sec-Fetch-*...) matched one. Bits of small ints: compiled, testing one is a shift and a mask
-# (a set of ints costs a lookup, and one int object made for any key over 256).
-_Looks = tuple[int, int]
-
-# Those for each watch list in use (a few module-level ones) and parser kind, kept with the list
-# itself so that its id is not reused: a parser is made per connection.
-_LOOKED_AT: Final[dict[tuple[int, tuple[bytes, ...]], tuple[Watch, _Looks]]] = {}
-
-
-def _looked_at(watch: Watch, names: tuple[bytes, ...]) -> _Looks:
-    key = (id(watch), names)
-    known = _LOOKED_AT.get(key)
-    if known is not None:
-        return known[1]
-    lengths = letters = 0
-    for name in (*names, *watch):
-        lengths |= 1 << len(name)
-        letters |= 1 << (name[0] & 31)
-    if len(_LOOKED_AT) < 64:
-        _LOOKED_AT[key] = (watch, (lengths, letters))
-    return lengths, letters
-
-
-_NO_WATCH: Final[Watch] = {}
-
-
-class Framing(Enum):
-    NONE = auto()  # no body at all (no framing headers, or HEAD, 1xx, 204, 304)
-    LENGTH = auto()  # Content-Length, which may be 0
-    CHUNKED = auto()  # Transfer-Encoding: chunked
-    UNTIL_CLOSE = auto()  # responses only: the body ends when the app closes
-
 
 # The members as Final globals for the parsers: compiled, each is a C static (a plain global
 # is a dict lookup, and a read off the class costs ~50 ns on 3.11).
@@ -86,125 +50,6 @@ _NONE: Final = Framing.NONE
 _LENGTH: Final = Framing.LENGTH
 _CHUNKED: Final = Framing.CHUNKED
 _UNTIL_CLOSE: Final = Framing.UNTIL_CLOSE
-
-
-# The per-message classes below write their own __init__ (init=False): mypyc, which compiles
-# this module, keeps the one dataclasses generates as interpreted Python, the cost of several
-# compiled exchanges each (see hatch_build.py). The dataclass still gives __eq__ and __repr__.
-
-
-@dataclass(slots=True, init=False)
-class RequestHead:
-    method: bytes
-    target: bytes
-    version: bytes  # b"1.1" or b"1.0"
-    headers: Headers
-    keep_alive: bool
-    upgrade: bool
-    framing: Framing
-    content_length: int | None
-    host: bytes | None
-    expect_continue: bool
-    # Whether a header the parser was told to watch for appeared (unknown: assume so).
-    watched: bool
-    # For the access log (the last of each).
-    referer: bytes | None
-    user_agent: bytes | None
-
-    def __init__(
-        self,
-        method: bytes,
-        target: bytes,
-        version: bytes,
-        headers: Headers,
-        keep_alive: bool,
-        upgrade: bool,
-        framing: Framing,
-        content_length: int | None,
-        host: bytes | None,
-        expect_continue: bool,
-        watched: bool = True,
-        referer: bytes | None = None,
-        user_agent: bytes | None = None,
-    ) -> None:
-        self.method = method
-        self.target = target
-        self.version = version
-        self.headers = headers
-        self.keep_alive = keep_alive
-        self.upgrade = upgrade
-        self.framing = framing
-        self.content_length = content_length
-        self.host = host
-        self.expect_continue = expect_continue
-        self.watched = watched
-        self.referer = referer
-        self.user_agent = user_agent
-
-
-@dataclass(slots=True, init=False)
-class ResponseHead:
-    status: int
-    reason: bytes
-    headers: Headers
-    keep_alive: bool
-    framing: Framing
-    content_length: int | None
-    watched: bool  # as in RequestHead
-
-    def __init__(
-        self,
-        status: int,
-        reason: bytes,
-        headers: Headers,
-        keep_alive: bool,
-        framing: Framing,
-        content_length: int | None,
-        watched: bool = True,
-    ) -> None:
-        self.status = status
-        self.reason = reason
-        self.headers = headers
-        self.keep_alive = keep_alive
-        self.framing = framing
-        self.content_length = content_length
-        self.watched = watched
-
-    @property
-    def informational(self) -> bool:
-        return 100 <= self.status < 200 and self.status != 101
-
-
-@dataclass(slots=True, init=False)
-class Data:
-    data: bytes
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-
-@dataclass(slots=True)
-class EndOfMessage:
-    pass
-
-
-@dataclass(slots=True)
-class Upgrade:
-    """The parser handed over: `trailing` holds bytes that already belong to the new protocol."""
-
-    trailing: bytes
-
-
-@dataclass(slots=True)
-class ProtocolError:
-    """What was received cannot be forwarded. `reason` says why, for pages and logs."""
-
-    reason: str
-    error: ClientError
-
-
-Event = RequestHead | ResponseHead | Data | EndOfMessage | Upgrade | ProtocolError
-END: Final = EndOfMessage()
 
 
 def _length(value: bytes) -> int:
@@ -260,7 +105,7 @@ class _Parser:
         # Bound once: compiled, a call through it skips the method lookup on the deque.
         self._queue = self.events.append
         self._watch = watch
-        self._lengths, self._letters = _looked_at(watch, names)
+        self._lengths, self._letters = looked_at(watch, names)
         self._fields = frozenset(names)  # the names on_header compares with, one by one
         self._watched = False
         self.dead = False
@@ -442,9 +287,9 @@ class RequestParser(_Parser):
         *,
         max_target: int = MAX_TARGET,
         max_head: int = MAX_HEAD,
-        watch: Watch = _NO_WATCH,
+        watch: Watch = NO_WATCH,
     ) -> None:
-        super().__init__(max_head, watch, _REQUEST_NAMES)
+        super().__init__(max_head, watch, REQUEST_NAMES)
         self._max_target = max_target
         self._parser = httptools.HttpRequestParser(self)
 
@@ -503,8 +348,8 @@ class RequestParser(_Parser):
 class ResponseParser(_Parser):
     """One app connection's responses. Set `head_request` before each HEAD exchange."""
 
-    def __init__(self, *, max_head: int = MAX_HEAD, watch: Watch = _NO_WATCH) -> None:
-        super().__init__(max_head, watch, _FRAMING_NAMES)
+    def __init__(self, *, max_head: int = MAX_HEAD, watch: Watch = NO_WATCH) -> None:
+        super().__init__(max_head, watch, FRAMING_NAMES)
         self.head_request = False
         self._parser = httptools.HttpResponseParser(self)
 
@@ -545,41 +390,3 @@ class ResponseParser(_Parser):
             # connection is then not reused, since nothing says where the next response starts.
             self._queue(END)
             raise _Stop
-
-
-# --- serialising ------------------------------------------------------------------------------
-
-LAST_CHUNK: Final = b"0\r\n\r\n"
-
-
-# A line at a time, each a literal bytes format of %s and %d: compiled, one step per line (a
-# list of its four pieces cost four times as much, most of it in the join, which takes a buffer
-# of each piece: over a thousand instructions per header line).
-
-
-def request_head(method: bytes, target: bytes, headers: Headers, end: bytes = b"\r\n") -> bytes:
-    """`end`: what follows `headers`, the blank line at least (more field lines before it)."""
-    lines = [b"%s %s HTTP/1.1\r\n" % (method, target)]
-    for name, value in headers:
-        lines.append(b"%s: %s\r\n" % (name, value))
-    lines.append(end)
-    return b"".join(lines)
-
-
-def field_lines(headers: Headers) -> bytes:
-    lines = []
-    for name, value in headers:
-        lines.append(b"%s: %s\r\n" % (name, value))
-    return b"".join(lines)
-
-
-def response_head(status: int, reason: bytes, headers: Headers, version: bytes = b"1.1") -> bytes:
-    lines = [b"HTTP/%s %d %s\r\n" % (version, status, reason)]
-    for name, value in headers:
-        lines.append(b"%s: %s\r\n" % (name, value))
-    lines.append(b"\r\n")
-    return b"".join(lines)
-
-
-def chunk_header(size: int) -> bytes:
-    return b"%x\r\n" % size
