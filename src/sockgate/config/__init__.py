@@ -4,8 +4,8 @@ The names most modules need are here, so `from sockgate.config import App, load`
 when the config was one module.
 """
 
+from .apptable import COMMAND_KEYS
 from .loader import (
-    COMMAND_KEYS,
     DEFAULT_FILE,
     DEFAULT_LISTEN,
     ENGINES,
