@@ -2,7 +2,9 @@
 
 Pure (layer 1): no files, no processes, no printing. The layout is the reference user-mode setup
 (everything under `workdir`, nginx started with `-p`, `-c`, `-e` and `-g 'daemon off;'`) with its
-weak points fixed; each fix carries a `#` comment in the output saying why.
+weak points fixed; each fix carries a `#` comment in the output saying why. Here: the main,
+events and http contexts and the server; each app's locations come from `locations`, and
+`checks` refuses first what nginx cannot take.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..config import DEFAULT_PREFIX_HEADERS, App, Config
-from ..errors import ConfigError
+from ..config import App, Config
 from ..units import format_duration
+from .checks import check
+from .locations import app_locations, upstream_name
 from .tree import Directive, block, directive, serialise
 
 # The five temporary directories nginx wants; left unset they default to /var/lib/nginx/...
@@ -25,11 +28,6 @@ _MISDIRECTED = (
     "421 Misdirected Request: sockgate answers only local names (localhost, *.localhost, "
     "127.0.0.0/8, [::1]) and those listed in allowed_hosts (DNS rebinding protection).\n"
 )
-
-# In a path nginx would read these as syntax or (`$`) as a variable it cannot escape; a path that
-# holds one is refused rather than quoted, so every path in the file means exactly itself.
-_UNSAFE_IN_PATH = re.compile(r"[\s;{}\"'\\#$]|[\x00-\x1f\x7f]")
-_HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?")
 _ACCOUNT = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 
 # nginx's `combined` format plus the request time and the app, spelled as the built-in engine
@@ -56,10 +54,6 @@ def temp_path(config: Config, name: str) -> Path:
     return config.workdir / "temp" / name
 
 
-def upstream_name(app: App) -> str:
-    return f"sockgate_{app.name}"
-
-
 # --- the config -------------------------------------------------------------------------------
 
 
@@ -68,7 +62,7 @@ def render(config: Config, *, run_as_root: bool = False, user: str | None = None
 
     `run_as_root` adds a `user` directive for `user` ("name" or "name:group", default root).
     """
-    _check(config)
+    check(config)
     tree = [
         *_main_context(config, run_as_root=run_as_root, user=user),
         block("events", body=[directive("worker_connections", "1024")]),
@@ -235,7 +229,7 @@ def _client_settings(config: Config) -> list[Directive]:
 
 
 def _server(config: Config) -> list[Directive]:
-    locations = [loc for app in _by_prefix(config.apps) for loc in _locations(config, app)]
+    locations = [loc for app in _by_prefix(config.apps) for loc in app_locations(config, app)]
     if not any(app.prefix == "/" for app in config.apps):
         locations.append(
             block(
@@ -293,144 +287,9 @@ def _proxy_settings(config: Config) -> list[Directive]:
     ]
 
 
-def _locations(config: Config, app: App) -> list[Directive]:
-    # Stripping "/" from "/" changes nothing; without a URI part nginx also forwards the path
-    # exactly as the client wrote it instead of its normalised form.
-    strip = app.prefixed
-    upstream = f"http://{upstream_name(app)}" + ("/" if strip else "")
-    body = [
-        directive("set", "$sockgate_app", app.name),
-        directive("proxy_pass", upstream),
-        *_headers(app, strip),
-        *_rewrites(app),
-        directive(
-            "client_max_body_size",
-            _size(config.body_limit(app) or 0),
-            comment="From the config; 0 is unlimited. nginx's default, 1m, silently caps uploads.",
-        ),
-    ]
-    path = "prefix stripped" if strip else "path unchanged"
-    about = f"app {app.name}: {app.prefix} -> unix:{app.socket} ({path})"
-    if app.prefix == "/":
-        return [block("location", app.prefix, body=body, comment=about)]
-    redirect = block(
-        "location",
-        "=",
-        app.mount,
-        body=[
-            directive("set", "$sockgate_app", app.name),
-            directive("return", "301", f"{app.prefix}$is_args$args"),
-        ],
-        comment=f"{about}\n{app.mount} itself is redirected to {app.prefix}, query kept.",
-    )
-    return [redirect, block("location", app.prefix, body=body)]
-
-
-def _headers(app: App, strip: bool) -> list[Directive]:
-    def header(name: str, value: str, comment: str = "") -> Directive:
-        return directive("proxy_set_header", name, value, comment=comment)
-
-    return [
-        header(
-            "Host",
-            "$sockgate_host",
-            comment="The reference's $host drops the port, and Jupyter then refuses the browser.",
-        ),
-        header("X-Real-IP", "$remote_addr"),
-        header("X-Forwarded-For", "$proxy_add_x_forwarded_for"),
-        header("X-Forwarded-Proto", "$scheme"),
-        header("X-Forwarded-Host", "$sockgate_host"),
-        *_prefix_headers(app, strip),
-        header("Upgrade", "$http_upgrade"),
-        header("Connection", "$connection_upgrade"),
-    ]
-
-
-def _prefix_headers(app: App, strip: bool) -> list[Directive]:
-    """The stripped prefix in each of prefix_headers; the others set empty, which nginx does not
-    send: a client's own copy is dropped instead of passed on."""
-    told = app.prefix_headers if strip else ()
-    silent = [name for name in (*DEFAULT_PREFIX_HEADERS, *app.prefix_headers) if name not in told]
-    silent = list(dict.fromkeys(silent))
-    comment = "The part of the path that was stripped, in each of prefix_headers."
-    empty = (
-        "Empty: not sent, and a client's own copy is dropped."
-        if strip
-        else "Nothing is stripped; an empty value also drops one the client sent."
-    )
-    return [
-        *(
-            directive("proxy_set_header", name, app.mount, comment=comment if i == 0 else "")
-            for i, name in enumerate(told)
-        ),
-        *(
-            directive("proxy_set_header", name, "", comment=empty if i == 0 else "")
-            for i, name in enumerate(silent)
-        ),
-    ]
-
-
-def _rewrites(app: App) -> list[Directive]:
-    """The closest nginx has to rewrite.py: Location/Refresh and cookie paths under the prefix."""
-    if not app.rewrites:
-        return [
-            directive(
-                "proxy_redirect",
-                "off",
-                comment="Location and Refresh headers pass unchanged (rewrite = false or nothing "
-                "stripped).",
-            )
-        ]
-    mount = app.mount
-    # Root-relative, not scheme-relative (`//`), not already under the prefix (`/app10` is not).
-    outside = f"^/(?!/|{_pcre(mount[1:])}(?:[/?#]|$))(.*)$"
-    own = "http://$http_host"
-    return [
-        directive(
-            "proxy_redirect",
-            f"~{outside}",
-            f"{mount}/$1",
-            comment=(
-                "Location and Refresh: a root-relative target goes under the prefix, once.\n"
-                "The first proxy_redirect that matches applies."
-            ),
-        ),
-        directive(
-            "proxy_redirect",
-            f"{own}{mount}",
-            f"{own}{mount}",
-            comment="An absolute URL to this origin already under the prefix stays as it is...",
-        ),
-        directive(
-            "proxy_redirect",
-            f"{own}/",
-            f"{own}{mount}/",
-            comment="...one outside it gets the prefix.",
-        ),
-        directive(
-            "proxy_cookie_path",
-            f"~^/(?!{_pcre(mount[1:])}(?:/|$))(.*)$",
-            f"{mount}/$1",
-            comment="Set-Cookie: Path=/ becomes the prefix, Path=/x goes under it, once.",
-        ),
-    ]
-
-
-def _pcre(text: str) -> str:
-    """`text` as a literal in a PCRE pattern (a prefix never holds `$`: _check refuses it)."""
-    return re.sub(r"([\\^$.|?*+()\[\]{}])", r"\\\1", text)
-
-
 def _by_prefix(apps: Sequence[App]) -> list[App]:
     # nginx picks the longest prefix whatever the order; this order just reads that way.
     return sorted(apps, key=lambda app: (-len(app.prefix), app.prefix))
-
-
-def _size(size: int) -> str:
-    for unit, factor in (("g", 1024**3), ("m", 1024**2), ("k", 1024)):
-        if size and size % factor == 0:
-            return f"{size // factor}{unit}"
-    return str(size)
 
 
 def _printable(text: str) -> str:
@@ -441,65 +300,3 @@ def _printable(text: str) -> str:
 def _duration(seconds: float) -> str:
     # nginx reads 0 as "no time at all"; the config refuses 0, so keep tiny values above it.
     return format_duration(max(seconds, 0.001))
-
-
-# --- what nginx cannot take -------------------------------------------------------------------
-
-
-def _check(config: Config) -> None:
-    source = str(config.source) if config.source else ""
-    _check_path(config.workdir, "workdir", source)
-    _check_listen(config, source)
-    upstreams: dict[str, str] = {}
-    for app in config.apps:
-        _check_path(app.socket, f"apps.{app.name}.socket", source)
-        if "$" in app.prefix:
-            raise ConfigError(
-                f"{app.prefix!r}: nginx would read '$' as the start of a variable in the "
-                "redirect and the X-Forwarded-Prefix header; choose a prefix without '$'",
-                source=source,
-                key=f"apps.{app.name}.prefix",
-            )
-        # nginx compares upstream names without regard to case.
-        other = upstreams.setdefault(app.name.lower(), app.name)
-        if other != app.name:
-            raise ConfigError(
-                f"{app.name!r} and {other!r} differ only in case, which nginx cannot tell "
-                "apart; rename one of them",
-                source=source,
-                key=f"apps.{app.name}",
-            )
-
-
-def _check_path(path: Path, key: str, source: str) -> None:
-    text = str(path)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ConfigError(
-            f"{text!r} is not valid UTF-8, and nginx.conf is a UTF-8 file; rename it",
-            source=source,
-            key=key,
-        ) from None
-    bad = _UNSAFE_IN_PATH.search(text)
-    if bad is not None:
-        raise ConfigError(
-            f"{text!r} contains {bad.group()!r}, which the nginx engine does not write into "
-            "nginx.conf (whitespace, quotes, ';', '{', '}', '#', '\\' and '$' are refused); "
-            "use a path without it",
-            source=source,
-            key=key,
-        )
-    if not path.is_absolute():
-        raise ConfigError(f"{text!r}: expected an absolute path", source=source, key=key)
-
-
-def _check_listen(config: Config, source: str) -> None:
-    host = config.listen.host
-    if ":" not in host and not _HOSTNAME.fullmatch(host):
-        raise ConfigError(
-            f"{str(config.listen)!r}: {host!r} is not an IP address or host name nginx can "
-            "listen on",
-            source=source,
-            key="listen",
-        )
