@@ -237,7 +237,8 @@ try:
     import uvloop
 except ImportError:
     pass
-import sockgate.cli, sockgate.http.pages, sockgate.engine.client, sockgate.engine.server, sockgate.engine.upstream
+import sockgate.cli, sockgate.http.pages, sockgate.engine.client
+import sockgate.engine.server, sockgate.engine.upstream
 uid, gid = int(sys.argv[1]), int(sys.argv[2])
 if os.geteuid() != uid:
     os.setgroups([])

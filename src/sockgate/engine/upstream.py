@@ -54,8 +54,10 @@ class AppConnection:
         stream: Stream,
         reused: bool = False,
         active: set[AppConnection] | None = None,
+        pool: Upstream | None = None,
     ) -> None:
         self.stream = stream
+        self.pool = pool  # where `release()` puts it back (none: it is closed instead)
         self.parser = ResponseParser(watch=RESPONSE_WATCH)
         self.state = ConnState.ACTIVE
         self.reused = reused
@@ -82,6 +84,27 @@ class AppConnection:
             self.received += len(data)
             parser.feed(data)
         return parser.events.popleft()
+
+    @property
+    def active(self) -> bool:
+        """Carrying an exchange: neither closed nor back in the pool."""
+        return self.state is ConnState.ACTIVE
+
+    def send(self, data: bytes) -> None:
+        self.stream.write(data)
+
+    def send_parts(self, parts: list[bytes]) -> None:
+        self.stream.writelines(parts)
+
+    async def drain(self, deadline: float) -> None:
+        await self.stream.drain(deadline)
+
+    def release(self) -> None:
+        """Back to its pool after a complete exchange (closed if it cannot be reused)."""
+        if self.pool is None:
+            self.close()
+        else:
+            self.pool.release(self)
 
     def close(self) -> None:
         self.state = ConnState.CLOSED
@@ -126,7 +149,7 @@ class Upstream:
         """A usable pooled connection unless `fresh` is asked; else a new one."""
         conn = None if fresh else self.take_idle(retryable=retryable)
         if conn is None:
-            conn = AppConnection(await self.connect(), active=self._active)
+            conn = AppConnection(await self.connect(), active=self._active, pool=self)
             self._active.add(conn)
         return conn
 

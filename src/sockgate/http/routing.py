@@ -45,7 +45,16 @@ class Dashboard:
     at_root: bool = False
 
 
-Decision = Forward | Redirect | NotFound | Rejected | Dashboard
+@dataclass(frozen=True, slots=True)
+class Misdirected:
+    """The Host header names no site of this proxy (DNS rebinding, a stray name): 421. The host
+    policy decides it, before the router is asked."""
+
+    title: str
+    detail: str
+
+
+Decision = Forward | Redirect | NotFound | Rejected | Dashboard | Misdirected
 
 # Decisions remembered per target (a page's few URLs come again and again); emptied when full,
 # short targets only: at most about half a megabyte.
