@@ -26,7 +26,7 @@ from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 # The rule for these modules: no await inside an except block, nor inside a finally block that
 # can be entered without an exception. Compiled, a coroutine that awaits while handling an
 # exception leaves it visible to every other task, and a compiled finally with an await re-raises
-# it (mypy 2.4's mypyc). Not engine.server: its serve() ends in such a finally (a with and a try
+# it (mypy 2.4's mypyc). Not engine.serve: its serve() ends in such a finally (a with and a try
 # whose finally awaits the apps' stop), where it re-raised an exception the hold loop had handled
 # in another task, and sockgate exited with status 1 (the tests of holds and retries show it).
 COMPILED = (

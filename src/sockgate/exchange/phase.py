@@ -47,7 +47,7 @@ _ALLOWED: Final[tuple[int, ...]] = tuple(
 )
 
 
-class IllegalMove(AssertionError):
+class IllegalMove(Exception):
     """A move the table does not allow: a bug in sockgate, never the client's or the app's."""
 
 
