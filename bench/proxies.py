@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from backends import Backend, nginx_temp_paths, nginx_user_line, start_nginx
+from baseline import Baseline
 from procs import BenchError, Child, Supervisor, wait_tcp
 
 CHECK_TIMEOUT = 30.0
@@ -53,12 +54,19 @@ LABELS = {
     "tuned": "tuned nginx",
     "sg-nginx": "sockgate nginx engine",
     "sg-builtin": "sockgate built-in",
+    "sg-base": "sockgate built-in at the baseline, compiled",
     "sg-pure": "sockgate built-in, pure Python",
     "sg-workers2": "sockgate built-in, workers=2",
     "haproxy": "HAProxy",
     "direct": "direct, no proxy",
 }
 ORDER = tuple(LABELS)
+# Only with `--baseline REF`: a build of sockgate at an older commit (bench/baseline.py).
+OPTIONAL = ("sg-base",)
+
+
+def baseline_label(baseline: Baseline) -> str:
+    return f"sockgate built-in at {baseline.ref}, compiled"
 
 
 # nginx: the reference config and the tuned one ---------------------------------------------
@@ -179,12 +187,13 @@ def write_sockgate_toml(
     return path
 
 
-def sockgate_check(config: Path) -> str | None:
+def sockgate_check(config: Path, env: dict[str, str] | None = None) -> str | None:
     """None when `sockgate check -c CONFIG` accepts the file, else what it said."""
     done = subprocess.run(
         [sys.executable, "-m", "sockgate", "check", "-c", str(config)],
         capture_output=True,
         text=True,
+        env=env,
         timeout=CHECK_TIMEOUT,
         check=False,
     )
@@ -204,21 +213,28 @@ def start_sockgate(
     workers: int,
     *,
     pure: bool = False,
+    baseline: Baseline | None = None,
 ) -> Target:
-    """sockgate as installed (compiled if `pip install .` built it so), or with `pure` from
-    this checkout's plain sources, for the two side by side."""
+    """sockgate as installed (compiled if `pip install .` built it so), with `pure` from this
+    checkout's plain sources, or with `baseline` the build of an older commit, for them side by
+    side. Only `python -m sockgate` is used: every version has it."""
+    label = LABELS[key] if baseline is None else baseline_label(baseline)
+    if baseline is not None and baseline.error:
+        return Target(key, label, na=f"n/a: building {baseline.ref} failed: {baseline.error}")
     config = write_sockgate_toml(tmp, key, port, backend, engine, workers)
-    refused = sockgate_check(config)
-    if refused is not None:
-        return Target(key, LABELS[key], na=f"n/a: sockgate check refused the config: {refused}")
     env = None
     if pure:
         path = [str(SOURCES), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+    elif baseline is not None:
+        env = baseline.env()
+    refused = sockgate_check(config, env)
+    if refused is not None:
+        return Target(key, label, na=f"n/a: sockgate check refused the config: {refused}")
     args = [sys.executable, "-m", "sockgate", "run", "-c", str(config)]
     child = sup.start(key, args, env=env)
     wait_tcp(port, child)
-    return Target(key, LABELS[key], port, port, child=child,
+    return Target(key, label, port, port, child=child,
                   access_logs=[config.parent / "logs" / "access.log"])  # fmt: skip
 
 
@@ -302,11 +318,25 @@ STARTERS: dict[str, Starter] = {
 }
 
 
-def start_target(sup: Supervisor, tmp: Path, key: str, port: int, backend: Backend) -> Target:
-    """Start one proxy; a proxy that cannot start is reported as n/a, not fatal."""
+def start_target(
+    sup: Supervisor,
+    tmp: Path,
+    key: str,
+    port: int,
+    backend: Backend,
+    baseline: Baseline | None = None,
+) -> Target:
+    """Start one proxy; a proxy that cannot start is reported as n/a, not fatal. `sg-base`
+    needs the `baseline` build (the same config and settings as `sg-builtin`)."""
+    label = LABELS[key]
     if key == "direct":
         return direct_target(backend)
     try:
+        if key == "sg-base":
+            if baseline is None:
+                return Target(key, label, na="n/a: no --baseline REF given")
+            label = baseline_label(baseline)
+            return start_sockgate(sup, tmp, key, port, backend, "builtin", 1, baseline=baseline)
         return STARTERS[key](sup, tmp, key, port, backend)
     except (BenchError, OSError, subprocess.SubprocessError) as exc:
-        return Target(key, LABELS[key], na=f"n/a: did not start: {exc}")
+        return Target(key, label, na=f"n/a: did not start: {exc}")

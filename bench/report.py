@@ -3,23 +3,30 @@ results.md and chart.png."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import platform
 import statistics
 import subprocess
 import sys
+import textwrap
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from baseline import Baseline
 from proxies import Target
 from workloads import METRICS, Metric, Sample, Settings
 
 BASES = (("reference", "vs ref"), ("tuned", "vs tuned"), ("direct", "vs direct"))
 Value = float | None
+# `--baseline`: the current build's row against the older commit's.
+NEW, OLD = "sg-builtin", "sg-base"
+WORSE_LIMIT = 5.0
+"""Percent: a figure of the new build worse than the baseline's by more than this is flagged."""
 
 
 @dataclass
@@ -28,6 +35,9 @@ class Results:
     settings: Settings
     raw: dict[str, dict[str, list[Value]]] = field(default_factory=dict)
     runs: list[dict[str, Any]] = field(default_factory=list)
+    baseline: Baseline | None = None
+    commit: str = ""
+    """`git describe` of the checkout when the bench started (the tree may move on meanwhile)."""
 
     def add(self, round_no: int, workload: str, target: Target, sample: Sample) -> None:
         for metric, value in sample.metrics.items():
@@ -128,6 +138,152 @@ def table(results: Results) -> str:
     return "\n".join(lines)
 
 
+# sg-builtin against sg-base -----------------------------------------------------------------
+
+
+@dataclass
+class Compared:
+    """One figure of the new build (`sg-builtin`) against the baseline's (`sg-base`)."""
+
+    metric: Metric
+    base: Value
+    new: Value
+
+    @property
+    def ratio(self) -> Value:
+        """Oriented so that above 1 the new build is better: new/base for throughput,
+        base/new for latency, CPU and memory."""
+        if self.base is None or self.new is None:
+            return None
+        num, den = (self.new, self.base) if self.metric.higher_is_better else (self.base, self.new)
+        return num / den if den else None
+
+    @property
+    def worse_pct(self) -> Value:
+        """How much worse the new build's median is, in percent of the baseline's (negative:
+        better): 5 means 5 % fewer req/s, or 5 % more ms, µs or MB."""
+        if self.base is None or self.new is None or not self.base:
+            return None
+        change = (self.new - self.base) / self.base * 100
+        return -change if self.metric.higher_is_better else change
+
+    @property
+    def flagged(self) -> bool:
+        worse = self.worse_pct
+        return worse is not None and worse > WORSE_LIMIT
+
+    def verdict(self) -> str:
+        worse = self.worse_pct
+        if worse is None:
+            return "-"
+        if self.flagged:
+            return f"WORSE by {worse:.1f} %"
+        return f"ok ({-worse:+.1f} %)"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"base": self.base, "new": self.new, "ratio": self.ratio,
+                "worse_pct": self.worse_pct, "flagged": self.flagged}  # fmt: skip
+
+
+def compare(results: Results) -> tuple[list[Compared], str | None]:
+    """Every figure of `sg-builtin` against `sg-base`, or why there is no comparison."""
+    if results.baseline is None:
+        return [], "no --baseline"
+    rows = {t.key: t for t in results.targets}
+    for key in (OLD, NEW):
+        if key not in rows:
+            return [], f"no {key} row (see --only)"
+        if rows[key].na:
+            return [], f"{rows[key].label}: {rows[key].na.removeprefix('n/a: ')}"
+    compared = [
+        Compared(m, results.median(m.key, OLD), results.median(m.key, NEW)) for m in METRICS
+    ]
+    return compared, None
+
+
+def _compare_heading(results: Results, new_commit: str) -> str:
+    """What is compared with what and how to read it, one paragraph."""
+    base = results.baseline
+    assert base is not None
+    rounds = results.settings.rounds
+    return (
+        f"New: sockgate built-in at {new_commit}, {_sockgate_build()}. "
+        f"Base: sockgate built-in at {base.ref} ({base.short}), {base.build or 'not built'}. "
+        f"Medians of {rounds} round{'s' if rounds != 1 else ''} in one interleaved run. "
+        "'new vs base' above 1: the new build is better (throughput new/base; latency, CPU and "
+        "memory base/new). The verdict's percentage: how much better (+) or worse (-) the new "
+        f"build's median is; flagged where it is more than {WORSE_LIMIT:g} % worse."
+    )
+
+
+def _compare_cells(c: Compared, results: Results) -> list[str]:
+    marks = ["" if not results.warnings(c.metric.key, k) else " !" for k in (OLD, NEW)]
+    return [
+        c.metric.title,
+        c.metric.unit,
+        fmt_value(c.base, c.metric.unit) + marks[0],
+        fmt_value(c.new, c.metric.unit) + marks[1],
+        fmt_ratio(c.ratio),
+        c.verdict(),
+    ]
+
+
+def comparison(results: Results, new_commit: str = "this tree") -> str:
+    """The printed comparison of sg-builtin against sg-base; empty without --baseline."""
+    if results.baseline is None:
+        return ""
+    compared, missing = compare(results)
+    if missing:
+        return f"sg-builtin against sg-base ({results.baseline.ref}): n/a: {missing}"
+    header = ["workload", "unit", f"base {results.baseline.ref}", "new", "new vs base", "verdict"]
+    rows = [header, *(_compare_cells(c, results) for c in compared)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = [textwrap.fill(_compare_heading(results, new_commit), 96), ""]
+    for n, row in enumerate(rows):
+        cells = [
+            cell.rjust(width) if 2 <= i <= 4 else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells).rstrip())
+        if n == 0:
+            lines.append("-" * len(lines[-1]))
+    flagged = [c.metric.title for c in compared if c.flagged]
+    lines.append("")
+    lines.append(
+        f"more than {WORSE_LIMIT:g} % worse: {'; '.join(flagged)}"
+        if flagged
+        else f"no figure more than {WORSE_LIMIT:g} % worse"
+    )
+    return "\n".join(lines)
+
+
+def comparison_markdown(results: Results, machine: dict[str, Any]) -> str:
+    """The same as a markdown section for results.md, to paste into docs/performance.md."""
+    base = results.baseline
+    if base is None:
+        return ""
+    new_commit = machine["sockgate_commit"]
+    lines = [f"## sockgate built-in against {base.ref}", ""]
+    compared, missing = compare(results)
+    if missing:
+        return "\n".join([*lines, f"n/a: {missing}", ""])
+    s = results.settings
+    lines += [
+        _compare_heading(results, new_commit),
+        f"{s.duration} s per wrk run; {machine['nproc']} cores ({machine['cpu_model']}), "
+        f"{machine['date'][:10]}.",
+        "",
+        f"| workload | unit | {base.ref} | {new_commit} | new vs {base.ref} | verdict |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for c in compared:
+        title, unit, old, new, ratio, verdict = _compare_cells(c, results)
+        if c.flagged:
+            verdict = f"**{verdict.lower()}**"
+        lines.append(f"| {title} | {unit} | {old} | {new} | {ratio} | {verdict} |")
+    return "\n".join(lines) + "\n"
+
+
 def notes(results: Results) -> str:
     out = []
     for target in results.targets:
@@ -199,6 +355,11 @@ def _sockgate_build() -> str:
     return buildinfo.build()
 
 
+def sockgate_commit(repo: Path) -> str:
+    """The checkout the `sg-*` rows but `sg-base` run, `-dirty` with uncommitted edits."""
+    return _first_line(["git", "-C", str(repo), "describe", "--always", "--dirty"])
+
+
 def machine_info(repo: Path) -> dict[str, Any]:
     return {
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -212,7 +373,7 @@ def machine_info(repo: Path) -> dict[str, Any]:
         "curl": _first_line(["curl", "--version"]),
         "sockgate": _package("sockgate"),
         "sockgate_build": _sockgate_build(),
-        "sockgate_commit": _first_line(["git", "-C", str(repo), "describe", "--always", "--dirty"]),
+        "sockgate_commit": sockgate_commit(repo),
         "uvicorn": _package("uvicorn"),
         "websockets": _package("websockets"),
         "uvloop": _package("uvloop"),
@@ -220,9 +381,23 @@ def machine_info(repo: Path) -> dict[str, Any]:
     }
 
 
+def _baseline_json(results: Results) -> dict[str, Any] | None:
+    if results.baseline is None:
+        return None
+    compared, missing = compare(results)
+    return {
+        **results.baseline.to_json(),
+        "worse_limit_pct": WORSE_LIMIT,
+        "comparison": {c.metric.key: c.to_json() for c in compared} if not missing else None,
+        "comparison_missing": missing,
+        "flagged": [c.metric.key for c in compared if c.flagged],
+    }
+
+
 def to_json(results: Results, machine: dict[str, Any]) -> dict[str, Any]:
     keys = [t.key for t in results.targets]
     return {
+        "baseline": _baseline_json(results),
         "machine": machine,
         "settings": results.settings.__dict__,
         "proxies": {t.key: {"label": t.label, "na": t.na} for t in results.targets},
@@ -295,10 +470,18 @@ def _wrap(text: str, width: int = 22) -> str:
 def write_all(results: Results, out: Path, repo: Path, publish: bool) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     machine = machine_info(repo)
+    if results.commit:
+        machine["sockgate_commit"] = results.commit
     data = to_json(results, machine)
     written = [out / "results.json", out / "results.md", out / "chart.png"]
     written[0].write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-    written[1].write_text(markdown(results), encoding="utf-8")
+    compared = comparison_markdown(results, machine)
+    written[1].write_text(markdown(results) + (f"\n{compared}" if compared else ""), "utf-8")
+    if importlib.util.find_spec("matplotlib") is None:
+        # The tables are written: a missing chart library must not lose a long run's results.
+        print("no chart.png: matplotlib is not installed (pip install -e '.[bench]')",
+              file=sys.stderr)  # fmt: skip
+        return written[:2]
     chart(results, written[2], machine)
     if publish:
         docs = repo / "docs" / "bench.png"

@@ -1,8 +1,9 @@
 """sockgate's benchmark: the reference nginx config, a tuned nginx, sockgate's nginx engine, its
 built-in engine (1 and 2 workers), HAProxy and a direct connection, all in front of the same
-backend, under the same workloads, interleaved over rounds.
+backend, under the same workloads, interleaved over rounds; with `--baseline REF` also the
+built-in engine of sockgate at an older commit, compiled, to compare the two builds.
 
-    python bench/run.py [--quick] [--rounds N] [--out bench/results] [--publish]
+    python bench/run.py [--quick] [--rounds N] [--baseline REF] [--out bench/results] [--publish]
 
 See bench/README.md for what each figure means and how far to trust it.
 """
@@ -24,9 +25,10 @@ from pathlib import Path
 from types import FrameType
 
 from backends import start_backend
+from baseline import Baseline, build_baseline
 from procs import BenchError, Supervisor, free_ports, tree_mb
-from proxies import ORDER, Target, start_target
-from report import Results, fmt_value, notes, table, write_all
+from proxies import OPTIONAL, ORDER, Target, start_target
+from report import Results, comparison, fmt_value, notes, sockgate_commit, table, write_all
 from websockets.exceptions import WebSocketException
 from workloads import (
     METRIC_BY_KEY,
@@ -62,7 +64,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--wrk-threads", type=int, default=min(2, os.cpu_count() or 1), help="wrk -t (default 2)"
     )
     parser.add_argument(
-        "--only", help=f"comma-separated subset of: {','.join(ORDER)} (default: all)"
+        "--only",
+        help=f"comma-separated subset of: {','.join(ORDER)} "
+        "(default: all; sg-base only with --baseline)",
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="REF",
+        help="also run sockgate built-in at git commit-ish REF, compiled (row sg-base), and "
+        "compare sg-builtin against it",
     )
     parser.add_argument(
         "--out", type=Path, default=REPO / "bench" / "results", help="default bench/results"
@@ -76,7 +86,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         unknown = set(args.only.split(",")) - set(ORDER)
         if unknown:
             parser.error(f"--only: unknown proxies {', '.join(sorted(unknown))}")
+        if "sg-base" in args.only.split(",") and not args.baseline:
+            parser.error("--only: sg-base needs --baseline REF (the commit to build)")
     return args
+
+
+def target_keys(args: argparse.Namespace) -> list[str]:
+    """The rows, in ORDER: `--only`'s, or all but the optional ones; `--baseline` adds
+    sg-base (even to an `--only` without it: the baseline is built for that row)."""
+    wanted = set(args.only.split(",")) if args.only else set(ORDER) - set(OPTIONAL)
+    if args.baseline:
+        wanted.add("sg-base")
+    return [k for k in ORDER if k in wanted]
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -111,17 +132,21 @@ def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)  # unwinds through the cleanup in main()
 
 
-def start_targets(sup: Supervisor, tmp: Path, keys: list[str]) -> list[Target]:
+def start_targets(
+    sup: Supervisor, tmp: Path, keys: list[str], baseline: Baseline | None = None
+) -> list[Target]:
     ports = free_ports(len(keys) + 2)
     say(f"backend: nginx + uvicorn app under {tmp}")
     import sockgate
     from sockgate import buildinfo
 
     say(f"sockgate: {buildinfo.build()} from {Path(sockgate.__file__).parent}")
+    if baseline is not None and baseline.site is not None:
+        say(f"sockgate at {baseline.ref}: {baseline.build} from {baseline.site / 'sockgate'}")
     backend = start_backend(sup, tmp, ports[0], ports[1])
     targets = []
     for key, port in zip(keys, ports[2:], strict=True):
-        target = start_target(sup, tmp, key, port, backend)
+        target = start_target(sup, tmp, key, port, backend, baseline)
         if not target.na:
             try:
                 sanity_check(target)
@@ -145,7 +170,7 @@ def run_one(
     except MEASURE_ERRORS as exc:
         error = f"{type(exc).__name__}: {exc}"
         results.fail(round_no, workload.key, target, error)
-        say(f"    {target.label:<30} FAILED {error}")
+        say(f"    {target.label:<38} FAILED {error}")
         return
     results.add(round_no, workload.key, target, sample)
     shown = ", ".join(
@@ -153,7 +178,7 @@ def run_one(
         for k, v in sample.metrics.items()
     )
     warning = f"  ({sample.detail['warning']})" if "warning" in sample.detail else ""
-    say(f"    {target.label:<30} {shown or '-'}{warning}")
+    say(f"    {target.label:<38} {shown or '-'}{warning}")
 
 
 def truncate_access_logs(targets: list[Target]) -> None:
@@ -191,15 +216,27 @@ def estimate_seconds(settings: Settings, proxies: int) -> float:
     return settings.rounds * proxies * per_proxy + proxies * (settings.warmup + 1)
 
 
+def prepare_baseline(ref: str, tmp: Path) -> Baseline:
+    say(f"baseline: exporting {ref} and building its wheel compiled (a few minutes)")
+    baseline = build_baseline(ref, REPO, tmp, tmp / "logs")
+    if baseline.error:
+        say(f"baseline: {baseline.ref} not built: {baseline.error}")
+    else:
+        say(f"baseline: {baseline.ref} = {baseline.short}, {baseline.build}, "
+            f"built in {baseline.seconds / 60:.1f} min")  # fmt: skip
+    return baseline
+
+
 def bench(args: argparse.Namespace, tmp: Path, sup: Supervisor) -> Results:
     settings = settings_from(args)
-    keys = args.only.split(",") if args.only else list(ORDER)
-    keys = [k for k in ORDER if k in keys]
+    commit = sockgate_commit(REPO)
+    keys = target_keys(args)
+    baseline = prepare_baseline(args.baseline, tmp) if "sg-base" in keys else None
     scripts = write_lua_scripts(tmp / "lua")
-    targets = start_targets(sup, tmp, keys)
+    targets = start_targets(sup, tmp, keys, baseline)
     live = sum(1 for t in targets if not t.na)
     say(f"about {estimate_seconds(settings, live) / 60:.1f} min for {live} targets")
-    results = Results(targets, settings)
+    results = Results(targets, settings, baseline=baseline, commit=commit)
     measure(results, targets, settings, scripts)
     return results
 
@@ -236,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(tmp, ignore_errors=True)
     print(table(results))
+    if compared := comparison(results, results.commit):
+        print("\n" + compared)
     if extra := notes(results):
         print("\n" + extra)
     for path in write_all(results, args.out, REPO, args.publish):
