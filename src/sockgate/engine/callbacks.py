@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 from .. import errors
-from ..exchange.forward import IDEMPOTENT, Exchange, on_demand
+from ..exchange.forward import IDEMPOTENT, Exchange, on_demand, reusable
 from ..exchange.phase import COMPLETE, RESPONDING, SENT, move
 from ..exchange.relay import read_timeout, retired
 from ..http import headers
@@ -186,7 +186,7 @@ class Callbacks:
         response = events[0]
         if type(response) is ResponseHead and not response.informational and response.status != 101:
             # What follows the end (bytes the app should not have sent) stays queued: the
-            # connection is then not reused (`release_app`).
+            # connection is then not reused (`reusable`).
             if events[-1] is END and len(events) <= 3:
                 self.finish(ex, conn, response, data if whole else None)
                 return
@@ -344,7 +344,12 @@ class Callbacks:
         """The response is out: the app connection back to the pool, the next request."""
         c = self.client
         self.end_fast(ex, keep_deadline=True)  # moved below, or dropped by the task's wake-up
-        ex.release_app(response)
+        conn = ex.conn  # as Exchange.release_app, with no call through the protocol
+        assert isinstance(conn, AppConnection)
+        if reusable(ex, response, conn.parser.dead):
+            conn.release()
+        else:
+            conn.close()
         ex.phase = move(ex.phase, COMPLETE)
         ex.log()
         c.state = ClientState.WAITING

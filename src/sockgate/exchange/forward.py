@@ -64,6 +64,7 @@ class Exchange:
     app: App | None
     upstream: Pool | None
     conn: AppSide | None
+    client_ip: str
     request: bytes  # the request head as the app gets it
     answer_by: float | None  # the deadline for the app's first answer, if set by the callbacks
     # A body the fast path streams: the response, and the bytes of it still to come.
@@ -86,6 +87,7 @@ class Exchange:
         self.decision = decision
         self.client = client
         self.engine = engine
+        self.client_ip = client.client_ip
         self.phase = ROUTED
         self.started = _wall_time()
         self.app = None
@@ -204,7 +206,7 @@ class Exchange:
             self.head,
             route.target,
             route.app,
-            client_ip=self.client.client_ip,
+            client_ip=self.client_ip,
             default_host=self.engine.default_host,
         )
 
@@ -279,8 +281,7 @@ class Exchange:
         the app keeps."""
         conn = self.conn
         assert conn is not None
-        finished = self.body_done and response.keep_alive and not conn.parser.dead
-        if finished and response.framing is not Framing.UNTIL_CLOSE:
+        if reusable(self, response, conn.parser.dead):
             conn.release()
         else:
             conn.close()
@@ -340,7 +341,7 @@ class Exchange:
                 self.fault,
             )
         self.engine.access_log.log(  # positional: once per exchange
-            self.client.client_ip,
+            self.client_ip,
             _request_line(head),
             self.status,
             self.sent,
@@ -350,6 +351,17 @@ class Exchange:
             name,
             now,
         )
+
+
+def reusable(ex: Exchange, response: ResponseHead, parser_dead: bool) -> bool:
+    """Whether the app connection can carry another exchange after `response`: it ended
+    cleanly, the request went whole, and the app keeps the connection."""
+    return (
+        ex.body_done
+        and response.keep_alive
+        and not parser_dead
+        and response.framing is not Framing.UNTIL_CLOSE
+    )
 
 
 def on_demand(app: App) -> bool:
