@@ -247,6 +247,34 @@ def test_upgrade_header_without_connection_upgrade_is_dropped() -> None:
     assert values(headers, b"Connection") == []
 
 
+@pytest.mark.parametrize(
+    "connection", [b"Connection: Upgrade, HTTP2-Settings", b"Connection: Upgrade"]
+)
+def test_an_h2c_upgrade_reaches_the_app_as_a_plain_request(connection: bytes) -> None:
+    """h2c is never an upgrade (http/parse.py, offers_h2c): Upgrade, HTTP2-Settings and
+    Connection stop here, whether Connection names HTTP2-Settings or not."""
+    parser = RequestParser(watch=REQUEST_WATCH)  # as the proxy parses
+    parser.feed(
+        request(
+            b"Host: h",
+            connection,
+            b"Upgrade: h2c",
+            b"HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA",
+            b"Accept: */*",
+        )
+    )
+    head = parser.events[0]
+    assert isinstance(head, RequestHead)
+    assert head.upgrade is False
+    assert head.watched is True
+    headers = to_app(head, APP1, client_ip="127.0.0.1", default_host=DEFAULT_HOST)
+    assert not names(headers) & {b"upgrade", b"http2-settings", b"connection"}
+    assert values(headers, b"Accept") == [b"*/*"]
+    written = app_request(head, b"/x", APP1, client_ip="127.0.0.1", default_host=DEFAULT_HOST)
+    assert b"h2c" not in written.lower()
+    assert b"http2-settings" not in written.lower()
+
+
 def test_to_app_works_on_a_head_built_directly() -> None:
     head = RequestHead(
         method=b"PUT",
@@ -347,6 +375,7 @@ def test_hop_by_hop_set() -> None:
         b"trailer",
         b"transfer-encoding",
         b"upgrade",
+        b"http2-settings",
     } <= HOP_BY_HOP
     assert b"host" not in HOP_BY_HOP
 

@@ -286,6 +286,80 @@ def test_upgrade_trailing_bytes_for_every_split() -> None:
         assert events[2].trailing + raw[fed:] == b"payload", offset
 
 
+# --- h2c: never an upgrade (h2c smuggling), read on as HTTP/1.1 -------------------------------
+
+H2C = (
+    b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+    b"HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n"
+)
+NEXT = b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n"
+H2C_REQUESTS = {
+    "get": b"GET /h2c HTTP/1.1\r\nHost: h\r\n" + H2C + b"\r\n" + NEXT,
+    "content-length": (
+        b"POST /h2c HTTP/1.1\r\nHost: h\r\n" + H2C + b"Content-Length: 5\r\n\r\nhello" + NEXT
+    ),
+    "chunked-trailer": (
+        b"POST /h2c HTTP/1.1\r\nHost: h\r\n"
+        + H2C
+        + b"Transfer-Encoding: chunked\r\n\r\n2\r\nhe\r\n3\r\nllo\r\n0\r\nX-T: 1\r\n\r\n"
+        + NEXT
+    ),
+    "among-others": (
+        b"GET /h2c HTTP/1.1\r\nHost: h\r\nConnection: upgrade\r\nUpgrade: websocket, H2C/1\r\n\r\n"
+        + NEXT
+    ),
+    "twice": b"GET /h2c HTTP/1.1\r\nHost: h\r\n"
+    + H2C
+    + b"\r\n"
+    + NEXT.replace(b"\r\n\r\n", b"\r\n" + H2C + b"\r\n")
+    + NEXT,
+}
+
+
+@pytest.mark.parametrize("raw", H2C_REQUESTS.values(), ids=H2C_REQUESTS.keys())
+def test_an_h2c_upgrade_is_a_plain_request_and_the_next_one_is_parsed(raw: bytes) -> None:
+    """llhttp hands the connection over after such a head; the parser reads on as HTTP/1.1,
+    body included, so the client cannot speak HTTP/2 past the proxy (h2c smuggling)."""
+    events = req(raw)
+    found = heads(events)
+    assert all(isinstance(h, RequestHead) and not h.upgrade for h in found), events
+    assert found[0].target == b"/h2c"
+    assert found[-1].target == b"/next"
+    assert not any(isinstance(e, Upgrade | tuple) for e in events), events
+    assert isinstance(events[-1], EndOfMessage)
+    if found[0].method == b"POST":
+        assert events[1] == Data(b"hello"), events
+        assert isinstance(events[2], EndOfMessage), events
+    for offset, pieces in two_pieces(raw):
+        assert req(pieces) == events, f"split at {offset}"
+    assert req(byte_by_byte(raw)) == events
+
+
+def test_h2c_without_keep_alive_lets_nothing_follow() -> None:
+    """As after any request that ends the connection: what follows is refused, not parsed."""
+    events = req(b"GET /h2c HTTP/1.0\r\n" + H2C + b"\r\n" + NEXT)
+    assert [type(e) for e in events] == [RequestHead, EndOfMessage, tuple]
+    head = events[0]
+    assert isinstance(head, RequestHead)
+    assert head.keep_alive is False
+    assert head.upgrade is False
+
+
+def test_many_h2c_requests_in_one_feed() -> None:
+    """Each h2c head makes the parser read on with a new llhttp parser: in a loop, not by
+    recursion, however many come in one read."""
+    one = b"GET /h2c HTTP/1.1\r\nHost: h\r\n" + H2C + b"\r\n"
+    events = req(one * 3000 + NEXT)
+    assert len(heads(events)) == 3001
+    assert not any(isinstance(e, Upgrade | tuple) for e in events)
+
+
+def test_an_upgrade_to_another_protocol_is_still_one() -> None:
+    """An Upgrade that names h2c only inside another token (`h2cx`) is not an h2c offer."""
+    events = req(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: upgrade\r\nUpgrade: h2cx\r\n\r\n")
+    assert [type(e) for e in events] == [RequestHead, EndOfMessage, Upgrade]
+
+
 # --- the split property -----------------------------------------------------------------------
 
 VALID_REQUESTS = {

@@ -37,7 +37,7 @@ from sockgate.http.events import (
     Upgrade,
 )
 from sockgate.http.headers import HOP_BY_HOP
-from sockgate.http.parse import MAX_HEAD, MAX_TARGET, RequestParser, ResponseParser
+from sockgate.http.parse import MAX_HEAD, MAX_TARGET, RequestParser, ResponseParser, offers_h2c
 from sockgate.http.serialise import LAST_CHUNK, chunk_header, request_head
 
 # On a failure hypothesis's pytest plugin imports libcst (to suggest a patch), whose import warns
@@ -430,6 +430,8 @@ def check_request_head(head: RequestHead) -> None:
         # headers.to_app names the protocol from this field: an upgrade without one (CONNECT
         # with an origin-form target) has nothing to forward.
         rule(bool(_named(head.headers, b"upgrade")), "an upgrade without an Upgrade field", head)
+        # Past a 101 the client would speak HTTP/2 to the app around routing (h2c smuggling).
+        rule(not offers_h2c(head.headers), "an upgrade that offers h2c", head)
     size = sum(len(n) + len(v) + 4 for n, v in head.headers)
     rule(size <= MAX_HEAD, "head over MAX_HEAD", head)
 

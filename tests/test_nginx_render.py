@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from sockgate import config as sgconfig
 from sockgate.config import App, Config, Listen, Timeouts
 from sockgate.errors import ConfigError
-from sockgate.nginx.render import render
+from sockgate.nginx.render import H2C_OFFER, render
 from sockgate.nginx.tree import Directive, block, directive, quote, serialise
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -167,6 +167,61 @@ def test_quoted_prefix_is_quoted_everywhere_it_appears() -> None:
     assert 'location = "/it\'s;here" {' in text
     body = location(text, '"/it\'s;here/"')
     assert 'proxy_set_header X-Forwarded-Prefix "/it\'s;here";' in body
+
+
+# --- h2c: never an upgrade ---------------------------------------------------------------------
+
+
+def map_block(text: str, source: str, target: str) -> str:
+    match = re.search(
+        rf"^ +map {re.escape(source)} {re.escape(target)} \{{\n(.*?)^ +\}}",
+        text,
+        re.MULTILINE | re.DOTALL,
+    )
+    assert match, f"no map {source} {target} in:\n{text}"
+    return match.group(1)
+
+
+def test_h2c_is_never_offered_to_the_app() -> None:
+    """Upgrade comes from a map that is empty for any offer of h2c, Connection follows it, and
+    HTTP2-Settings is never sent (h2c smuggling, issue 17)."""
+    text = render(RICH)
+    upgrade = map_block(text, "$http_upgrade", "$sockgate_upgrade")
+    assert "default $http_upgrade;" in upgrade
+    assert re.search(r'^ +"~\*.*h2c.*" "";$', upgrade, re.MULTILINE), upgrade
+    connection = map_block(text, "$sockgate_upgrade", "$connection_upgrade")
+    assert "default upgrade;" in connection
+    for prefix in ("/app1/", "/api/v2/", "/"):
+        body = location(text, prefix)
+        assert "proxy_set_header Upgrade $sockgate_upgrade;" in body
+        assert "proxy_set_header Connection $connection_upgrade;" in body
+        assert 'proxy_set_header HTTP2-Settings "";' in body
+        assert "$http_upgrade" not in body
+
+
+@pytest.mark.parametrize(
+    ("upgrade", "h2c"),
+    [
+        ("h2c", True),
+        ("H2C", True),
+        ("h2c/1", True),
+        ("websocket, h2c", True),
+        ("h2c,websocket", True),
+        ("websocket,\th2c , foo", True),
+        ("websocket", False),
+        ("h2cx", False),
+        ("xh2c", False),
+        ("h2", False),
+        ("", False),
+    ],
+)
+def test_the_h2c_pattern_matches_an_offer_of_h2c_anywhere_in_the_list(
+    upgrade: str, h2c: bool
+) -> None:
+    """The map's pattern read as PCRE reads it (nginx's `~*`: caseless); these constructs mean
+    the same in Python's re."""
+    assert H2C_OFFER.startswith("~*")
+    assert bool(re.search(H2C_OFFER[2:], upgrade, re.IGNORECASE)) is h2c
 
 
 # --- apps under a prefix: rewriting and prefix headers -----------------------------------------

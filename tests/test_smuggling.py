@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import ProxyFactory, RawFactory
-from tests.support.clients import RawClient, Response, exchange
+from tests.support.clients import DEADLINE, RawClient, Response, exchange
 from tests.support.proc import Proxy
 from tests.support.rawapp import Conn, RawApp, Request
 
@@ -514,3 +514,106 @@ def test_a_status_under_100_never_splits_into_a_second_response(
                 assert bytes(second.body) == b"real answer to /next", bytes(client.received)
         except httptools.HttpParserError as exc:
             pytest.fail(f"the client cannot parse what the proxy sent ({exc}): {client.received!r}")
+
+
+# --- h2c: never an upgrade (issue 17) ------------------------------------------------------------
+# Past a 101 to `Upgrade: h2c` the client would speak HTTP/2 straight to the app, its requests no
+# longer passing the proxy's routing and Host check (h2c smuggling). Both engines forward such a
+# request as plain HTTP/1.1, without Upgrade, HTTP2-Settings or a Connection that names them.
+
+H2C_FIELDS = (
+    b"Connection: Upgrade, HTTP2-Settings\r\n"
+    b"Upgrade: h2c\r\n"
+    b"HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n"
+)
+H2C_GET = b"GET /a/x HTTP/1.1\r\nHost: localhost\r\n" + H2C_FIELDS + b"\r\n"
+H2C_CASES = {
+    "get": (H2C_GET, Meant(b"GET", b"/x")),
+    "post-with-body": (
+        b"POST /a/x HTTP/1.1\r\nHost: localhost\r\n" + H2C_FIELDS + b"Content-Length: 3\r\n\r\nabc",
+        Meant(b"POST", b"/x", b"abc"),
+    ),
+    "chunked-body": (
+        b"POST /a/x HTTP/1.1\r\nHost: localhost\r\n"
+        + H2C_FIELDS
+        + b"Transfer-Encoding: chunked\r\n\r\n"
+        + CHUNKED_ABC,
+        Meant(b"POST", b"/x", b"abc"),
+    ),
+    "among-others": (
+        b"GET /a/x HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\n"
+        b"Upgrade: websocket, h2c\r\n\r\n",
+        Meant(b"GET", b"/x"),
+    ),
+}
+# What an h2c client sends once switched: the connection preface and a SETTINGS frame.
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
+@pytest.mark.parametrize("name", list(H2C_CASES))
+def test_an_h2c_upgrade_is_forwarded_as_a_plain_request(
+    make_proxy: ProxyFactory, raw_app: RawFactory, name: str
+) -> None:
+    """The app gets a plain request, and the request pipelined after it on the same connection
+    is routed by the proxy (to another app): no tunnel was opened."""
+    wire, meant = H2C_CASES[name]
+    a, b = raw_app(echo, name="a"), raw_app(echo, name="b")
+    proxy = make_proxy({"a": a.path, "b": b.path})
+    with RawClient(proxy.port) as client:
+        client.send(wire + b"GET /b/next HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        first = client.response()
+        assert first.status == 200, bytes(client.received)
+        assert bytes(first.body) == answer(meant.method, meant.target, meant.body)
+        assert not client.upgraded
+        second = client.response()
+        assert second.status == 200, bytes(client.received)
+        assert bytes(second.body) == answer(b"GET", b"/next", b"")
+    assert seen(a.requests) == [meant]
+    assert seen(b.requests) == [Meant(b"GET", b"/next")]
+    assert bytes(a.raw) == a.requests[0].raw, f"stray bytes at the app: {bytes(a.raw)!r}"
+    request = a.requests[0]
+    assert request.header(b"upgrade") is None, request.raw
+    assert request.header(b"http2-settings") is None, request.raw
+    for value in request.header_all(b"connection"):
+        assert b"upgrade" not in value.lower(), request.raw
+        assert b"http2-settings" not in value.lower(), request.raw
+
+
+async def switch_to_h2c(conn: Conn) -> None:
+    """An app that switches to h2c whatever it was asked: a 101, then it reads (and records)
+    whatever comes on the connection until the proxy closes it."""
+    if await conn.request() is None:
+        return
+    await conn.send(
+        b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+    )
+    while data := await conn.reader.read(65536):
+        conn.app.record(data)
+
+
+@pytest.mark.nginx_difference(
+    "nginx tunnels a 101 to any request whose client sent an Upgrade header (its proxy module "
+    "sets u->upgrade from r->headers_in.upgrade, not from what it forwarded), and a config cannot "
+    "remove a client's header. The app is sent neither Upgrade nor HTTP2-Settings, so an h2c "
+    "server does not switch (RFC 7540 3.2); only an app that answers 101 unasked gets a tunnel"
+)
+@pytest.mark.parametrize("preface", ["after-the-answer", "pipelined"])
+def test_an_app_switching_to_h2c_anyway_gets_no_tunnel(
+    make_proxy: ProxyFactory, raw_app: RawFactory, preface: str
+) -> None:
+    """A 101 to a request that (as forwarded) asked for no upgrade is the app's fault: the client
+    gets a 502, and the HTTP/2 bytes it sends, after the answer or right behind its request,
+    never reach the app."""
+    app = raw_app(switch_to_h2c, name="a")
+    proxy = make_proxy({"a": app.path})
+    with RawClient(proxy.port) as client:
+        client.send(H2C_GET + (H2_PREFACE if preface == "pipelined" else b""))
+        response = client.read_response()
+        assert response.status == 502, bytes(client.received)
+        assert not client.upgraded
+        if preface == "after-the-answer":
+            client.send(H2_PREFACE)
+        client.read_to_close()  # refused, or the connection was closed after the 502
+    assert app.closed.wait(DEADLINE), "the proxy kept the app's connection open"
+    assert len(app.requests) == 1
+    assert b"PRI * HTTP/2.0" not in bytes(app.raw), bytes(app.raw)

@@ -3,7 +3,8 @@
 llhttp (through httptools) does the parsing. On top of it we refuse what llhttp tolerates but a
 proxy must not forward: Transfer-Encoding other than a single `chunked`, several Host headers,
 HTTP/0.9 and 2.0 request lines, non-origin-form targets, oversized targets and heads, and
-upgrade requests that carry a body (llhttp would treat that body as tunnel bytes).
+upgrade requests that carry a body (llhttp would treat that body as tunnel bytes). An upgrade to
+h2c is not taken as one (`offers_h2c`): such a request is read on as HTTP/1.1.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ _CONTROL: Final = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _VERSIONS: Final = {"1.1": b"1.1", "1.0": b"1.0"}
 # Reason phrases found free of control characters: the few an app uses are checked once.
 _CLEAN_REASONS: Final[set[bytes]] = {b"OK"}
+_H2C: Final = b"h2c"
 
 # The members as Final globals for the parsers: compiled, each is a C static (a plain global
 # is a dict lookup, and a read off the class costs ~50 ns on 3.11).
@@ -81,6 +83,27 @@ def _request_version(source: bytes | None, method: bytes, target: bytes) -> byte
     if version == b"HTTP/1.0\r\n":
         return b"1.0"
     return None
+
+
+def offers_h2c(headers: Headers) -> bool:
+    """Whether an Upgrade header offers h2c (HTTP/2 over cleartext), alone or among others.
+
+    Such a request is never an upgrade, in either engine: past a 101 the client would speak
+    HTTP/2 straight to the app, whose requests no longer pass sockgate's routing and Host check
+    (h2c smuggling). It is read and forwarded as plain HTTP/1.1, Upgrade and HTTP2-Settings
+    dropped (both hop-by-hop, http/headers.py). An offer that lists h2c among other protocols
+    (`websocket, h2c`) is no upgrade either, rather than one with h2c taken out: the offers are
+    alternatives the app picks from, no client mixes h2c with another (a WebSocket client sends
+    `websocket` alone, RFC 6455 4.1), and nginx's map of $http_upgrade could only take a
+    token out of a list with a fragile regex; so both engines answer it alike.
+    Called only for heads llhttp flags as upgrades: other requests pay nothing."""
+    for name, value in headers:
+        if len(name) == 7 and name.lower() == b"upgrade":
+            for offer in value.split(b","):
+                # protocol-name ["/" protocol-version] (RFC 9110 7.8), names compared caselessly
+                if offer.strip().lower().partition(b"/")[0] == _H2C:
+                    return True
+    return False
 
 
 class _Stop(Exception):
@@ -132,6 +155,9 @@ class _Parser:
         # without asking llhttp, whose get_http_version() formats a str from two ints: that
         # was 8 % of the compiled build's instructions per request.
         self._line_source: bytes | None = None
+        # The head just parsed offered h2c: llhttp hands the connection over after it, and the
+        # request parser takes it back (`RequestParser._read_on`).
+        self._h2c = False
 
     # --- llhttp callbacks
     def on_message_begin(self) -> None:
@@ -221,49 +247,62 @@ class _Parser:
         self._parser = None
 
     def feed(self, data: bytes) -> None:
-        if self.dead or not data:
-            return
-        open_head = self._begun if self._in_head else -1
-        queued = len(self.events)
-        self._feed_size = len(data)
-        if open_head >= 0:
-            self._head_fed += len(data)
-        self._line_source = None if self.started else data
-        try:
-            self._parser.feed_data(data)
-            self._line_source = None
-        except httptools.HttpParserUpgrade as exc:
-            self.dead = True
-            self._queue(Upgrade(data[exc.args[0] :]))
-        except httptools.HttpParserError as exc:
-            self.dead = True
-            cause = exc.__context__
-            if isinstance(cause, _Stop):
+        # A loop only for heads that offered h2c, which llhttp hands over: then the parser
+        # reads on from where it stopped (`_read_on`), as many times as there are such heads.
+        while not self.dead and data:
+            open_head = self._begun if self._in_head else -1
+            queued = len(self.events)
+            self._feed_size = len(data)
+            if open_head >= 0:
+                self._head_fed += len(data)
+            self._line_source = None if self.started else data
+            try:
+                self._parser.feed_data(data)
+                self._line_source = None
+            except httptools.HttpParserUpgrade as exc:
+                if not self._h2c:
+                    self.dead = True
+                    self._queue(Upgrade(data[exc.args[0] :]))
+                    return
+                # No upgrade after all (offers_h2c): read on after the head, out of this block.
+                rest = data[exc.args[0] :]
+            except httptools.HttpParserError as exc:
+                self.dead = True
+                cause = exc.__context__
+                if isinstance(cause, _Stop):
+                    return
+                if isinstance(cause, ClientError):
+                    self._queue(ProtocolError(str(cause), cause))
+                else:
+                    reason = str(exc) or type(exc).__name__
+                    self._queue(ProtocolError(reason, BadRequest(reason)))
                 return
-            if isinstance(cause, ClientError):
-                self._queue(ProtocolError(str(cause), cause))
             else:
-                reason = str(exc) or type(exc).__name__
-                self._queue(ProtocolError(reason, BadRequest(reason)))
-        else:
-            if self._in_head and self._begun == open_head:
-                # The same head was open before and after this feed, so all of it was head:
-                # bound what llhttp buffers for a head that never ends.
-                self._incomplete_head_bytes += len(data)
-                if self._incomplete_head_bytes > self._max_head:
-                    self.dead = True
-                    error = HeadTooLarge(f"head larger than {self._max_head} bytes")
-                    self._queue(ProtocolError(str(error), error))
-            elif not self._in_head and self.started and len(self.events) == queued:
-                # Past the head, bytes that gave no body and no end: chunk framing, or a trailer
-                # line llhttp buffers until it ends. Bounded like the head.
-                self._quiet_bytes += len(data)
-                if self._quiet_bytes > self._max_head:
-                    self.dead = True
-                    error = HeadTooLarge(f"trailers larger than {self._max_head} bytes")
-                    self._queue(ProtocolError(str(error), error))
-            else:
-                self._quiet_bytes = 0
+                if self._in_head and self._begun == open_head:
+                    # The same head was open before and after this feed, so all of it was head:
+                    # bound what llhttp buffers for a head that never ends.
+                    self._incomplete_head_bytes += len(data)
+                    if self._incomplete_head_bytes > self._max_head:
+                        self.dead = True
+                        error = HeadTooLarge(f"head larger than {self._max_head} bytes")
+                        self._queue(ProtocolError(str(error), error))
+                elif not self._in_head and self.started and len(self.events) == queued:
+                    # Past the head, bytes that gave no body and no end: chunk framing, or a trailer
+                    # line llhttp buffers until it ends. Bounded like the head.
+                    self._quiet_bytes += len(data)
+                    if self._quiet_bytes > self._max_head:
+                        self.dead = True
+                        error = HeadTooLarge(f"trailers larger than {self._max_head} bytes")
+                        self._queue(ProtocolError(str(error), error))
+                else:
+                    self._quiet_bytes = 0
+                return
+            self._read_on()
+            data = rest
+
+    def _read_on(self) -> None:
+        """Go on as HTTP/1.1 after a head llhttp took for an upgrade."""
+        raise NotImplementedError  # only requests offer h2c
 
     def _lines_size(self) -> int:
         return sum(len(name) + len(value) + _LINE_OVERHEAD for name, value in self._headers)
@@ -323,6 +362,9 @@ class RequestParser(_Parser):
         if version == b"1.1" and not hosts:
             self._bad("HTTP/1.1 request without a Host header")
         upgrade = bool(parser.should_upgrade())
+        if upgrade and offers_h2c(self._headers):
+            upgrade = False  # a plain request (see offers_h2c), whose body is read as one
+            self._h2c = True
         framing = self._framing(_NONE)  # a request without framing headers has no body
         if upgrade and framing is not _NONE:
             self._bad("an upgrade request must not carry a body")
@@ -343,6 +385,37 @@ class RequestParser(_Parser):
                 self._user_agent,
             )
         )
+
+    def _read_on(self) -> None:
+        """llhttp handed the connection over after a head that offered h2c (`offers_h2c`),
+        ending the message at its head. A new llhttp parser goes on from there as HTTP/1.1.
+        llhttp also skipped the body and lets nothing more follow a message that does not keep
+        the connection alive: for those, the new parser first reads a made-up head with the
+        same framing and Connection, whose events are taken off the queue, then the body."""
+        self._h2c = False
+        self._quiet_bytes = self._incomplete_head_bytes = 0
+        parser = httptools.HttpRequestParser(self)
+        self._parser = parser
+        events = self.events
+        end = events.pop()
+        head = events.pop()
+        assert end is END, end
+        assert isinstance(head, RequestHead), head
+        body = self._te is not None or bool(self._content_length)
+        if body or not head.keep_alive:
+            framing = b""
+            if self._te is not None:
+                framing = b"Transfer-Encoding: chunked\r\n"
+            elif self._content_length:
+                framing = b"Content-Length: %d\r\n" % self._content_length
+            close = b"" if head.keep_alive else b"Connection: close\r\n"
+            parser.feed_data(b"POST / HTTP/1.1\r\nHost: h2c\r\n%s%s\r\n" % (framing, close))
+            if not body:
+                events.pop()  # the made-up message's end
+            events.pop()  # and its head
+        events.append(head)
+        if not body:
+            events.append(END)
 
 
 class ResponseParser(_Parser):

@@ -62,8 +62,13 @@ def _headers(app: App, strip: bool) -> list[Directive]:
         header("X-Forwarded-Proto", "$scheme"),
         header("X-Forwarded-Host", "$sockgate_host"),
         *_prefix_headers(app, strip),
-        header("Upgrade", "$http_upgrade"),
+        header("Upgrade", "$sockgate_upgrade", comment="Empty (not sent) for h2c: see the map."),
         header("Connection", "$connection_upgrade"),
+        header(
+            "HTTP2-Settings",
+            "",
+            comment="Sent only with Upgrade: h2c, which never reaches the app; hop-by-hop anyway.",
+        ),
     ]
 
 

@@ -168,11 +168,27 @@ def _server_names(config: Config) -> list[str]:
     return names + [h for h in config.allowed_hosts if h not in names and h != "*"]
 
 
+# An Upgrade header that offers h2c anywhere in its list (a protocol name, maybe with a version).
+H2C_OFFER = r"~*(^|[\s,])h2c(/|[\s,]|$)"
+
+
 def _maps() -> list[Directive]:
     return [
         block(
             "map",
             "$http_upgrade",
+            "$sockgate_upgrade",
+            body=[directive("default", "$http_upgrade"), directive(H2C_OFFER, "")],
+            comment=(
+                "The Upgrade the app is offered: none for h2c. Past a 101 the client would speak\n"
+                "HTTP/2 straight to the app, its requests no longer passing this server's routing\n"
+                "and Host check (h2c smuggling); an offer of h2c among others is no upgrade\n"
+                "either, as in the built-in engine (http/parse.py, offers_h2c)."
+            ),
+        ),
+        block(
+            "map",
+            "$sockgate_upgrade",
             "$connection_upgrade",
             body=[directive("default", "upgrade"), directive("", "")],
             comment=(
