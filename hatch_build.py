@@ -38,6 +38,8 @@ COMPILED = (
     "http.hosts",
     "http.events",
     "http.parse",
+    "http.llhttp",
+    "http.fields",
     "http.serialise",
     "http.watch",
     "engine.client",

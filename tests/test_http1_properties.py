@@ -26,7 +26,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sockgate.http import parse
+from sockgate.http import fields
 from sockgate.http.events import (
     Data,
     EndOfMessage,
@@ -36,8 +36,9 @@ from sockgate.http.events import (
     ResponseHead,
     Upgrade,
 )
+from sockgate.http.fields import offers_h2c
 from sockgate.http.headers import HOP_BY_HOP
-from sockgate.http.parse import MAX_HEAD, MAX_TARGET, RequestParser, ResponseParser, offers_h2c
+from sockgate.http.parse import MAX_HEAD, MAX_TARGET, RequestParser, ResponseParser
 from sockgate.http.serialise import LAST_CHUNK, chunk_header, request_head
 
 # On a failure hypothesis's pytest plugin imports libcst (to suggest a patch), whose import warns
@@ -767,9 +768,9 @@ def test_a_content_length_reads_as_int_reads_it(value: bytes) -> None:
         expected = None
     if expected is None:
         with pytest.raises(ValueError, match="invalid literal for int"):
-            parse._length(value)
+            fields.content_length(value)
     else:
-        assert parse._length(value) == expected
+        assert fields.content_length(value) == expected
 
 
 @pytest.mark.parametrize("value", [b"0", b"007", b"13", b"18446744073709551615", b" 5", b"+5"])
