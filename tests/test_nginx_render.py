@@ -18,7 +18,14 @@ from hypothesis import strategies as st
 from sockgate import config as sgconfig
 from sockgate.config import App, Config, Listen, Timeouts
 from sockgate.errors import ConfigError
-from sockgate.nginx.render import H2C_OFFER, render
+from sockgate.nginx.render import (
+    H2C_OFFER,
+    MAX_CLIENTS,
+    NGINX_FILES,
+    FdLimit,
+    connection_limits,
+    render,
+)
 from sockgate.nginx.tree import Directive, block, directive, quote, serialise
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -167,6 +174,57 @@ def test_quoted_prefix_is_quoted_everywhere_it_appears() -> None:
     assert 'location = "/it\'s;here" {' in text
     body = location(text, '"/it\'s;here/"')
     assert 'proxy_set_header X-Forwarded-Prefix "/it\'s;here";' in body
+
+
+# --- idle connections: slots and descriptors ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("limit", "expected"),
+    [
+        (FdLimit(1024, 524288), (2048, 2064)),  # two slots per client, and NGINX_FILES
+        (FdLimit(16384, 40000), (32768, 32784)),
+        (FdLimit(1024, 2050), (2048, 2050)),  # the files' share cut to the hard limit
+        (FdLimit(20000, 20000), (20000, 20000)),  # held to the hard limit, slots too
+        (FdLimit(64, 64), (64, 64)),
+        (FdLimit(None, None), (2 * MAX_CLIENTS, 2 * MAX_CLIENTS + NGINX_FILES)),
+        (FdLimit(1048576, 1048576), (2 * MAX_CLIENTS, 2 * MAX_CLIENTS + NGINX_FILES)),
+    ],
+)
+def test_connection_limits(limit: FdLimit, expected: tuple[int, int]) -> None:
+    assert connection_limits(limit) == expected
+
+
+@given(
+    soft=st.integers(1, 2**21),
+    extra=st.integers(0, 2**21) | st.none(),
+)
+def test_connection_limits_hold_what_the_built_in_engine_would(
+    soft: int, extra: int | None
+) -> None:
+    """Never more descriptors than the hard limit, never more slots than descriptors (nginx
+    warns then); two slots per client the soft limit allows, as far as the hard limit lets."""
+    hard = None if extra is None else soft + extra
+    connections, nofile = connection_limits(FdLimit(soft, hard))
+    assert hard is None or nofile <= hard
+    assert connections <= nofile
+    clients = min(soft, MAX_CLIENTS)
+    wanted = 2 * clients
+    assert connections == (wanted if hard is None else min(wanted, hard))
+    assert nofile == (wanted + NGINX_FILES if hard is None else min(wanted + NGINX_FILES, hard))
+
+
+def test_the_rendered_config_sizes_nginx_from_the_limit_it_is_given() -> None:
+    text = render(MINIMAL, fd_limit=FdLimit(20000, 30000))
+    assert re.search(r"^worker_rlimit_nofile 30000;$", text, re.MULTILINE)  # main context
+    events = re.search(r"^events \{\n(.*?)^\}", text, re.MULTILINE | re.DOTALL)
+    assert events
+    assert re.search(r"^    worker_connections 30000;$", events.group(1), re.MULTILINE)
+    assert "RLIMIT_NOFILE 20000 (hard 30000)" in text
+    unlimited = render(MINIMAL, fd_limit=FdLimit(None, None))
+    assert f"worker_connections {2 * MAX_CLIENTS};" in unlimited
+    assert "RLIMIT_NOFILE unlimited (hard unlimited)" in unlimited
+    assert "worker_connections 8192;" in render(MINIMAL, fd_limit=FdLimit(4096, None))
 
 
 # --- h2c: never an upgrade ---------------------------------------------------------------------

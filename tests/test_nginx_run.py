@@ -27,7 +27,14 @@ import pytest
 from sockgate.config import App, Config, Listen, Timeouts
 from sockgate.errors import ConfigError, NginxConfigRejected
 from sockgate.nginx import run as nginx_run  # not `import test_config`: pytest would collect it
-from sockgate.nginx.render import TEMP_DIRS, conf_path, pid_path, render
+from sockgate.nginx.render import (
+    TEMP_DIRS,
+    FdLimit,
+    command_line,
+    conf_path,
+    pid_path,
+    render,
+)
 
 START_DEADLINE = 10.0
 STOP_DEADLINE = 10.0
@@ -92,8 +99,41 @@ def test_prepare_lays_out_the_workdir(workdir: Path) -> None:
     for sub in ("conf", "logs", *(f"temp/{n}" for n in TEMP_DIRS)):
         assert (config.workdir / sub).is_dir(), sub
     as_root = os.geteuid() == 0
-    expected = render(config, run_as_root=as_root, user="root:root" if as_root else None)
+    expected = render(
+        config,
+        run_as_root=as_root,
+        user="root:root" if as_root else None,
+        fd_limit=nginx_run.own_fd_limit(),  # sized for the descriptors nginx will inherit
+    )
     assert conf.read_text(encoding="utf-8") == expected
+
+
+@pytest.mark.parametrize(
+    "limit",
+    [
+        FdLimit(1024, 524288),
+        FdLimit(20000, 20000),
+        FdLimit(64, 64),
+        FdLimit(None, None),
+        nginx_run.own_fd_limit(),
+    ],
+    ids=str,
+)
+def test_nginx_takes_the_connection_limits_without_a_warning(workdir: Path, limit: FdLimit) -> None:
+    """worker_connections never exceeds worker_rlimit_nofile, or nginx would warn at every
+    start (and `nginx -t`, whose warnings sockgate logs)."""
+    config = make_config(workdir)
+    conf = nginx_run.prepare(config)
+    as_root = os.geteuid() == 0
+    user = "root:root" if as_root else None
+    conf.write_text(render(config, run_as_root=as_root, user=user, fd_limit=limit))
+    nginx = nginx_run.find_nginx()
+    done = subprocess.run(
+        [*command_line(config, conf, nginx), "-t"], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    assert "[warn]" not in done.stderr, done.stderr
+    assert "worker_rlimit_nofile" in conf.read_text(encoding="utf-8")
 
 
 def test_rejected_config_carries_nginx_message(workdir: Path) -> None:

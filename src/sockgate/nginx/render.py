@@ -10,8 +10,10 @@ events and http contexts and the server; each app's locations come from `locatio
 from __future__ import annotations
 
 import re
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from ..config import App, Config
 from ..units import format_duration
@@ -38,6 +40,41 @@ LOG_FORMAT = (
 )
 
 
+class FdLimit(NamedTuple):
+    """RLIMIT_NOFILE as sockgate runs under it (None: unlimited): nginx inherits it, and the
+    built-in engine, which sets no limit and no connection cap of its own, would hold as many
+    connections as its soft limit lets it open."""
+
+    soft: int | None
+    hard: int | None
+
+
+# What a Linux login session usually gets (systemd's defaults); `run` renders with its own.
+USUAL_FD_LIMIT = FdLimit(1024, 524288)
+# Clients nginx is sized for at most, whatever the limit: each of its connection slots is
+# allocated up front (some 420 bytes: 65,536 slots make ~27 MB), and the built-in engine holding
+# that many idle connections would itself need some 300 MB.
+MAX_CLIENTS = 32768
+# Descriptors nginx's worker keeps besides its connections: logs, stdio, epoll, temp files.
+NGINX_FILES = 16
+
+
+def connection_limits(limit: FdLimit) -> tuple[int, int]:
+    """(worker_connections, worker_rlimit_nofile) for nginx to hold at least the connections
+    the built-in engine would under `limit`: two slots per client (its own and, while
+    proxying, the app's; idle pooled app connections take slots too), and a descriptor for each
+    slot and for NGINX_FILES, up to the hard limit, which an unprivileged worker cannot raise.
+    Bound there, the slots are as many as the descriptors: nginx warns (at every start, and
+    `nginx -t` with it) about slots beyond them."""
+    clients = MAX_CLIENTS if limit.soft is None else min(limit.soft, MAX_CLIENTS)
+    connections = 2 * clients
+    nofile = connections + NGINX_FILES
+    if limit.hard is not None and nofile > limit.hard:
+        nofile = limit.hard
+        connections = min(connections, nofile)
+    return connections, nofile
+
+
 # --- paths under workdir ----------------------------------------------------------------------
 
 
@@ -57,15 +94,24 @@ def temp_path(config: Config, name: str) -> Path:
 # --- the config -------------------------------------------------------------------------------
 
 
-def render(config: Config, *, run_as_root: bool = False, user: str | None = None) -> str:
+def render(
+    config: Config,
+    *,
+    run_as_root: bool = False,
+    user: str | None = None,
+    fd_limit: FdLimit = USUAL_FD_LIMIT,
+) -> str:
     """nginx.conf for `config`. Raises ConfigError for values nginx cannot take safely.
 
     `run_as_root` adds a `user` directive for `user` ("name" or "name:group", default root).
+    `fd_limit`: the limit nginx will inherit (nginx/run.py passes sockgate's own).
     """
     check(config)
+    connections, nofile = connection_limits(fd_limit)
     tree = [
         *_main_context(config, run_as_root=run_as_root, user=user),
-        block("events", body=[directive("worker_connections", "1024")]),
+        _rlimit(fd_limit, nofile),
+        block("events", body=[_worker_connections(connections)]),
         block("http", body=_http(config)),
     ]
     source = _printable(str(config.source)) if config.source else "the command line"
@@ -111,6 +157,42 @@ def _main_context(config: Config, *, run_as_root: bool, user: str | None) -> lis
         ),
     ]
     return main
+
+
+def _worker_connections(connections: int) -> Directive:
+    return directive(
+        "worker_connections",
+        str(connections),
+        comment=(
+            "Two slots per client the built-in engine would hold: its own and, while proxying,\n"
+            "the app's. With under 1/16 of its slots free, nginx closes idle keep-alive\n"
+            "connections to make room: with the reference's 1024, about a hundred of 1,000\n"
+            "idle clients were dropped."
+        ),
+    )
+
+
+def _rlimit(limit: FdLimit, nofile: int) -> Directive:
+    def spelled(value: int | None) -> str:
+        return "unlimited" if value is None else str(value)
+
+    capped = limit.soft is None or limit.soft > MAX_CLIENTS
+    why = (
+        f"sockgate runs with RLIMIT_NOFILE {spelled(limit.soft)} (hard {spelled(limit.hard)}), "
+        "which nginx inherits. The built-in engine, with no connection cap of its own, holds as "
+        "many client connections as the soft limit allows"
+        + (f" (nginx is sized for {MAX_CLIENTS} of them)" if capped else "")
+        + ". nginx gets two descriptors per client (its own and, while proxying, the app's) "
+        f"and {NGINX_FILES} for its logs and the like, up to the hard limit, which a worker "
+        "cannot raise."
+    )
+    if nofile == limit.hard:
+        why += (
+            " Held to it, worker_connections is no larger (nginx would warn at every start), so "
+            "within the last 1/16 of the limit nginx may close idle keep-alive connections "
+            "where the built-in engine would pause accepting; a higher hard limit avoids that."
+        )
+    return directive("worker_rlimit_nofile", str(nofile), comment=textwrap.fill(why, 92))
 
 
 def _account(user: str) -> tuple[str, ...]:

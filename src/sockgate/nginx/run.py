@@ -14,6 +14,7 @@ import grp
 import logging
 import os
 import pwd
+import resource
 import shutil
 import signal
 import subprocess
@@ -29,7 +30,7 @@ from ..errors import ConfigError, NginxConfigRejected, SockgateError
 from ..proc import logsetup
 from ..proc.pidfile import PidFile
 from ..proc.watch import ConfigWatcher, watching
-from .render import TEMP_DIRS, command_line, conf_path, pid_path, render, temp_path
+from .render import TEMP_DIRS, FdLimit, command_line, conf_path, pid_path, render, temp_path
 
 logger = logging.getLogger(__name__)
 
@@ -60,9 +61,17 @@ def find_nginx() -> str:
 
 
 def render_here(config: Config) -> str:
-    """nginx.conf as `run` writes it for the account sockgate runs as."""
+    """nginx.conf as `run` writes it for the account sockgate runs as, sized for the file
+    descriptors it may open (which nginx inherits)."""
     user = _worker_account()
-    return render(config, run_as_root=user is not None, user=user)
+    return render(config, run_as_root=user is not None, user=user, fd_limit=own_fd_limit())
+
+
+def own_fd_limit() -> FdLimit:
+    """This process's RLIMIT_NOFILE: what the built-in engine would run under, and nginx gets."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    unlimited = resource.RLIM_INFINITY
+    return FdLimit(None if soft == unlimited else soft, None if hard == unlimited else hard)
 
 
 def prepare(config: Config, conf: Path | None = None) -> Path:
