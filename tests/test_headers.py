@@ -251,7 +251,7 @@ def test_upgrade_header_without_connection_upgrade_is_dropped() -> None:
     "connection", [b"Connection: Upgrade, HTTP2-Settings", b"Connection: Upgrade"]
 )
 def test_an_h2c_upgrade_reaches_the_app_as_a_plain_request(connection: bytes) -> None:
-    """h2c is never an upgrade (http/parse.py, offers_h2c): Upgrade, HTTP2-Settings and
+    """h2c is never an upgrade (http/fields.py, offers_h2c): Upgrade, HTTP2-Settings and
     Connection stop here, whether Connection names HTTP2-Settings or not."""
     parser = RequestParser(watch=REQUEST_WATCH)  # as the proxy parses
     parser.feed(

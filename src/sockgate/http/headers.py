@@ -21,7 +21,7 @@ HOP_BY_HOP: Final = frozenset(
         b"trailer",
         b"transfer-encoding",
         b"upgrade",
-        # Only ever sent with `Upgrade: h2c`, which sockgate never forwards (http/parse.py,
+        # Only ever sent with `Upgrade: h2c`, which sockgate never forwards (http/fields.py,
         # offers_h2c), and hop-by-hop by definition (RFC 7540 3.2.1), named by Connection or not.
         b"http2-settings",
         b"content-length",  # framing is decided again for each hop

@@ -265,7 +265,7 @@ def _maps() -> list[Directive]:
                 "The Upgrade the app is offered: none for h2c. Past a 101 the client would speak\n"
                 "HTTP/2 straight to the app, its requests no longer passing this server's routing\n"
                 "and Host check (h2c smuggling); an offer of h2c among others is no upgrade\n"
-                "either, as in the built-in engine (http/parse.py, offers_h2c)."
+                "either, as in the built-in engine (http/fields.py, offers_h2c)."
             ),
         ),
         block(
