@@ -77,3 +77,35 @@ def test_each_request_is_decided_once_however_it_is_driven(tmp: Path) -> None:
         return counts
 
     assert asyncio.run(asyncio.wait_for(scenario(), 10)) == [1, 1, 1, 1]
+
+
+def test_an_exchange_handed_to_the_task_ends_cleanly_if_the_task_is_cancelled_first(
+    tmp: Path,
+) -> None:
+    """The callbacks decide a request and hand it to the parked task (its app's pool is empty);
+    the task is cancelled (the shutdown deadline) before it takes the exchange up. The
+    connection ends as cancelled, with nothing left half done."""
+    app = App(name="a", socket=tmp / "a.sock", prefix="/a/")
+
+    async def scenario() -> BaseException | None:
+        engine = engine_for(tmp, app)
+        ours, theirs = socket.socketpair()
+        loop = asyncio.get_running_loop()
+        _, stream = await loop.connect_accepted_socket(Stream, ours)
+        conn = ClientConnection(stream, engine, ("127.0.0.1", 50000))
+        task = asyncio.create_task(conn.run())
+        for _ in range(20):  # steps of the loop, until the task is parked
+            await asyncio.sleep(0)
+            if conn.wake is not None:
+                break
+        assert conn.wake is not None
+        assert conn.callbacks is not None
+        conn.callbacks.on_client_data(b"GET /a/1 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        assert conn.handed is not None  # decided, and handed over
+        task.cancel()
+        (result,) = await asyncio.gather(task, return_exceptions=True)
+        theirs.close()
+        engine.close()
+        return result
+
+    assert isinstance(asyncio.run(asyncio.wait_for(scenario(), 10)), asyncio.CancelledError)

@@ -115,8 +115,9 @@ class ClientConnection:
                 owed = self.handed
             self.handed = None
             self.callbacks = None
-            if owed is not None:  # cancelled (the shutdown deadline) mid fast exchange
-                assert owed.conn is not None
+            # Cancelled (the shutdown deadline) mid fast exchange, or before the task took up
+            # an exchange the callbacks handed it: one that reached an app is logged as cut.
+            if owed is not None and owed.conn is not None:
                 owed.conn.close()
                 owed.log()
             # Cut mid-exchange (the shutdown deadline, an error): a reset, never a FIN that a
