@@ -306,3 +306,8 @@ def test_a_hold_that_runs_out_names_the_missing_socket(tmp: Path) -> None:
     assert ex.phase == phase.ANSWERED
     assert [p.status for p in client.pages] == [502]
     assert "missing" in client.pages[0].title
+
+
+def test_an_exchange_shows_its_request_and_phase(tmp: Path, app: App) -> None:
+    ex = exchange(engine_for(tmp, app), FakeClient(GET))
+    assert repr(ex) == "<Exchange b'GET /a/page HTTP/1.1' ROUTED>"

@@ -28,6 +28,7 @@ from ..http.events import (
 from ..http.headers import app_request
 from ..http.routing import Dashboard, Decision, Forward, Misdirected, Redirect, Rejected
 from .phase import ANSWERED, CUT, ROUTED, SENT, Phase, move
+from .phase import name as phase_name
 from .relay import Retry, closed_early, pump_body, relay
 from .sides import AppSide, ClientSide, Pool
 
@@ -110,7 +111,7 @@ class Exchange:
         self.fault = None
 
     def __repr__(self) -> str:
-        return f"<Exchange {_request_line(self.head)!r} {self.phase}>"
+        return f"<Exchange {_request_line(self.head)!r} {phase_name(self.phase)}>"
 
     async def run(self) -> bool | None:
         """Serve the request from where it stands: decided (no app connection yet), or handed
