@@ -4,9 +4,10 @@
 
 Prints `start <pid> <time.time()>`, waits `--delay` seconds, then answers every HTTP request on
 the Unix socket SOCKET with `<pid>` (and prints `request <path>`; `/slow` answers after 1 s).
-`--exit N` exits with status N right after the start line; `--never-listen` prints `booting`
-and never listens; `--grandchild` first starts a `sleep` child of its own (in the app's process
-group).
+`--exit N` exits with status N right after the start line, and a line `exit <pid> <started>
+<exiting>` (seconds since boot: when the process was made, from /proc, to 10 ms, and now);
+`--never-listen` prints `booting` and never listens; `--grandchild` first starts a `sleep`
+child of its own (in the app's process group).
 """
 
 from __future__ import annotations
@@ -43,6 +44,14 @@ async def serve(path: str) -> None:
         await server.serve_forever()
 
 
+def made_at() -> float:
+    """When this process was made (forked), in seconds since boot: field 22 of /proc/self/stat,
+    in clock ticks."""
+    with open("/proc/self/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return int(fields[19]) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("socket")
@@ -53,6 +62,7 @@ def main() -> None:
     args = parser.parse_args()
     print("start", os.getpid(), time.time(), flush=True)
     if args.exit is not None:
+        print("exit", os.getpid(), made_at(), time.clock_gettime(time.CLOCK_BOOTTIME), flush=True)
         sys.exit(args.exit)
     if args.grandchild:
         subprocess.Popen(["sleep", "1000"])
