@@ -373,7 +373,7 @@ CASES: dict[str, Case] = {
     ),
 }
 
-# What the nginx engine does differently (strict xfail there): see the README's table.
+# What the nginx engine does differently (strict xfail there): docs/engines.md lists it.
 # Where the nginx engine differs (a strict xfail there), found by running the corpus on it:
 # - absolute-form-other-host: nginx accepts absolute-form and passes the client's Host header,
 #   not the target's authority (RFC 9112 3.2.2 says a proxy must use the authority);

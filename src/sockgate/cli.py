@@ -258,7 +258,9 @@ def exposure_warning(cfg: config.Config) -> str | None:
 
 @main.command()
 @click.argument("app_name", metavar="[APP]", required=False)
-@click.option("--json", "as_json", is_flag=True, help="One JSON document (schema: README).")
+@click.option(
+    "--json", "as_json", is_flag=True, help="One JSON document (schema: docs/prefix-apps.md)."
+)
 @click.option(
     "--max-pages",
     type=click.IntRange(1, 1000),
@@ -313,7 +315,9 @@ def _control_socket(config_path: Path | None, command: str) -> tuple[config.Conf
 
 @main.command()
 @_config_only
-@click.option("--json", "as_json", is_flag=True, help="The status document (schema: README).")
+@click.option(
+    "--json", "as_json", is_flag=True, help="The status document (schema: docs/dashboard.md)."
+)
 @_handle_errors
 def status(config_path: Path | None, as_json: bool) -> None:
     """Show each app's state, requests, errors, latency and streams, from the running sockgate.

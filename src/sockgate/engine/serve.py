@@ -176,7 +176,7 @@ def log_banner(config: Config, host: str, port: int) -> None:
         log.info("  /NAME/ -> %s/NAME.sock (discovered)", config.sockets_dir)
     if config.engine == "builtin":
         slower = (
-            "" if compiled() else " (half the speed of a compiled install: README, Performance)"
+            "" if compiled() else " (half the speed of a compiled install: docs/performance.md)"
         )
         log.info("built-in engine: %s%s", build(), slower)
 

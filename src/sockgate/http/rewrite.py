@@ -1,7 +1,7 @@
 """Response headers of an app under a stripped prefix, made to point inside that prefix.
 
 Pure (layer 1): bytes in, bytes out. An app behind `/app1/` with the prefix stripped believes it
-lives at `/`; its redirects and cookies say so. The rule table (also in the README):
+lives at `/`; its redirects and cookies say so. The rule table (also in docs/prefix-apps.md):
 
 | the app sends                                   | the client gets                       |
 |-------------------------------------------------|---------------------------------------|

@@ -82,7 +82,7 @@ def framework_hints(app: App) -> list[tuple[str, str]]:
 
 
 def to_json(report: Report) -> dict[str, Any]:
-    """The `--json` document (schema in the README)."""
+    """The `--json` document (schema in docs/prefix-apps.md)."""
     via = report.via
     return {
         "schema": SCHEMA,

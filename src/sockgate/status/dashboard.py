@@ -1,4 +1,4 @@
-"""The status document and its three faces: the JSON of `status.json` (schema in the README),
+"""The status document and its three faces: the JSON of `status.json` (schema in docs/dashboard.md),
 the HTML status page (self-contained: inline style and script, no external assets; it updates
 itself over SSE), and the terminal table of `sockgate status`. Pure: the page and the table are
 rendered from the document alone, so the CLI renders what the control socket sends."""
