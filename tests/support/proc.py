@@ -243,11 +243,11 @@ def write_config(path: Path, body: str) -> Path:
 
 
 def wait_for_line(path: Path, needle: str, deadline: float = 10) -> str:
-    """Until a log file holds a line with `needle`; returns that line."""
+    """Until a log file holds a complete line with `needle`; returns that line."""
     end = time.monotonic() + deadline
     while time.monotonic() < end:
         if path.exists():
-            for line in path.read_text(errors="replace").splitlines():
+            for line in path.read_text(errors="replace").split("\n")[:-1]:
                 if needle in line:
                     return line
         time.sleep(0.02)  # a log file gives no event to wait on; bounded by the deadline

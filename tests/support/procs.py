@@ -83,11 +83,12 @@ def cpu_seconds(pid: int) -> float:
 
 
 def log_lines(path: Path, prefix: str) -> list[str]:
+    """The complete lines of a log file that start with `prefix` (a line still being written
+    when the file is read, with no newline yet, is not one)."""
     if not path.exists():
         return []
-    return [
-        line for line in path.read_text(errors="replace").splitlines() if line.startswith(prefix)
-    ]
+    complete = path.read_text(errors="replace").split("\n")[:-1]
+    return [line for line in complete if line.startswith(prefix)]
 
 
 def wait_log_lines(path: Path, prefix: str, count: int, deadline: float = 20) -> list[str]:

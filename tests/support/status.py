@@ -36,10 +36,14 @@ class StatusEvents:
 
     def __init__(self, port: int, prefix: str = PREFIX) -> None:
         self.client = RawClient(port)
-        self.client.send(
-            request_bytes(f"{prefix}events", headers=[("Accept", "text/event-stream")])
-        )
-        self.response: Response = self.client.head()
+        try:
+            self.client.send(
+                request_bytes(f"{prefix}events", headers=[("Accept", "text/event-stream")])
+            )
+            self.response: Response = self.client.head()
+        except BaseException:
+            self.client.close()  # no `with` will: left to the collector, it fails a later test
+            raise
         self._used = 0
 
     def __enter__(self) -> StatusEvents:
