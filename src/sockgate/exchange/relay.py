@@ -17,7 +17,7 @@ from ..http.events import (
     Upgrade,
 )
 from ..http.serialise import LAST_CHUNK, chunk_header
-from .phase import COMPLETE, SENT, TUNNEL, move
+from .phase import COMPLETE, TUNNEL, app_answered, move
 from .sides import AppSide, Pool
 
 if TYPE_CHECKING:
@@ -153,7 +153,7 @@ async def _stream_response(
         await _stream_body(ex, upstream, conn, response)
     except (errors.SockgateError, ConnectionError) as exc:
         conn.close()
-        if ex.phase == SENT and isinstance(exc, errors.SockgateError):
+        if not app_answered(ex.phase) and isinstance(exc, errors.SockgateError):
             ex.status = 0
             return ex.fail(exc)  # nothing went out yet: a page still can
         # The head is out: the only honest signal left is to close without finishing.
