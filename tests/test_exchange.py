@@ -274,6 +274,7 @@ def test_a_request_is_held_until_a_restarting_app_is_back(
     engine = engine_for(tmp, app)
     ex = exchange(engine, client)
     assert isinstance(ex.upstream, Upstream)
+    ex.upstream.answered = True  # it answered before: a missing socket is a restart
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
@@ -302,10 +303,25 @@ def test_a_hold_that_runs_out_names_the_missing_socket(tmp: Path) -> None:
     client = FakeClient(GET)
     engine = engine_for(tmp, app)
     ex = exchange(engine, client)
+    assert isinstance(ex.upstream, Upstream)
+    ex.upstream.answered = True
     assert run(ex) is False
     assert ex.phase == phase.ANSWERED
     assert [p.status for p in client.pages] == [502]
     assert "missing" in client.pages[0].title
+
+
+def test_an_app_that_never_answered_is_not_held(
+    tmp: Path, app: App, holding: asyncio.Event
+) -> None:
+    """Its socket may be a typo: answered at once, though its `hold` is 5 s."""
+    client = FakeClient(GET)
+    ex = exchange(engine_for(tmp, app), client)
+    assert isinstance(ex.upstream, Upstream)
+    assert not ex.upstream.answered
+    assert asyncio.run(asyncio.wait_for(ex.run(), app.hold / 2)) is False
+    assert not holding.is_set()
+    assert [p.status for p in client.pages] == [502]
 
 
 def test_an_exchange_shows_its_request_and_phase(tmp: Path, app: App) -> None:

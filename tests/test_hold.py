@@ -1,6 +1,8 @@
 """Holding requests while an app restarts: its socket missing or refusing, the request waits (per
 app `hold`) and goes through when the app is back; after the hold, a named fault, and a page that
-tries again for a browser."""
+tries again for a browser. Only an app that has answered since sockgate started (or one sockgate
+runs) is held for: a socket that never answered may be a typo, answered at once with what is
+there instead."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from sockgate import errors
 from sockgate.config import App
 from sockgate.engine.upstream import diagnose
 from tests.conftest import ProxyFactory
+from tests.support.proc import Proxy
 from tests.support.rawapp import RawApp
 
 HTML = {"Accept": "text/html,application/xhtml+xml"}
@@ -33,6 +36,15 @@ def stale_socket(path: Path) -> None:
     sock = socket.socket(socket.AF_UNIX)
     sock.bind(str(path))
     sock.close()
+
+
+def answered_then_gone(proxy: Proxy, path: Path, before: str = "missing") -> None:
+    """The app at `path` answers one request through `proxy`, then stops: its socket file gone
+    (`missing`) or left behind with nobody listening (`stale`)."""
+    with RawApp(path):
+        assert httpx.get(f"{proxy.url}/app1/first", timeout=10).status_code == 200
+    if before == "stale":
+        stale_socket(path)
 
 
 class LateApp:
@@ -70,9 +82,8 @@ def test_request_is_held_until_the_app_is_back(
     make_proxy: ProxyFactory, tmp: Path, before: str
 ) -> None:
     path = tmp / "late.sock"
-    if before == "stale":
-        stale_socket(path)
     proxy = make_proxy({"app1": path})
+    answered_then_gone(proxy, path, before)
     with LateApp(path, 0.5) as late:
         started = time.monotonic()
         response = httpx.get(f"{proxy.url}/app1/x?y=1", timeout=10)
@@ -90,6 +101,7 @@ def test_held_request_body_arrives_whole(make_proxy: ProxyFactory, tmp: Path) ->
     """Nothing of the request went out while the app was away: its body is sent once, whole."""
     path = tmp / "late.sock"
     proxy = make_proxy({"app1": path})
+    answered_then_gone(proxy, path)
     body = bytes(range(256)) * 1024
     with LateApp(path, 0.3) as late:
         response = httpx.post(f"{proxy.url}/app1/upload", content=body, timeout=10)
@@ -155,7 +167,8 @@ def test_app_restarted_under_load_fails_no_request(
 
 @pytest.mark.nginx_difference("nginx's own 502 page does not name the fault")
 def test_hold_zero_answers_at_once(make_proxy: ProxyFactory, tmp: Path) -> None:
-    proxy = make_proxy({"app1": {"socket": tmp / "none.sock", "hold": "0s"}})
+    proxy = make_proxy({"app1": {"socket": tmp / "gone.sock", "hold": "0s"}})
+    answered_then_gone(proxy, tmp / "gone.sock")
     started = time.monotonic()
     response = httpx.get(f"{proxy.url}/app1/", timeout=10)
     assert response.status_code == 502
@@ -167,8 +180,9 @@ def test_hold_zero_answers_at_once(make_proxy: ProxyFactory, tmp: Path) -> None:
 def test_after_the_hold_a_script_gets_502_and_a_browser_a_page_that_retries(
     make_proxy: ProxyFactory, tmp: Path
 ) -> None:
-    sock = tmp / "none.sock"
+    sock = tmp / "gone.sock"
     proxy = make_proxy({"app1": {"socket": sock, "hold": "300ms"}})
+    answered_then_gone(proxy, sock)
     started = time.monotonic()
     api = httpx.get(f"{proxy.url}/app1/api", timeout=10)
     assert time.monotonic() - started >= 0.3
@@ -213,3 +227,41 @@ def test_a_refused_connect_to_a_socket_file_gone_since_counts_as_a_restart(tmp: 
     assert isinstance(error, errors.SocketMissing)
     assert error.restarting
     assert "is the app running?" in str(error)
+
+
+@pytest.mark.nginx_difference("nginx's own 502 page does not name the fault or suggest a socket")
+def test_a_socket_that_never_answered_is_answered_at_once_with_what_is_there(
+    make_proxy: ProxyFactory, tmp: Path
+) -> None:
+    """A typo in `socket`: no five-second hold per request, and the page names the sockets
+    beside it whose names are close (the ones a typo likely meant)."""
+    (tmp / "apps").mkdir()
+    stale_socket(tmp / "apps" / "myapp.sock")
+    stale_socket(tmp / "apps" / "other.sock")
+    (tmp / "apps" / "myapp.sock.txt").write_text("a file, not a socket: never suggested")
+    typo = tmp / "apps" / "myap.sock"
+    proxy = make_proxy({"app1": typo, "app2": tmp / "nofolder" / "app.sock"})
+    for _ in range(2):  # and not held the second time either
+        started = time.monotonic()
+        response = httpx.get(f"{proxy.url}/app1/", timeout=10)
+        assert time.monotonic() - started < 1
+        assert response.status_code == 502
+        assert MISSING in response.text
+        assert f"its folder exists; did you mean {tmp / 'apps' / 'myapp.sock'}?" in response.text
+    gone = httpx.get(f"{proxy.url}/app2/", timeout=10)
+    assert gone.status_code == 502
+    assert f"its folder {tmp / 'nofolder'} does not exist" in gone.text
+    assert "holding requests" not in proxy.output()
+
+
+def test_the_suggestions_are_close_sockets_of_the_same_folder(tmp: Path) -> None:
+    for name in ("myapp.sock", "my-app.sock", "zzz.sock"):
+        stale_socket(tmp / name)
+    (tmp / "myapp.socket").mkdir()  # close, but a folder
+    error = diagnose(App("a", tmp / "myap.sock", "/a/"), FileNotFoundError())
+    assert isinstance(error, errors.SocketMissing)
+    assert error.detail == (
+        f"its folder exists; did you mean {tmp / 'myapp.sock'} or {tmp / 'my-app.sock'}?"
+    )
+    none = diagnose(App("a", tmp / "totally-different.sock", "/a/"), FileNotFoundError())
+    assert none.detail == "its folder exists; is the app running?"

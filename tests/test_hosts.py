@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sockgate.cli import exposure_warning
+from sockgate.cli.start import exposure_warning
 from sockgate.config import load
 from sockgate.http.hosts import HostPolicy, hostname
 

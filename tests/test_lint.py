@@ -260,15 +260,16 @@ def test_an_app_that_is_down_exits_2_and_the_others_are_still_linted(
 ) -> None:
     missing = tmp / "gone.sock"
     path, port = config(tmp, site, missing, **SITE)
+    down = f"{missing}: missing (its folder exists; is the app running?)"
     done = lint("--json", "-c", str(path), cwd=tmp)
     assert done.returncode == 2, done.stderr
-    assert done.stderr == f"sockgate: lint: app2: {missing}: missing (is the app running?)\n"
+    assert done.stderr == f"sockgate: lint: app2: {down}\n"
     document = json.loads(done.stdout)
     app1, app2 = document["apps"]
     assert findings_of(app1, f"http://127.0.0.1:{port}") == expected(f"http://127.0.0.1:{port}")
-    assert app2["error"] == f"{missing}: missing (is the app running?)"
+    assert app2["error"] == down
     assert app2["pages"] == []
-    assert document["errors"] == [f"app2: {missing}: missing (is the app running?)"]
+    assert document["errors"] == [f"app2: {down}"]
     text = lint("app2", "-c", str(path), cwd=tmp)
     assert text.returncode == 2
     assert f"app2 /app2/: could not lint: {missing}: missing" in text.stdout

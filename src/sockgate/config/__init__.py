@@ -10,6 +10,7 @@ from .loader import (
     DEFAULT_LISTEN,
     ENGINES,
     Loader,
+    bare,
     load,
 )
 from .model import (
@@ -40,6 +41,7 @@ __all__ = [
     "Listen",
     "Loader",
     "Timeouts",
+    "bare",
     "discovered_app",
     "load",
 ]

@@ -82,6 +82,16 @@ def load(
     return _check_engine_support(_check_exposure(config))
 
 
+def bare(workdir: Path) -> Config:
+    """A config with no file and no apps, for what only needs to know where a sockgate keeps
+    its things (its control socket, pid file and logs): one started with `--app` alone."""
+    return Config(
+        source=None,
+        listen=_Reader("default", workdir).listen("listen", DEFAULT_LISTEN),
+        workdir=workdir,
+    )
+
+
 def _check_engine_support(config: Config) -> Config:
     """What only the built-in engine in one process can do: it sees every request."""
     source = str(config.source or "command line")

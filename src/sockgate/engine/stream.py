@@ -9,6 +9,7 @@ sender never fills our memory.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Final, cast
@@ -18,6 +19,8 @@ from .deadline import Deadline
 # Read buffering beyond this pauses the transport until the reader catches up.
 READ_HIGH_WATER: Final = 256 * 1024
 WRITE_HIGH_WATER: Final = 256 * 1024
+# What is read of an app's last words after it left (`Stream._salvage`): enough for a page.
+SALVAGE_MAX: Final = 64 * 1024
 # The buffer a relayed stream reads into (`Stream.relay`), and how many free ones the process
 # keeps for the next relays (until it is at rest: `release_spares`). A buffer is not kept per
 # connection: a pool of app connections that served long bodies would hold one each while idle.
@@ -67,6 +70,9 @@ class Stream(asyncio.Protocol):
         self.on_drained: Callable[[], None] | None = None
         self._held = False
         self._relay: _RelayReads | None = None
+        # Read what is left when a write finds the peer gone (see connection_lost): set for
+        # connections to apps, whose last words say what went wrong.
+        self.salvage = False
 
     def __repr__(self) -> str:
         state = "lost" if self._lost else "eof" if self._eof else "open"
@@ -103,6 +109,8 @@ class Stream(asyncio.Protocol):
         return not self.idle
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.salvage and isinstance(exc, ConnectionError):
+            self._salvage()
         # Nothing arrives or drains any more: the callbacks and the timer, which hold their
         # owners (and so this stream), are let go.
         self._timer.close()
@@ -117,6 +125,19 @@ class Stream(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
         self._notify_eof()
+
+    def _salvage(self) -> None:
+        """An app that closed before reading our request fails our write (EPIPE) before what it
+        sent is read: read it now (asyncio and uvloop close the socket after connection_lost)."""
+        sock = None if self.transport is None else self.transport.get_extra_info("socket")
+        if sock is None:
+            return
+        try:
+            data = os.read(sock.fileno(), SALVAGE_MAX)
+        except OSError:
+            return
+        if data:
+            self.data_received(data)
 
     def pause_writing(self) -> None:
         self._writing_paused = True

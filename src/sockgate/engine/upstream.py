@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import difflib
 import errno
+import itertools
 import logging
 import os
 import pwd
@@ -34,6 +36,11 @@ FRESH_ENOUGH: Final = 1.0
 # most this far apart, so a request goes through within a tenth of a second of the app's return.
 HOLD_FIRST_RETRY: Final = 0.01
 HOLD_MAX_RETRY: Final = 0.1
+
+# A typo's suggestions: at most this many names of the socket's folder are looked at (a /tmp may
+# hold thousands), and a name must be this close (difflib's ratio) to be suggested.
+NEAR_SCAN_MAX: Final = 2000
+NEAR_CUTOFF: Final = 0.6
 
 log = logging.getLogger(__name__)
 # Compiled, a Final is a C static: no lookup of `monotonic` on the time module at each call.
@@ -132,6 +139,10 @@ class Upstream:
         self.retired = False
         self._idle: deque[AppConnection] = deque()
         self._holding = False  # requests wait for the app to come back (logged once)
+        # Whether the app's socket has answered since sockgate started (or sockgate runs the
+        # app): only then is a socket that is missing or refuses an app that restarts, worth
+        # holding requests for. Before, it may as well be a typo: answered at once.
+        self.answered = app.command is not None
         self._active: set[AppConnection] = set()
 
     def __repr__(self) -> str:
@@ -209,9 +220,10 @@ class Upstream:
 
     async def connect(self, *, hold: bool = True) -> Stream:
         """A new connection. While the app's socket is missing or refuses connections (the app
-        is restarting), tried again until the app's `hold` has passed (unless not `hold`)."""
+        is restarting), tried again until the app's `hold` has passed (unless not `hold`, or
+        the app has never answered: see `answered`)."""
         loop = asyncio.get_running_loop()
-        until = loop.time() + (self.app.hold if hold else 0.0)
+        until = loop.time() + (self.app.hold if hold and self.answered else 0.0)
         delay = HOLD_FIRST_RETRY
         while True:
             failed: errors.UpstreamError | None = None
@@ -220,6 +232,7 @@ class Upstream:
             except errors.UpstreamError as exc:
                 failed = exc
             if failed is None:
+                self.answered = True
                 if self._holding:
                     self._holding = False
                     log.info("%s: back", self.app.name)
@@ -245,6 +258,7 @@ class Upstream:
                 while True:
                     try:
                         _, stream = await loop.create_unix_connection(Stream, path)
+                        stream.salvage = True
                         return stream
                     except BlockingIOError:
                         # EAGAIN on a Unix socket: the app's listen queue is full. It is alive
@@ -286,9 +300,33 @@ def diagnose(app: App, exc: OSError) -> errors.UpstreamError:
 
 
 def _missing(app: App) -> errors.UpstreamError:
-    parent = app.socket.parent
-    detail = "" if parent.is_dir() else f"its directory {parent} does not exist"
-    return errors.SocketMissing(app.name, str(app.socket), detail or "is the app running?")
+    return errors.SocketMissing(app.name, str(app.socket), missing_detail(app.socket))
+
+
+def missing_detail(path: Path) -> str:
+    """Why a socket file may be missing, for a user who may have mistyped it: whether its
+    folder exists, and the sockets there whose names are close to the one configured."""
+    parent = path.parent
+    if not parent.is_dir():
+        return f"its folder {parent} does not exist"
+    near = near_sockets(path)
+    if near:
+        return "its folder exists; did you mean " + " or ".join(map(str, near)) + "?"
+    return "its folder exists; is the app running?"
+
+
+def near_sockets(path: Path, most: int = 3) -> list[Path]:
+    """Sockets beside `path` with names close to its name (a typo's likely targets)."""
+    names: list[str] = []
+    try:
+        with os.scandir(path.parent) as entries:
+            for entry in itertools.islice(entries, NEAR_SCAN_MAX):
+                names.append(entry.name)
+    except OSError:
+        return []
+    close = difflib.get_close_matches(path.name, names, n=most * 2, cutoff=NEAR_CUTOFF)
+    found = [path.parent / name for name in close if file_kind(str(path.parent / name)) == "socket"]
+    return found[:most]
 
 
 def file_kind(path: str) -> str:

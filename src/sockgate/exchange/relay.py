@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .. import errors
+from ..http import nothttp
 from ..http.events import (
     END,
     Data,
@@ -130,7 +131,7 @@ async def _app_event(
             raise Retry
         raise closed_early(conn, upstream)
     if isinstance(event, ProtocolError):
-        raise bad_response(upstream, event.reason)
+        raise bad_response(upstream, nothttp.detail(event.reason, event.first))
     return event
 
 

@@ -131,10 +131,13 @@ class Upgrade:
 
 @dataclass(slots=True)
 class ProtocolError:
-    """What was received cannot be forwarded. `reason` says why, for pages and logs."""
+    """What was received cannot be forwarded. `reason` says why, for pages and logs; `first`,
+    when the message's very first bytes could not be parsed, is what they were (an app that
+    does not speak HTTP: `nothttp.detail`)."""
 
     reason: str
     error: ClientError
+    first: bytes = b""
 
 
 Event = RequestHead | ResponseHead | Data | EndOfMessage | Upgrade | ProtocolError

@@ -202,7 +202,10 @@ class Parser:
                     self._queue(ProtocolError(str(cause), cause))
                 else:
                     reason = str(exc) or type(exc).__name__
-                    self._queue(ProtocolError(reason, BadRequest(reason)))
+                    # The message's first bytes were in this feed: what they were tells an app
+                    # that speaks something else from one that speaks HTTP badly.
+                    first = self._line_source or b""
+                    self._queue(ProtocolError(reason, BadRequest(reason), first))
                 return
             else:
                 if self._in_head and self._begun == open_head:

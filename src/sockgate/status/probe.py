@@ -9,6 +9,7 @@ from .. import errors
 from ..apps.discovery import Discovery
 from ..config import App, Config
 from ..engine.upstream import AppConnection, Upstream
+from ..http import nothttp
 from ..http.events import ProtocolError, ResponseHead
 from ..http.serialise import request_head
 
@@ -63,13 +64,16 @@ async def probe_app(app: App, timeout: float) -> AppReport:  # noqa: ASYNC109 - 
                 if event is None:
                     return AppReport(app, "error", errors.AppClosedEarly.fault)
                 if isinstance(event, ProtocolError):
-                    return AppReport(app, "error", f"not HTTP: {event.reason}")
+                    fault = errors.AppBadResponse.fault
+                    detail = nothttp.detail(event.reason, event.first)
+                    return AppReport(app, "error", f"{fault} ({detail})")
                 if isinstance(event, ResponseHead) and not event.informational:
                     return AppReport(app, "ok", status=event.status)
     except TimeoutError:
         return AppReport(app, "timeout", f"no answer to GET / within {timeout:g}s")
-    except ConnectionError as exc:
-        return AppReport(app, "error", str(exc))
+    except ConnectionError:
+        # Not the errno's words: the fault as a request through sockgate would name it.
+        return AppReport(app, "error", errors.AppClosedEarly.fault)
     finally:
         conn.close()
 

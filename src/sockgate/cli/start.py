@@ -1,0 +1,167 @@
+"""The commands that set up and start sockgate: init, check, run, demo and nginx render."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import click
+
+from .. import config
+from ..config import scaffold
+from ..errors import SockgateError
+from ..proc import workers
+from ..proc.logsetup import configure
+from ..status import probe
+from .common import EXIT_INVALID, config_options, handle_errors, load
+
+# The nginx commands' modules are imported by those commands: `sockgate run` on the built-in
+# engine would otherwise hold them for as long as it runs.
+
+
+@click.command()
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path(config.DEFAULT_FILE),
+    show_default=True,
+    help="Where to write the config.",
+)
+@click.option("--force", is_flag=True, help="Overwrite an existing config file.")
+def init(config_path: Path, force: bool) -> None:
+    """Write a commented sockgate.toml and the working-directory layout."""
+    try:
+        created = scaffold.write(config_path, force=force)
+    except FileExistsError:
+        click.echo(f"sockgate: {config_path} exists; pass --force to overwrite it", err=True)
+        sys.exit(EXIT_INVALID)
+    for path in created:
+        click.echo(f"created {path}")
+    click.echo("next: edit the [apps] tables, then `sockgate check` and `sockgate run`")
+
+
+@click.command()
+@config_options
+@click.option("--strict", is_flag=True, help="Apps that are down are errors too.")
+@handle_errors
+def check(
+    config_path: Path | None,
+    listen: str | None,
+    apps: tuple[str, ...],
+    engine: str | None,
+    strict: bool,
+) -> None:
+    """Validate the config and probe every app's socket (and run `nginx -t` for that engine)."""
+    cfg = load(config_path, listen, apps, engine)
+    where = cfg.source or "command line"
+    click.echo(f"config ok: {where}")
+    click.echo(f"listen {cfg.listen}, workdir {cfg.workdir}, engine {cfg.engine}")
+    if cfg.engine == "nginx":
+        from ..nginx import render as nginx_render
+        from ..nginx import run as nginx_run
+
+        nginx_run.test_config(cfg)
+        click.echo(f"nginx -t ok: {nginx_render.conf_path(cfg)}")
+    reports = asyncio.run(probe.probe_all(cfg))
+    click.echo(_report_table(reports))
+    if cfg.sockets_dir is not None:
+        found = sum(r.discovered for r in reports)
+        click.echo(f"discovery: every NAME.sock in {cfg.sockets_dir} at /NAME/ ({found} now)")
+    down = [r for r in reports if r.down]
+    if down:
+        word = "error" if strict else "warning"
+        click.echo(f"{word}: {len(down)} of {len(reports)} apps are not answering", err=True)
+        if strict:
+            sys.exit(EXIT_INVALID)
+
+
+def _report_table(reports: list[probe.AppReport]) -> str:
+    rows = [("APP", "PREFIX", "SOCKET", "STATE")]
+    for r in reports:
+        state = f"ok ({r.status})" if r.ok else r.state + (f": {r.detail}" if r.detail else "")
+        if r.app.command is not None and not r.ok:
+            state = f"not running: `sockgate run` starts it ({r.app.command.text})"
+        if r.kind:
+            state = f"{state} [{r.kind}]"
+        rows.append((r.app.name, r.app.prefix, str(r.app.socket), state))
+    if len(rows) == 1:
+        return "no apps configured"
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True))
+        + "  "
+        + row[3]
+        for row in rows
+    )
+
+
+@click.command()
+@config_options
+@click.option("-v", "--verbose", is_flag=True, help="Debug messages too.")
+@click.option("--watch", is_flag=True, help="Reload when the config file changes.")
+@handle_errors
+def run(
+    config_path: Path | None,
+    listen: str | None,
+    apps: tuple[str, ...],
+    engine: str | None,
+    verbose: bool,
+    watch: bool,
+) -> None:
+    """Run in the foreground; Ctrl-C stops it, SIGHUP (`sockgate reload`) reloads the config."""
+    # Kept for reloads: the same file, read again with the same command-line overrides.
+    loader = config.Loader(config_path, listen, apps, engine)
+    cfg = loader.load()
+    loader = loader.pinned(cfg)
+    if watch and cfg.source is None:
+        raise SockgateError("--watch needs a config file; apps given with --app alone never change")
+    configure(cfg.error_log, verbose=verbose, app_names=[app.name for app in cfg.supervised])
+    warning = exposure_warning(cfg)
+    if warning:
+        click.echo(f"sockgate: warning: {warning}", err=True)
+    if cfg.engine == "nginx":
+        from ..nginx import run as nginx_run
+
+        sys.exit(nginx_run.run(cfg, loader=loader, watch=watch))
+    sys.exit(workers.run(cfg, loader=loader, watch=watch))
+
+
+def exposure_warning(cfg: config.Config) -> str | None:
+    """What a non-loopback listen address makes reachable from the network."""
+    if cfg.listen.is_loopback:
+        return None
+    reachable = ", ".join(f"{app.prefix} ({app.name})" for app in cfg.apps) or "no apps yet"
+    return (
+        f"listening on {cfg.listen} (allow_remote = true): reachable from the network: {reachable}"
+    )
+
+
+@click.group()
+def nginx() -> None:
+    """The nginx engine: the same config rendered for user-mode nginx."""
+
+
+@nginx.command("render")
+@config_options
+@handle_errors
+def nginx_render_command(
+    config_path: Path | None, listen: str | None, apps: tuple[str, ...], engine: str | None
+) -> None:
+    """Print the nginx.conf that `run --engine nginx` would write."""
+    from ..nginx import run as nginx_run
+
+    cfg = load(config_path, listen, apps, engine)
+    click.echo(nginx_run.render_here(cfg), nl=False)
+
+
+@click.command()
+@click.option("--listen", default=config.DEFAULT_LISTEN, show_default=True, metavar="HOST:PORT")
+@handle_errors
+def demo(listen: str) -> None:
+    """Two demo apps on Unix sockets behind the proxy; Ctrl-C stops everything."""
+    from ..demo.run import run_demo
+
+    sys.exit(run_demo(listen, echo=click.echo))
