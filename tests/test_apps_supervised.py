@@ -8,6 +8,7 @@ import re
 import signal
 import socket
 import stat
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from sockgate import config
 from sockgate.errors import ConfigError
 from tests.support.proc import Proxy, write_config
 from tests.support.procs import (
+    SOCKAPP,
     cpu_seconds,
     marked,
     marker,
@@ -47,7 +49,12 @@ def test_an_app_is_started_routed_and_its_output_logged(tmp: Path, mark: str) ->
         assert response.text == str(pid)
         log = tmp / "work" / "logs" / "a.log"
         wait_log_lines(log, "request /hello", 1)
-        assert re.search(rf"started \(pid {pid}\)", log.read_text())
+        # The command as it runs: {socket} replaced by the socket's path, in both logs.
+        ran = f"started (pid {pid}): {sys.executable} "
+        socket_path = tmp / "work" / "sockets" / "a.sock"
+        assert f"{ran}{SOCKAPP} {socket_path} --delay 0.3" in log.read_text()
+        assert f"{ran}{SOCKAPP} {socket_path} --delay 0.3" in proxy.output()
+        assert "{socket}" not in log.read_text() + proxy.output()
         proxy.wait_for_output(r"(?m)^a \| request /hello$")
         proxy.wait_for_output(rf"app a: ready on {tmp}/work/sockets/a.sock")
         sockets = tmp / "work" / "sockets"

@@ -7,6 +7,7 @@ import ast
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import sockgate
@@ -64,6 +65,10 @@ def test_without_a_working_compiler_the_wheel_is_plain_python(tmp: Path) -> None
     assert done.returncode == 0, done.stdout + done.stderr
     assert [w.name for w in (tmp / "wheel").iterdir()] == ["sockgate-0.1.0-py3-none-any.whl"]
     assert "building pure Python" in done.stdout + done.stderr
+    # The docs go with it: `sockgate --help` points to them wherever it is installed.
+    with zipfile.ZipFile(tmp / "wheel" / "sockgate-0.1.0-py3-none-any.whl") as wheel:
+        names = set(wheel.namelist())
+    assert {"sockgate/docs/config.md", "sockgate/docs/README.md"} <= names
 
 
 def test_a_required_compile_that_fails_fails_the_build(tmp: Path) -> None:

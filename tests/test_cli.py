@@ -19,7 +19,7 @@ from click.testing import CliRunner, Result
 import sockgate
 from sockgate import config
 from sockgate.cli import main
-from tests.support.proc import LISTENING, Proxy, run_sockgate, write_config
+from tests.support.proc import LISTENING, Proxy, free_port, run_sockgate, write_config
 from tests.support.rawapp import RawApp
 
 SCRIPT = Path(sys.executable).parent / "sockgate"
@@ -113,7 +113,7 @@ def test_init_template_with_its_socket_pointed_somewhere(tmp: Path) -> None:
     assert cfg.pid_file == tmp.resolve() / "sockgate.pid"
     assert cfg.error_log == tmp.resolve() / "logs" / "error.log"
     assert cfg.access_log == tmp.resolve() / "logs" / "access.log"
-    checked = invoke("check", "-c", str(target))
+    checked = invoke("check", "-c", str(target), "--listen", "127.0.0.1:0")  # 8080 may be taken
     assert checked.exit_code == 0, checked.output
     assert "missing" in row(checked.stdout, "app1")
 
@@ -200,7 +200,15 @@ def test_check_with_apps_on_the_command_line_and_no_file(
 ) -> None:
     monkeypatch.chdir(tmp)
     with RawApp(tmp / "up.sock") as up:
-        result = invoke("check", "--app", f"web={up.path}", "--app", f"api={tmp / 'no.sock'}")
+        result = invoke(
+            "check",
+            "--listen",
+            "127.0.0.1:0",
+            "--app",
+            f"web={up.path}",
+            "--app",
+            f"api={tmp / 'no.sock'}",
+        )
     assert result.exit_code == 0, result.output
     assert "command line" in result.stdout
     web, api = row(result.stdout, "web"), row(result.stdout, "api")
@@ -211,7 +219,10 @@ def test_check_with_apps_on_the_command_line_and_no_file(
 
 
 def test_check_app_option_adds_to_the_file(tmp: Path) -> None:
-    path = write_config(tmp / "sockgate.toml", f'[apps.one]\nsocket = "{tmp / "one.sock"}"\n')
+    path = write_config(
+        tmp / "sockgate.toml",
+        f'listen = "127.0.0.1:0"\n[apps.one]\nsocket = "{tmp / "one.sock"}"\n',
+    )
     result = invoke("check", "-c", str(path), "--app", f"two={tmp / 'two.sock'}")
     assert result.exit_code == 0, result.output
     assert row(result.stdout, "one")
@@ -225,6 +236,67 @@ def test_check_without_a_file_or_apps_explains(tmp: Path, monkeypatch: pytest.Mo
     message = one_line(result.stderr)
     assert "sockgate.toml" in message
     assert "init" in message
+
+
+def test_check_suggests_the_socket_a_typo_meant(tmp: Path) -> None:
+    with RawApp(tmp / "myapp.sock"):
+        path = write_config(
+            tmp / "sockgate.toml",
+            f'listen = "127.0.0.1:0"\n[apps.a]\nsocket = "{tmp / "myap.sock"}"\n',
+        )
+        result = invoke("check", "-c", str(path))
+    assert result.exit_code == 0, result.output
+    assert f"missing: its folder exists; did you mean {tmp / 'myapp.sock'}?" in row(
+        result.stdout, "a"
+    )
+
+
+def test_check_says_when_the_listen_address_is_taken(tmp: Path) -> None:
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        path = write_config(tmp / "sockgate.toml", f'listen = "127.0.0.1:{port}"\n')
+        result = invoke("check", "-c", str(path))
+    assert result.exit_code == 2, result.output  # as `run` would exit
+    assert f"cannot listen on 127.0.0.1:{port}: address already in use" in result.stderr
+    free = invoke("check", "-c", str(path))
+    assert free.exit_code == 0, free.output
+    assert f"listen 127.0.0.1:{port}: free" in free.stdout
+
+
+def test_check_knows_the_port_systemd_holds_for_it(
+    tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After `sockgate service install --socket`, systemd listens on the port until the first
+    connection starts sockgate: not "another server runs there"."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp / "xdg"))
+    units = tmp / "xdg" / "systemd" / "user"
+    units.mkdir(parents=True)
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        (units / "sockgate-site.socket").write_text(f"[Socket]\nListenStream=127.0.0.1:{port}\n")
+        path = write_config(tmp / "sockgate.toml", f'listen = "localhost:{port}"\n')
+        result = invoke("check", "-c", str(path))
+    assert result.exit_code == 0, result.output
+    assert (
+        f"listen localhost:{port}: held by systemd's sockgate-site.socket (socket activation)"
+    ) in result.stdout
+
+
+def test_check_says_a_sockgate_of_this_workdir_already_runs(tmp: Path) -> None:
+    port = free_port()
+    path = write_config(tmp / "sockgate.toml", f'listen = "127.0.0.1:{port}"\n')
+    with Proxy(path) as proxy:
+        result = invoke("check", "-c", str(path))
+        assert result.exit_code == 0, result.output
+        pid = proxy.proc.pid  # type: ignore[union-attr]
+        assert (
+            f"listen 127.0.0.1:{port}: a sockgate of this workdir already runs (pid {pid}) and "
+            "listens on it: `sockgate reload` applies this config to it"
+        ) in result.stdout
 
 
 INVALID: dict[str, tuple[str, str, str]] = {
@@ -434,7 +506,13 @@ def test_console_script_init_and_check(tmp: Path) -> None:
     assert init.returncode == 0, init.stderr
     assert (tmp / "sockgate.toml").is_file()
     check = subprocess.run(
-        [str(script), "check"], cwd=tmp, env=env, capture_output=True, text=True, timeout=30
+        # Not the template's 8080: `check` probes it, and something else may run there.
+        [str(script), "check", "--listen", "127.0.0.1:0"],
+        cwd=tmp,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert check.returncode == 0, check.stderr
     assert str(tmp / "app1" / "sock.sock") in row(check.stdout, "app1")
@@ -442,3 +520,21 @@ def test_console_script_init_and_check(tmp: Path) -> None:
         [str(script), "init"], cwd=tmp, env=env, capture_output=True, text=True, timeout=30
     )
     assert again.returncode == 1
+
+
+def test_run_and_check_help_give_the_exit_codes() -> None:
+    for command in ("run", "check"):
+        shown = invoke(command, "--help").output
+        assert "Exit codes: 0 " in shown, shown
+        assert "1 invalid config" in shown
+
+
+def test_the_banner_counts_its_apps_in_words(tmp: Path) -> None:
+    with RawApp(tmp / "one.sock") as one:
+        path = write_config(
+            tmp / "sockgate.toml", f'listen = "127.0.0.1:0"\n[apps.one]\nsocket = "{one.path}"\n'
+        )
+        with Proxy(path) as proxy:
+            assert re.search(
+                r"listening on http://127\.0\.0\.1:\d+/ with 1 app$", proxy.startup_log, re.M
+            )

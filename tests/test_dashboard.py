@@ -104,8 +104,16 @@ def test_the_table_shows_each_app_and_the_recent_requests() -> None:
     )
     assert "missing: is the app running?" in lines[3]
     assert lines[3].endswith("socket file missing (POST /app2/</script><b>)")
-    assert "recent requests:" in lines
     assert "note:" not in text
+    # The recent requests as a table of their own, each column under its header.
+    start = lines.index("recent requests:")
+    header, *rows = lines[start + 1 :]
+    assert header.split() == ["TIME", "APP", "STATUS", "MS", "REQUEST"]
+    assert len(rows) == 2
+    for name in ("APP", "STATUS", "MS", "REQUEST"):
+        column = header.index(name)
+        assert all(row[column - 1] == " " and row[column] != " " for row in rows), (name, rows)
+    assert rows[0].split()[1:] == ["app2", "502", "1.0ms", "POST", "/app2/</script><b>"]
 
 
 def test_a_worker_says_its_counts_are_its_own() -> None:

@@ -7,6 +7,8 @@ there instead."""
 from __future__ import annotations
 
 import concurrent.futures
+import difflib
+import os
 import select
 import socket
 import threading
@@ -17,8 +19,9 @@ import httpx
 import pytest
 
 from sockgate import errors
-from sockgate.config import App
-from sockgate.engine.upstream import diagnose
+from sockgate.config import App, Command, Config, Listen
+from sockgate.engine.faults import diagnose
+from sockgate.engine.shared import _pools
 from tests.conftest import ProxyFactory
 from tests.support.proc import Proxy
 from tests.support.rawapp import RawApp
@@ -265,3 +268,44 @@ def test_the_suggestions_are_close_sockets_of_the_same_folder(tmp: Path) -> None
     )
     none = diagnose(App("a", tmp / "totally-different.sock", "/a/"), FileNotFoundError())
     assert none.detail == "its folder exists; is the app running?"
+
+
+def test_the_suggestions_are_worked_out_once_per_state_of_the_folder(
+    tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every request to a mistyped app fails at once: the folder's names are compared again
+    only when the folder changes, not per request (a /tmp may hold thousands)."""
+    stale_socket(tmp / "myapp.sock")
+    settled = time.time_ns() - 10**10  # as if the folder last changed 10 s ago
+    os.utime(tmp, ns=(settled, settled))
+    compared: list[str] = []
+    close = difflib.get_close_matches
+
+    def counting(word: str, *args: object, **kwargs: object) -> list[str]:
+        compared.append(word)
+        return close(word, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(difflib, "get_close_matches", counting)
+    app = App("a", tmp / "myap.sock", "/a/")
+    for _ in range(3):
+        assert "did you mean" in diagnose(app, FileNotFoundError()).detail
+    assert compared == ["myap.sock"]
+    stale_socket(tmp / "myap2.sock")  # the folder changed: looked at again
+    assert f"{tmp / 'myap2.sock'}" in diagnose(app, FileNotFoundError()).detail
+    assert compared == ["myap.sock", "myap.sock"]
+
+
+def test_a_reload_that_makes_sockgate_run_the_app_holds_for_it(tmp: Path) -> None:
+    """The pool outlives a reload that keeps the socket; an app the reload gives a `command`
+    is one sockgate (re)starts from then on: held for, though it never answered."""
+    socket_path = tmp / "a.sock"
+    before = Config(None, Listen("127.0.0.1", 0), tmp, apps=(App("a", socket_path, "/a/"),))
+    (pool,) = _pools(before, {}).values()
+    assert not pool.answered
+    run = Command(argv=("app",), text="app", cwd=tmp)
+    after = Config(
+        None, Listen("127.0.0.1", 0), tmp, apps=(App("a", socket_path, "/a/", command=run),)
+    )
+    (kept,) = _pools(after, {"a": pool}).values()
+    assert kept is pool
+    assert kept.answered

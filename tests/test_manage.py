@@ -4,6 +4,7 @@ control socket without a config file)."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -58,7 +59,8 @@ def test_not_running_says_where_it_looked_and_how_to_look_elsewhere(tmp: Path) -
         assert gone.returncode == 2, gone
         assert gone.stderr.strip() == (
             f"sockgate: sockgate is not running in {tmp} (nothing answers on "
-            f"{tmp / 'sockgate.ctl'}); for one elsewhere pass -c PATH or -w DIR"
+            f"{tmp / 'sockgate.ctl'}, no live pid in {tmp / 'sockgate.pid'}); for one elsewhere "
+            "pass -c PATH or -w DIR"
         )
 
 
@@ -81,3 +83,14 @@ def test_stop_ends_either_engine(make_proxy: ProxyFactory, raw_app: RawFactory) 
     assert stopped.returncode == 0, stopped.stderr
     assert proxy.proc.wait(10) == 0  # type: ignore[union-attr]
     assert not (proxy.config_path.parent / "work" / "sockgate.pid").exists()
+
+
+def test_status_of_a_sockgate_without_control_socket_says_it_runs(tmp: Path) -> None:
+    """Found by its workdir alone (the engine unknown), a sockgate whose pid lives but that has
+    no control socket (the nginx engine) is not "not running"."""
+    (tmp / "sockgate.pid").write_text(f"{os.getpid()}\n")  # a live pid: this test's own
+    shown = run_sockgate("status", "-w", str(tmp), cwd=tmp)
+    assert shown.returncode == 2
+    assert shown.stderr.startswith(
+        f"sockgate: sockgate runs in {tmp} (pid {os.getpid()}) without a control socket"
+    )

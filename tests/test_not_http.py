@@ -52,7 +52,9 @@ def test_the_description_names_what_came_back() -> None:
 
 def test_check_says_what_came_back_every_time(tmp: Path, raw_app: RawFactory) -> None:
     app = raw_app(greeter(b"hello\n"), name="hello")
-    config = write_config(tmp / "sockgate.toml", f'[apps.hello]\nsocket = "{app.path}"\n')
+    config = write_config(
+        tmp / "sockgate.toml", f'listen = "127.0.0.1:0"\n[apps.hello]\nsocket = "{app.path}"\n'
+    )
     for _ in range(10):  # the app's close races our request: the words must not depend on it
         checked = run_sockgate("check", "-c", str(config), cwd=tmp)
         assert checked.returncode == 0, checked.stderr

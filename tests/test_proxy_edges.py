@@ -405,7 +405,9 @@ def test_check_with_nginx_runs_nginx_t(
     app = raw_app()
     monkeypatch.chdir(tmp)
     result = CliRunner().invoke(
-        main, ["check", "--engine", "nginx", "--app", f"a={app.path}"], catch_exceptions=False
+        main,
+        ["check", "--engine", "nginx", "--listen", "127.0.0.1:0", "--app", f"a={app.path}"],
+        catch_exceptions=False,
     )
     assert result.exit_code == 0, result.output
     assert f"nginx -t ok: {tmp / 'conf' / 'nginx.conf'}" in result.stdout

@@ -128,7 +128,7 @@ def stale(tmp: Path) -> Path:
 
 CONNECT_FAULTS: dict[str, tuple[Callable[[Path], Path], str, tuple[str, ...]]] = {
     "missing-file": (missing_file, MISSING, ()),
-    "missing-directory": (missing_directory, MISSING, ("directory",)),
+    "missing-directory": (missing_directory, MISSING, ("folder", "does not exist")),
     "regular-file": (regular_file, NOT_A_SOCKET, ("regular file",)),
     "directory": (directory, NOT_A_SOCKET, ("directory",)),
     "stale-socket": (stale, STALE, ()),

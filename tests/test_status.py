@@ -277,7 +277,8 @@ def test_status_and_stop_through_the_control_socket(tmp: Path, raw_app: RawFacto
         assert gone.stdout == ""
         assert gone.stderr.strip() == (
             f"sockgate: sockgate is not running in {tmp / 'work'} "
-            f"(nothing answers on {tmp / 'work' / 'sockgate.ctl'})"
+            f"(nothing answers on {tmp / 'work' / 'sockgate.ctl'}, "
+            f"no live pid in {tmp / 'work' / 'sockgate.pid'})"
         )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .engine import client
 
 
@@ -14,3 +16,13 @@ def compiled() -> bool:
 
 def build() -> str:
     return "compiled (mypyc)" if compiled() else "pure Python"
+
+
+def docs_dir() -> Path | None:
+    """Where this sockgate's docs are: in the installed package (a wheel carries them), or in
+    the checkout an editable install runs from; None if neither has them."""
+    package = Path(__file__).resolve().parent
+    for candidate in (package / "docs", package.parents[1] / "docs"):
+        if (candidate / "config.md").is_file():
+            return candidate
+    return None

@@ -44,10 +44,18 @@ class Proxy:
     thread (a full pipe would block the proxy) and kept: `output()`."""
 
     def __init__(
-        self, config_path: Path, *extra: str, cwd: Path | None = None, engine: str = "builtin"
+        self,
+        config_path: Path,
+        *extra: str,
+        cwd: Path | None = None,
+        engine: str = "builtin",
+        env: dict[str, str] | None = None,
+        pass_fds: tuple[int, ...] = (),
     ) -> None:
         self.config_path = config_path
         self.engine = engine
+        self.env = env  # set over this process's environment
+        self.pass_fds = pass_fds
         self.args = [sys.executable, "-m", "sockgate", "run", "-c", str(config_path), *extra]
         self.cwd = cwd or config_path.parent
         self.proc: subprocess.Popen[bytes] | None = None
@@ -115,8 +123,14 @@ class Proxy:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> Proxy:
+        env = None if self.env is None else os.environ | self.env
         self.proc = subprocess.Popen(
-            self.args, cwd=self.cwd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL
+            self.args,
+            cwd=self.cwd,
+            env=env,
+            pass_fds=self.pass_fds,
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
         )
         self._drain = threading.Thread(target=self._drain_stderr, daemon=True)
         self._drain.start()

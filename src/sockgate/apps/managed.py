@@ -176,8 +176,8 @@ class ManagedApp:
         self.pid = proc.pid
         if self.guard is not None:
             self.guard.watch(proc.pid)
-        log.info("app %s: started (pid %d): %s", self.app.name, proc.pid, self.command.text)
-        self.output.note(f"started (pid {proc.pid}): {self.command.text}")
+        log.info("app %s: started (pid %d): %s", self.app.name, proc.pid, self.command.shown)
+        self.output.note(f"started (pid {proc.pid}): {self.command.shown}")
         assert proc.stdout is not None
         exited = asyncio.ensure_future(proc.wait())
         pump = asyncio.ensure_future(self.output.pump(proc.stdout))

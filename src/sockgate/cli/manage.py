@@ -59,7 +59,8 @@ def locate(config_path: Path | None, workdir: Path | None) -> config.Config:
 def _not_running(cfg: config.Config) -> SockgateError:
     hint = "" if cfg.source else "; for one elsewhere pass -c PATH or -w DIR"
     return SockgateError(
-        f"sockgate is not running in {cfg.workdir} (nothing answers on {cfg.control_socket}){hint}"
+        f"sockgate is not running in {cfg.workdir} (nothing answers on {cfg.control_socket}, "
+        f"no live pid in {cfg.pid_file}){hint}"
     )
 
 
@@ -116,7 +117,14 @@ def status(
     try:
         doc = control.status(cfg.control_socket)
     except control.NotRunning:
-        raise _not_running(cfg) from None
+        pid = pidfile.live_pid(cfg.pid_file)
+        if pid is None:
+            raise _not_running(cfg) from None
+        raise SockgateError(
+            f"sockgate runs in {cfg.workdir} (pid {pid}) without a control socket: the nginx "
+            "engine, which keeps no status (or a workdir too deep for one); its logs: "
+            "`sockgate logs`"
+        ) from None
     click.echo(json.dumps(doc, indent=2) if as_json else dashboard.table(doc))
 
 

@@ -11,10 +11,10 @@ import click
 from .. import config
 from ..config import scaffold
 from ..errors import SockgateError
-from ..proc import workers
+from ..proc import systemd, workers
 from ..proc.logsetup import configure
 from ..status import probe
-from .common import EXIT_INVALID, config_options, handle_errors, load
+from .common import EXIT_ERROR, EXIT_INVALID, config_options, handle_errors, load
 
 # The nginx commands' modules are imported by those commands: `sockgate run` on the built-in
 # engine would otherwise hold them for as long as it runs.
@@ -54,17 +54,25 @@ def check(
     engine: str | None,
     strict: bool,
 ) -> None:
-    """Validate the config and probe every app's socket (and run `nginx -t` for that engine)."""
+    """Validate the config, probe the listen address and every app's socket (and run `nginx -t`
+    for that engine).
+
+    Exit codes: 0 ok (apps that are down are warnings); 1 invalid config, or (with --strict)
+    apps down; 2 the listen address is taken by another program (as `run` would fail), or
+    could not check (nginx missing, ...).
+    """
     cfg = load(config_path, listen, apps, engine)
     where = cfg.source or "command line"
     click.echo(f"config ok: {where}")
-    click.echo(f"listen {cfg.listen}, workdir {cfg.workdir}, engine {cfg.engine}")
+    click.echo(f"workdir {cfg.workdir}, engine {cfg.engine}")
     if cfg.engine == "nginx":
         from ..nginx import render as nginx_render
         from ..nginx import run as nginx_run
 
         nginx_run.test_config(cfg)
         click.echo(f"nginx -t ok: {nginx_render.conf_path(cfg)}")
+    listening = probe.probe_listen(cfg)
+    click.echo(listening.text, err=not listening.ok)
     reports = asyncio.run(probe.probe_all(cfg))
     click.echo(_report_table(reports))
     if cfg.sockets_dir is not None:
@@ -74,8 +82,10 @@ def check(
     if down:
         word = "error" if strict else "warning"
         click.echo(f"{word}: {len(down)} of {len(reports)} apps are not answering", err=True)
-        if strict:
-            sys.exit(EXIT_INVALID)
+    if not listening.ok:
+        sys.exit(EXIT_ERROR)  # as `run` would exit
+    if down and strict:
+        sys.exit(EXIT_INVALID)
 
 
 def _report_table(reports: list[probe.AppReport]) -> str:
@@ -83,7 +93,7 @@ def _report_table(reports: list[probe.AppReport]) -> str:
     for r in reports:
         state = f"ok ({r.status})" if r.ok else r.state + (f": {r.detail}" if r.detail else "")
         if r.app.command is not None and not r.ok:
-            state = f"not running: `sockgate run` starts it ({r.app.command.text})"
+            state = f"not running: `sockgate run` starts it ({r.app.command.shown})"
         if r.kind:
             state = f"{state} [{r.kind}]"
         rows.append((r.app.name, r.app.prefix, str(r.app.socket), state))
@@ -111,7 +121,12 @@ def run(
     verbose: bool,
     watch: bool,
 ) -> None:
-    """Run in the foreground; Ctrl-C stops it, SIGHUP (`sockgate reload`) reloads the config."""
+    """Run in the foreground; Ctrl-C stops it, SIGHUP (`sockgate reload`) reloads the config.
+
+    Exit codes: 0 stopped (Ctrl-C, SIGTERM or `sockgate stop`); 1 invalid config; 2 could not
+    start (the listen address taken, a sockgate already running in the workdir, nginx
+    missing, a socket passed by systemd refused, ...).
+    """
     # Kept for reloads: the same file, read again with the same command-line overrides.
     loader = config.Loader(config_path, listen, apps, engine)
     cfg = loader.load()
@@ -119,24 +134,36 @@ def run(
     if watch and cfg.source is None:
         raise SockgateError("--watch needs a config file; apps given with --app alone never change")
     configure(cfg.error_log, verbose=verbose, app_names=[app.name for app in cfg.supervised])
-    warning = exposure_warning(cfg)
-    if warning:
-        click.echo(f"sockgate: warning: {warning}", err=True)
+    # Under systemd: what it passed is taken out of the environment the apps will inherit.
+    systemd.take_environment()
+    inherited = systemd.activated(cfg)
+    if inherited is not None and cfg.engine == "nginx":
+        for sock in inherited:
+            sock.detach()
+        raise SockgateError(
+            "socket activation is built-in engine only: nginx binds `listen` itself. Remove the "
+            'socket unit (sockgate service install without --socket), or use engine = "builtin"'
+        )
+    addresses = [systemd.address_of(s) for s in inherited] if inherited else [cfg.listen]
+    for address in addresses:
+        warning = exposure_warning(cfg, address)
+        if warning:
+            click.echo(f"sockgate: warning: {warning}", err=True)
     if cfg.engine == "nginx":
         from ..nginx import run as nginx_run
 
         sys.exit(nginx_run.run(cfg, loader=loader, watch=watch))
-    sys.exit(workers.run(cfg, loader=loader, watch=watch))
+    sys.exit(workers.run(cfg, loader=loader, watch=watch, socks=inherited))
 
 
-def exposure_warning(cfg: config.Config) -> str | None:
-    """What a non-loopback listen address makes reachable from the network."""
-    if cfg.listen.is_loopback:
+def exposure_warning(cfg: config.Config, listen: config.Listen | None = None) -> str | None:
+    """What a non-loopback listen address (`listen`, else the config's) makes reachable from
+    the network."""
+    listen = listen or cfg.listen
+    if listen.is_loopback:
         return None
     reachable = ", ".join(f"{app.prefix} ({app.name})" for app in cfg.apps) or "no apps yet"
-    return (
-        f"listening on {cfg.listen} (allow_remote = true): reachable from the network: {reachable}"
-    )
+    return f"listening on {listen} (allow_remote = true): reachable from the network: {reachable}"
 
 
 @click.group()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,6 +63,13 @@ class Command:
     @property
     def on_demand(self) -> bool:
         return self.start == "on-demand"
+
+    @property
+    def shown(self) -> str:
+        """The command as it runs, {socket} substituted, for logs and `check`."""
+        if self.argv[:2] == ("/bin/sh", "-c") and len(self.argv) == 3:
+            return self.argv[2]
+        return shlex.join(self.argv)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,8 @@ from collections.abc import Callable
 from ..apps.discovery import prepare_discovery
 from ..apps.managed import AppManager
 from ..buildinfo import build, compiled
-from ..config import MAX_SOCKET_PATH, Config, Loader, reconfig
+from ..config import MAX_SOCKET_PATH, Config, Listen, Loader, reconfig
+from ..proc import systemd
 from ..proc.pidfile import PidFile
 from ..proc.watch import watching
 from ..status import control
@@ -54,7 +55,7 @@ async def serve(
 
     def on_hup() -> None:
         if not server.stopping.is_set():
-            server.reload()
+            systemd_reload(server)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
@@ -104,11 +105,13 @@ async def _serve_until_stopped(
     if not worker:
         host, port = server.address or ("?", 0)
         log_banner(config, host, port)
+        systemd.ready(str(Listen(host, port)))
     if on_ready is not None:
         on_ready(server)
     await server.stopping.wait()
     if not worker:
         log.info("stopping: finishing requests under way (up to %gs)", config.timeouts.shutdown)
+        systemd.stopping()
     drain = asyncio.ensure_future(server.shutdown(config.timeouts.shutdown))
     forced = asyncio.ensure_future(force.wait())
     await asyncio.wait([drain, forced], return_when=asyncio.FIRST_COMPLETED)
@@ -155,7 +158,7 @@ async def start_control(
             return reconfig.ReloadResult(sent, "reload passed on to the supervisor", None)
         if server.stopping.is_set():
             return reconfig.ReloadResult(False, "stopping: no reload", None)
-        return server.reload()
+        return systemd_reload(server)
 
     actions = control.Actions(status=server.engine.monitor.snapshot, stop=stop, reload=reload)
     ctl = control.ControlServer(path, actions)
@@ -163,10 +166,22 @@ async def start_control(
     return ctl
 
 
+def systemd_reload(server: Server) -> reconfig.ReloadResult:
+    """`Server.reload` in the main process, which tells systemd (RELOADING=1, then READY=1)."""
+    systemd.reloading()
+    try:
+        return server.reload()
+    finally:
+        systemd.reloaded(server.engine.monitor.process.listen)
+
+
 def log_banner(config: Config, host: str, port: int) -> None:
     """The line tests and users wait for, then the routes."""
     shown = f"[{host}]" if ":" in host else host
-    log.info("listening on http://%s:%d/ with %d apps", shown, port, len(config.apps))
+    count = len(config.apps)
+    log.info(
+        "listening on http://%s:%d/ with %d app%s", shown, port, count, "" if count == 1 else "s"
+    )
     for app in config.apps:
         runs = ""
         if app.command is not None:

@@ -149,5 +149,7 @@ def _pools(config: Config, kept: dict[str, Upstream]) -> dict[str, Upstream]:
         else:
             upstream.app = app
             upstream.connect_timeout = config.timeouts.connect
+            # An app the reload made one sockgate runs: held for from now on, like any such.
+            upstream.answered = upstream.answered or app.command is not None
         upstreams[app.name] = upstream
     return upstreams

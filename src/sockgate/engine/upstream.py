@@ -3,25 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import difflib
-import errno
-import itertools
 import logging
-import os
-import pwd
-import stat
 import time
 from collections import deque
 from collections.abc import Callable
 from enum import Enum, auto
-from pathlib import Path
 from typing import Final
 
 from .. import errors
-from ..config import MAX_SOCKET_PATH, App
+from ..config import App
 from ..http.events import Event
 from ..http.headers import RESPONSE_WATCH
 from ..http.parse import ResponseParser
+from .faults import diagnose
 from .stream import Stream
 
 # Idle app connections kept per app; more are closed when released. As many as a busy client
@@ -36,11 +30,6 @@ FRESH_ENOUGH: Final = 1.0
 # most this far apart, so a request goes through within a tenth of a second of the app's return.
 HOLD_FIRST_RETRY: Final = 0.01
 HOLD_MAX_RETRY: Final = 0.1
-
-# A typo's suggestions: at most this many names of the socket's folder are looked at (a /tmp may
-# hold thousands), and a name must be this close (difflib's ratio) to be suggested.
-NEAR_SCAN_MAX: Final = 2000
-NEAR_CUTOFF: Final = 0.6
 
 log = logging.getLogger(__name__)
 # Compiled, a Final is a C static: no lookup of `monotonic` on the time module at each call.
@@ -237,6 +226,11 @@ class Upstream:
                     self._holding = False
                     log.info("%s: back", self.app.name)
                 return stream
+            if isinstance(failed, errors.ConnectReset) and not self.answered:
+                # A listener took the connection into its queue, then stopped: an app was
+                # there since sockgate started, and is restarting. Held like one that answered.
+                self.answered = True
+                until = loop.time() + (self.app.hold if hold else 0.0)
             # Waited for outside the except block: compiled with mypyc, a coroutine that awaits
             # while it handles an exception leaks that exception to other tasks (hatch_build.py).
             left = until - loop.time()
@@ -273,102 +267,3 @@ class Upstream:
             raise errors.ConnectTimeout(self.app.name, path, detail) from None
         except OSError as exc:
             raise diagnose(self.app, exc) from None
-
-
-def diagnose(app: App, exc: OSError) -> errors.UpstreamError:
-    """Turn a failed connect into the fault a user can act on."""
-    path = str(app.socket)
-    name = app.name
-    if len(os.fsencode(path)) > MAX_SOCKET_PATH or "too long" in str(exc):
-        return errors.SocketPathTooLong(name, path, f"the kernel limit is {MAX_SOCKET_PATH} bytes")
-    if isinstance(exc, FileNotFoundError):
-        return _missing(app)
-    if isinstance(exc, PermissionError):
-        return errors.SocketPermissionDenied(name, path, permission_detail(app))
-    if isinstance(exc, ConnectionResetError | ConnectionAbortedError):
-        return errors.ConnectReset(name, path, "the app is stopping or restarting")
-    if isinstance(exc, ConnectionRefusedError) or exc.errno == errno.ENOTSOCK:
-        kind = file_kind(path)
-        if kind == "missing file":
-            # Gone between the connect and the look: an app that stopped listening, then
-            # removed its socket file on the way out. A restart, like a missing file.
-            return _missing(app)
-        if kind != "socket":
-            return errors.NotASocket(name, path, f"it is a {kind}")
-        return errors.NothingListening(name, path, "the app is not running or is restarting")
-    return errors.ConnectFailed(name, path, exc.strerror or str(exc))
-
-
-def _missing(app: App) -> errors.UpstreamError:
-    return errors.SocketMissing(app.name, str(app.socket), missing_detail(app.socket))
-
-
-def missing_detail(path: Path) -> str:
-    """Why a socket file may be missing, for a user who may have mistyped it: whether its
-    folder exists, and the sockets there whose names are close to the one configured."""
-    parent = path.parent
-    if not parent.is_dir():
-        return f"its folder {parent} does not exist"
-    near = near_sockets(path)
-    if near:
-        return "its folder exists; did you mean " + " or ".join(map(str, near)) + "?"
-    return "its folder exists; is the app running?"
-
-
-def near_sockets(path: Path, most: int = 3) -> list[Path]:
-    """Sockets beside `path` with names close to its name (a typo's likely targets)."""
-    names: list[str] = []
-    try:
-        with os.scandir(path.parent) as entries:
-            for entry in itertools.islice(entries, NEAR_SCAN_MAX):
-                names.append(entry.name)
-    except OSError:
-        return []
-    close = difflib.get_close_matches(path.name, names, n=most * 2, cutoff=NEAR_CUTOFF)
-    found = [path.parent / name for name in close if file_kind(str(path.parent / name)) == "socket"]
-    return found[:most]
-
-
-def file_kind(path: str) -> str:
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        return "missing file"
-    if stat.S_ISSOCK(mode):
-        return "socket"
-    if stat.S_ISDIR(mode):
-        return "directory"
-    if stat.S_ISREG(mode):
-        return "regular file"
-    return "special file"
-
-
-def permission_detail(app: App) -> str:
-    me = f"sockgate runs as uid {os.geteuid()}"
-    blocked = _unsearchable_parent(app.socket)
-    if blocked is not None:
-        return f"cannot enter {blocked}: {_mode_owner(blocked)}; {me}"
-    return f"{_mode_owner(app.socket)}; {me}"
-
-
-def _unsearchable_parent(path: Path) -> Path | None:
-    """The first directory on the way to `path` that we may not enter, if any."""
-    for parent in reversed(path.parents):
-        if not os.access(parent, os.X_OK, effective_ids=os.access in os.supports_effective_ids):
-            return parent
-    return None
-
-
-def _mode_owner(path: Path) -> str:
-    try:
-        st = os.stat(path)
-    except OSError as exc:
-        return exc.strerror or str(exc)
-    return f"mode {stat.filemode(st.st_mode)}, owner {_user(st.st_uid)}"
-
-
-def _user(uid: int) -> str:
-    try:
-        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
-    except KeyError:
-        return f"uid {uid}"

@@ -27,7 +27,7 @@ from ..apps import children, process
 from ..config import Config, Loader, reconfig
 from ..config.reconfig import ReloadResult
 from ..errors import ConfigError, NginxConfigRejected, SockgateError
-from ..proc import logsetup
+from ..proc import logsetup, systemd
 from ..proc.pidfile import PidFile
 from ..proc.watch import ConfigWatcher, watching
 from .render import TEMP_DIRS, FdLimit, command_line, conf_path, pid_path, render, temp_path
@@ -131,7 +131,7 @@ def run(config: Config, *, loader: Loader | None = None, watch: bool = False) ->
     with forwarder.installed(), PidFile(config.pid_file):
         apps = process.start(config)  # the apps sockgate runs, in a process of their own
         try:
-            status = _run_foreground(args, forwarder, watcher)
+            status = _run_foreground(args, forwarder, watcher, str(config.listen))
         finally:
             process.stop(apps)
     if status != 0:
@@ -182,7 +182,7 @@ def _check(nginx: str, config: Config, conf: Path) -> None:
 
 
 def _run_foreground(
-    args: list[str], forwarder: _SignalForwarder, watcher: ConfigWatcher | None
+    args: list[str], forwarder: _SignalForwarder, watcher: ConfigWatcher | None, listen: str
 ) -> int:
     # nginx listens before it installs its signal handlers, so a signal in between would
     # kill it outright (a reload would become a crash). Started with the signals blocked,
@@ -197,6 +197,9 @@ def _run_foreground(
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
     forwarder.attach(child)
+    # nginx passed `nginx -t` and runs: what systemd can be told (nginx says nothing when it
+    # listens; a port it cannot bind ends it, and the unit fails then).
+    systemd.ready(listen)
     # The watcher's thread starts after the fork above (preexec_fn is not safe with threads).
     with watcher or nullcontext():
         status = child.wait()
@@ -231,6 +234,7 @@ class Reloader:
             self._again = True
             return False
         self._busy = True
+        systemd.reloading()
         try:
             changed = False
             self._again = True
@@ -241,6 +245,7 @@ class Reloader:
             return changed
         finally:
             self._busy = False
+            systemd.reloaded(str(self.config.listen))
 
     def reload(self) -> ReloadResult:
         try:
@@ -308,6 +313,8 @@ class _SignalForwarder:
         if signum == signal.SIGHUP and self._reload is not None and not self._reload():
             return
         if signum in _GRACEFUL:
+            if not self._stopping:
+                systemd.stopping()
             signum = signal.SIGTERM if self._stopping else _GRACEFUL[signal.Signals(signum)]
             self._stopping = True
         logger.debug("passing signal %d on to nginx (pid %d)", signum, self._child.pid)

@@ -9,6 +9,10 @@ workers have drained. Workers die with the supervisor (PR_SET_PDEATHSIG), so non
 SIGHUP (or an edit, with `--watch`) is validated here first, so an invalid config is reported
 once; a valid one is passed on to every worker, each of which reloads on its own, and becomes
 the config of workers started later.
+
+Under socket activation the supervisor holds the listening sockets systemd passed instead, and
+every worker (forked, so holding them too) accepts on the same sockets. The supervisor is the
+process systemd is told about (READY=1 once every worker serves, STOPPING=1, RELOADING=1).
 """
 
 from __future__ import annotations
@@ -25,10 +29,11 @@ import traceback
 from collections.abc import Callable
 
 from ..apps import children, process
-from ..config import Config, Loader, reconfig
+from ..config import Config, Listen, Loader, reconfig
 from ..engine import serve
 from ..engine.server import Server
 from ..errors import ConfigError, SockgateError
+from . import systemd
 from .listen import bind_error, listen_on
 from .pidfile import PidFile
 from .watch import watching
@@ -49,15 +54,23 @@ def _sockets(host: str, port: int, *, listen: bool) -> list[socket.socket]:
 
 
 class Supervisor:
-    def __init__(self, config: Config, loader: Loader | None = None, watch: bool = False) -> None:
+    def __init__(
+        self,
+        config: Config,
+        loader: Loader | None = None,
+        watch: bool = False,
+        socks: list[socket.socket] | None = None,
+    ) -> None:
         self.config = config
         self.loader = loader or Loader.of(config)
         self.watch = watch
+        self.inherited = socks  # the listening sockets of socket activation, every worker's
         self.workers: dict[int, int] = {}  # pid -> slot
         self.apps: int | None = None  # the process that runs the supervised apps
         self.stopping = False
         self._ready_r, self._ready_w = os.pipe()
         self._port = 0
+        self._address = ""  # as told to systemd
 
     def __repr__(self) -> str:
         return (
@@ -66,8 +79,10 @@ class Supervisor:
 
     def run(self) -> int:
         listen = self.config.listen
-        reserved = _sockets(listen.host, listen.port, listen=False)
+        reserved = self.inherited or _sockets(listen.host, listen.port, listen=False)
+        host = listen.host if self.inherited is None else reserved[0].getsockname()[0]
         self._port = reserved[0].getsockname()[1]
+        self._address = str(Listen(host, self._port))
         signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
         try:
             with contextlib.ExitStack() as stack, PidFile(self.config.pid_file):
@@ -78,8 +93,9 @@ class Supervisor:
                 for slot in range(self.config.workers):
                     self._spawn(slot)
                 self._await_ready()
-                serve.log_banner(self.config, listen.host, self._port)
+                serve.log_banner(self.config, host, self._port)
                 log.info("%d worker processes", self.config.workers)
+                systemd.ready(self._address)
                 if self.watch:
                     # Started with the signals blocked: its SIGHUP waits for sigwaitinfo.
                     stack.enter_context(watching(self.config))
@@ -110,7 +126,7 @@ class Supervisor:
             os.setpgid(0, 0)
             die_with_parent()
             os.close(self._ready_r)
-            socks = _sockets(self.config.listen.host, self._port, listen=True)
+            socks = self.inherited or _sockets(self.config.listen.host, self._port, listen=True)
             ready_w = self._ready_w
 
             def ready(_: Server) -> None:
@@ -152,6 +168,7 @@ class Supervisor:
             if info.si_signo in (signal.SIGINT, signal.SIGTERM):
                 if not self.stopping:
                     log.info("stopping %d workers", len(self.workers))
+                    systemd.stopping()
                 self.stopping = True
                 self._stop_all(info.si_signo)
             self._reap(restarts)
@@ -166,10 +183,12 @@ class Supervisor:
             return
         changes = reconfig.compare(self.config, new)
         log.info("reloading %d workers: %s", len(self.workers), changes.summary())
+        systemd.reloading()
         self.config = new  # for workers started from now on
         for pid in list(self.workers):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGHUP)
+        systemd.reloaded(self._address)
 
     def _reap(self, restarts: dict[int, float]) -> None:
         while self.workers:
@@ -208,7 +227,15 @@ class Supervisor:
             self.workers.clear()
 
 
-def run(config: Config, *, loader: Loader | None = None, watch: bool = False) -> int:
+def run(
+    config: Config,
+    *,
+    loader: Loader | None = None,
+    watch: bool = False,
+    socks: list[socket.socket] | None = None,
+) -> int:
+    """Serve `config` until stopped; on `socks` (socket activation) instead of binding
+    `listen`."""
     if config.workers == 1:
-        return serve.run(config, loader=loader, watch=watch)
-    return Supervisor(config, loader, watch).run()
+        return serve.run(config, loader=loader, watch=watch, socks=socks)
+    return Supervisor(config, loader, watch, socks).run()

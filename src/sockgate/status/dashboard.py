@@ -216,22 +216,30 @@ def table(doc: dict[str, Any]) -> str:
     if len(rows) == 1:
         lines.append("no apps configured")
     else:
-        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-        for row in rows:
-            cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
-            lines.append("  ".join([*cells, row[-1]]).rstrip())
+        lines += columns(rows)
     lines += _process_lines(doc)
     shown = recent(doc, 10)
     if shown:
-        lines.append("")
-        lines.append("recent requests:")
+        lines += ["", "recent requests:"]
+        requests = [["TIME", "APP", "STATUS", "MS", "REQUEST"]]
         for r in shown:
             clock = time.strftime("%H:%M:%S", time.localtime(r["time"]))
-            lines.append(
-                f"  {clock}  {r['app']}  {r['status']}  {r['method']} {r['target']}  "
-                f"{latency(r['ms'])}"
-            )
+            when = [clock, r["app"], str(r["status"]), latency(r["ms"])]
+            requests.append([*when, f"{r['method']} {r['target']}"])
+        lines += ["  " + line for line in columns(requests)]
     return "\n".join(lines)
+
+
+def columns(rows: list[list[str]]) -> list[str]:
+    """`rows` (the header first) as lines, each column as wide as its widest cell; the last
+    column, which may be long, is not padded."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return [
+        "  ".join(
+            [*(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), row[-1]]
+        ).rstrip()
+        for row in rows
+    ]
 
 
 def _process_lines(doc: dict[str, Any]) -> list[str]:

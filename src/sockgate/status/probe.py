@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from .. import errors
 from ..apps.discovery import Discovery
-from ..config import App, Config
+from ..config import App, Config, Listen
 from ..engine.upstream import AppConnection, Upstream
 from ..http import nothttp
 from ..http.events import ProtocolError, ResponseHead
 from ..http.serialise import request_head
+from ..proc import systemd_units
+from ..proc.listen import bind_error, listen_on
+from ..proc.pidfile import live_pid
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +81,62 @@ async def probe_app(app: App, timeout: float) -> AppReport:  # noqa: ASYNC109 - 
         return AppReport(app, "error", errors.AppClosedEarly.fault)
     finally:
         conn.close()
+
+
+@dataclass(frozen=True, slots=True)
+class ListenReport:
+    ok: bool  # `sockgate run` could listen there (or a sockgate of this workdir already does)
+    text: str
+
+
+def probe_listen(config: Config) -> ListenReport:
+    """Whether `sockgate run` could listen on the config's address: it is free, taken by
+    another program, or a sockgate of this workdir already runs (a reload is what is wanted)."""
+    where = str(config.listen)
+    taken: OSError | None = None
+    if config.listen.port != 0:
+        try:
+            socks = listen_on(config.listen.host, config.listen.port, listen=False)
+        except OSError as exc:
+            taken = exc
+        else:
+            for sock in socks:
+                sock.close()
+    running = live_pid(config.pid_file)
+    if running is not None:
+        there = "and listens on it" if taken is not None else "(not on this address)"
+        return ListenReport(
+            True,
+            f"listen {where}: a sockgate of this workdir already runs (pid {running}) {there}: "
+            "`sockgate reload` applies this config to it, `sockgate stop` stops it",
+        )
+    if taken is not None:
+        unit = activating_unit(config.listen)
+        if unit is not None:
+            return ListenReport(
+                True,
+                f"listen {where}: held by systemd's {unit} (socket activation), which starts "
+                "sockgate on the first connection",
+            )
+        return ListenReport(False, bind_error(where, taken))
+    if config.listen.port == 0:
+        return ListenReport(True, f"listen {where}: a free port is picked at start")
+    return ListenReport(True, f"listen {where}: free")
+
+
+def activating_unit(listen: Listen) -> str | None:
+    """The socket unit of `sockgate service install --socket` that holds `listen`, if any."""
+    folder = systemd_units.unit_dir(os.environ, Path.home())
+    host = "127.0.0.1" if listen.host == "localhost" else listen.host
+    line = f"ListenStream={Listen(host, listen.port)}"
+    for path in sorted(folder.glob(f"{systemd_units.PREFIX}*.socket")):
+        try:
+            lines = path.read_text().splitlines()
+        except OSError:
+            continue
+        if line in lines:
+            return path.name
+    return None
 
 
 async def probe_all(config: Config) -> list[AppReport]:
