@@ -17,6 +17,7 @@ from .model import (
     DEFAULT_DASHBOARD,
     DEFAULT_HOLD,
     DEFAULT_PREFIX_HEADERS,
+    LOCAL_SUFFIX,
     MAX_SOCKET_PATH,
     App,
     Command,
@@ -24,6 +25,7 @@ from .model import (
     Listen,
     Timeouts,
     discovered_app,
+    own_host,
 )
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "DEFAULT_LISTEN",
     "DEFAULT_PREFIX_HEADERS",
     "ENGINES",
+    "LOCAL_SUFFIX",
     "MAX_SOCKET_PATH",
     "App",
     "Command",
@@ -44,4 +47,5 @@ __all__ = [
     "bare",
     "discovered_app",
     "load",
+    "own_host",
 ]

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .model import (
+    APP_HOST_PATTERN,
     DEFAULT_HOLD,
     DEFAULT_PREFIX_HEADERS,
     MAX_SOCKET_PATH,
@@ -18,6 +19,7 @@ from .model import (
     PREFIX_PATTERN,
     App,
     Command,
+    own_host,
 )
 from .values import Reader, kind_of
 
@@ -55,6 +57,7 @@ _APP_KEYS = {
     "rewrite",
     "prefix_headers",
     "hold",
+    "hosts",
 }
 COMMAND_KEYS = (
     "command",
@@ -110,7 +113,25 @@ class AppReader(Reader):
                 f"{key}.prefix_headers", raw.get("prefix_headers", list(DEFAULT_PREFIX_HEADERS))
             ),
             command=self.command(key, raw, socket),
+            hosts=self.app_hosts(f"{key}.hosts", raw.get("hosts", [])),
         )
+
+    def app_hosts(self, key: str, value: object) -> tuple[str, ...]:
+        if not isinstance(value, list):
+            raise self.fail(key, f"expected an array of host names, got {kind_of(value)} {value!r}")
+        names: list[str] = []
+        for item in value:
+            name = item.lower().rstrip(".") if isinstance(item, str) else None
+            if name is None or not APP_HOST_PATTERN.fullmatch(name):
+                raise self.fail(
+                    key,
+                    f"{item!r}: expected a host name without port, such as 'notes.test', or a "
+                    "pattern such as '*.notes.localhost'",
+                )
+            if name in names:
+                raise self.fail(key, f"{item!r}: expected each name once")
+            names.append(name)
+        return tuple(names)
 
     def prefix_headers(self, key: str, value: object) -> tuple[str, ...]:
         if not isinstance(value, list):
@@ -199,9 +220,22 @@ class AppReader(Reader):
                 raise self.fail(f"{key}.{name}", "expected a variable name without '=' or NUL")
         return tuple(table.items())
 
-    def check_apps(self, apps: tuple[App, ...], dashboard: str | None = None) -> tuple[App, ...]:
+    def check_apps(
+        self, apps: tuple[App, ...], dashboard: str | None = None, host_routes: bool = True
+    ) -> tuple[App, ...]:
         seen: dict[str, str] = {}
+        owners: dict[str, str] = {}  # host name -> the app served there
         for app in apps:
+            own = [own_host(app.name)] if host_routes else []
+            for host in (*own, *app.hosts):
+                other = owners.get(host)
+                if other is not None and other != app.name:
+                    raise self.fail(
+                        f"apps.{app.name}.hosts",
+                        f"{host!r} is already the host of app {other!r}: a host name serves "
+                        "one app",
+                    )
+                owners[host] = app.name
             if dashboard is not None and app.prefix.startswith(dashboard):
                 raise self.fail(
                     f"apps.{app.name}.prefix",

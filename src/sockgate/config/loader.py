@@ -155,7 +155,9 @@ def _apply_overrides(
             if not sep or not name or not socket:
                 raise ConfigError(f"expected NAME=SOCKET, got {spec!r}", source="--app")
             by_name[name] = cli.app(f"--app {name}", name, {"socket": socket}, config.workdir)
-        updates["apps"] = cli.check_apps(tuple(by_name.values()), config.dashboard)
+        updates["apps"] = cli.check_apps(
+            tuple(by_name.values()), config.dashboard, config.host_routes
+        )
     if not updates:
         return config
     fields = {name: getattr(config, name) for name in config.__dataclass_fields__}
@@ -178,6 +180,7 @@ class _Reader(AppReader):
             "allow_remote",
             "sockets_dir",
             "dashboard",
+            "host_routes",
         }
         self.no_unknown("", raw, known)
         workdir = self.path("workdir", raw.get("workdir", "."))
@@ -190,14 +193,16 @@ class _Reader(AppReader):
         if "sockets_dir" in raw:
             sockets_dir = _Reader(self.source, workdir).path("sockets_dir", raw["sockets_dir"])
         dashboard = self.dashboard("dashboard", raw.get("dashboard", DEFAULT_DASHBOARD))
+        host_routes = self.boolean("host_routes", raw.get("host_routes", True))
         return Config(
             source=source,
             listen=self.listen("listen", raw.get("listen", DEFAULT_LISTEN)),
             workdir=workdir,
             sockets_dir=sockets_dir,
             timeouts=self.timeouts(self.table("timeouts", raw.get("timeouts", {}))),
-            apps=self.check_apps(apps, dashboard),
+            apps=self.check_apps(apps, dashboard, host_routes),
             dashboard=dashboard,
+            host_routes=host_routes,
             max_body_size=self.opt(raw, "max_body_size", "max_body_size", self.size),
             engine=self.engine("engine", raw.get("engine", "builtin")),
             workers=self.workers("workers", raw.get("workers", 1)),

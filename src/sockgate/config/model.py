@@ -20,6 +20,14 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 # one path would route differently) and nothing nginx would need quoted.
 PREFIX_PATTERN = re.compile(r"/(?:[A-Za-z0-9._~!$&'()*+,;=:@-]+/)*")
 DEFAULT_PREFIX_HEADERS = ("X-Forwarded-Prefix", "X-Script-Name")
+# An app's own host name (`hosts`): DNS labels, lower case, no port; a leading "*." is a pattern
+# for every name under it.
+APP_HOST_PATTERN = re.compile(
+    r"(\*\.)?[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*"
+)
+# Every app is also served at the root of NAME.localhost (host_routes): browsers and curl resolve
+# any *.localhost name to loopback with no set-up.
+LOCAL_SUFFIX = ".localhost"
 # How long a request waits for an app whose socket is missing or refuses (it is restarting).
 DEFAULT_HOLD = 5.0
 
@@ -84,6 +92,7 @@ class App:
     rewrite: bool = True
     prefix_headers: tuple[str, ...] = DEFAULT_PREFIX_HEADERS
     command: Command | None = None  # supervised: sockgate starts and restarts it
+    hosts: tuple[str, ...] = ()  # names it is served at besides NAME.localhost (`hosts`)
     # Worked out once (__post_init__), not as properties: every request asks.
     # The app sees paths without its prefix, and is told the prefix in prefix_headers.
     prefixed: bool = field(init=False, repr=False, compare=False)
@@ -117,10 +126,24 @@ class Config:
 
     # The reserved prefix of the status page (built-in engine); None: turned off.
     dashboard: str | None = DEFAULT_DASHBOARD
+    # Every app also at the root of its own origin, http://NAME.localhost:PORT/.
+    host_routes: bool = True
 
     @property
     def supervised(self) -> tuple[App, ...]:
         return tuple(app for app in self.apps if app.command is not None)
+
+    def app_hosts(self, app: App) -> tuple[str, ...]:
+        """The host names `app` is served at the root of: NAME.localhost (with host_routes),
+        then the names of its `hosts`."""
+        return (*([own_host(app.name)] if self.host_routes else []), *app.hosts)
+
+    def host_url(self, app: App, port: int | None = None) -> str | None:
+        """http://NAME.localhost:PORT/, the app's own origin (None without host_routes);
+        `port`: the one listened on, when `listen` says 0."""
+        if not self.host_routes:
+            return None
+        return f"http://{own_host(app.name)}:{port or self.listen.port}/"
 
     @property
     def logs_dir(self) -> Path:
@@ -146,6 +169,11 @@ class Config:
     def body_limit(self, app: App) -> int | None:
         limit = app.max_body_size if app.max_body_size is not None else self.max_body_size
         return limit or None
+
+
+def own_host(name: str) -> str:
+    """NAME.localhost: the host an app named NAME is served at with host_routes."""
+    return name.lower() + LOCAL_SUFFIX
 
 
 def discovered_app(name: str, socket: Path) -> App | None:

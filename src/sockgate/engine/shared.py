@@ -46,7 +46,7 @@ class Engine:
         self.apps = apps or AppManager((), config.logs_dir)
         self.access_log = access_log or AccessLog(None)
         self.default_host = str(config.listen).encode()
-        self.hosts = HostPolicy(config.listen.host, config.allowed_hosts)
+        self.hosts = _host_policy(config)
         self._drains: set[asyncio.TimerHandle] = set()
         # The status page's counters (one O(1) update per exchange, in `_log`) and its prober.
         self.stats = Stats([app.name for app in config.apps])
@@ -79,7 +79,7 @@ class Engine:
         self.router = _router(config)
         self.monitor.config = config
         self.upstreams = upstreams
-        self.hosts = HostPolicy(config.listen.host, config.allowed_hosts)
+        self.hosts = _host_policy(config)
         for upstream in retired:
             upstream.retire()
         return retired
@@ -110,9 +110,11 @@ class Engine:
     def upstream(self, app: App) -> Upstream:
         """The pool for an app; a discovered app's is made on its first request."""
         found = self.upstreams.get(app.name)
-        if found is None or found.app is not app:
+        # The same socket, the same pool: the app at its own host (routing.at_own_host) is
+        # another App object for the same app.
+        if found is None or found.app.socket != app.socket:
             if found is not None:
-                found.close()  # a discovered socket that went away and came back
+                found.close()  # a discovered app whose socket moved
             found = self.upstreams[app.name] = Upstream(app, self.config.timeouts.connect)
         return found
 
@@ -131,12 +133,22 @@ class Engine:
         self.close_idle()
 
 
+def _host_policy(config: Config) -> HostPolicy:
+    """The Host values answered: local names, allowed_hosts, and the apps' own host names
+    (allowed by being configured)."""
+    own = [name for app in config.apps for name in config.app_hosts(app)]
+    return HostPolicy(config.listen.host, (*config.allowed_hosts, *own))
+
+
 def _router(config: Config) -> routing.Router:
     """The routes of `config`: its apps, the dashboard, and the sockets found in sockets_dir."""
     lookup = None
     if config.sockets_dir is not None:
         lookup = Discovery(config.sockets_dir, config.apps).lookup
-    return routing.Router(config.apps, config.dashboard, discover=lookup)
+    hosts = [(name, app) for app in config.apps for name in config.app_hosts(app)]
+    return routing.Router(
+        config.apps, config.dashboard, discover=lookup, hosts=hosts, local_hosts=config.host_routes
+    )
 
 
 def _pools(config: Config, kept: dict[str, Upstream]) -> dict[str, Upstream]:

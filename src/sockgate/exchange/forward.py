@@ -26,7 +26,15 @@ from ..http.events import (
     ResponseHead,
 )
 from ..http.headers import app_request
-from ..http.routing import Dashboard, Decision, Forward, Misdirected, Redirect, Rejected
+from ..http.routing import (
+    Dashboard,
+    Decision,
+    Forward,
+    Misdirected,
+    NotFound,
+    Redirect,
+    Rejected,
+)
 from .phase import ANSWERED, CUT, ROUTED, SENT, Phase, move
 from .phase import name as phase_name
 from .relay import Retry, closed_early, pump_body, relay
@@ -50,7 +58,7 @@ def decide(engine: Engine, head: RequestHead) -> Decision:
     if not hosts.allows(head.host):
         assert head.host is not None
         return Misdirected(*hosts.refusal(head.host))
-    return engine.router.route(head.target)
+    return engine.router.route(head.target, head.host)
 
 
 class Exchange:
@@ -148,6 +156,9 @@ class Exchange:
             return pages.Page(400, decision.reason)
         if type(decision) is Misdirected:
             return pages.Page(421, decision.title, decision.detail)
+        if type(decision) is NotFound and decision.host:
+            hosts = ", ".join(self.engine.router.host_names) or "none"
+            return pages.Page(404, f"no app has the host {decision.host}", f"app hosts: {hosts}")
         return pages.Page(404, "no app is routed at this path", detail=_routes(self.engine))
 
     def answer(self, page: pages.Page) -> bool:

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
-from ..config import App
+from ..config import LOCAL_SUFFIX, App
+from .hosts import hostname
 
 # Dot segments, also percent-encoded, and encoded slashes that could make one.
 _DOT_SEGMENT: Final = re.compile(rb"(?:^|/)(?:\.|%2e){1,2}(?:/|$)", re.IGNORECASE)
@@ -28,7 +29,9 @@ class Redirect:
 
 @dataclass(frozen=True, slots=True)
 class NotFound:
-    pass
+    """No app at this path, or (`host`) no app has this *.localhost name."""
+
+    host: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,11 +63,18 @@ Decision = Forward | Redirect | NotFound | Rejected | Dashboard | Misdirected
 # short targets only: at most about half a megabyte.
 CACHE_SIZE: Final = 1024
 CACHED_TARGET: Final = 256
+HOSTS_SEEN: Final = 1024  # Host values remembered with the app they name
 
 
 class Router:
-    """Longest prefix wins, whatever the order of the apps in the file. The `dashboard` prefix
-    (reserved: no app lives under it) comes before every app, and takes `/` if no app does.
+    """First the Host: a request whose Host is one of an app's host names (`hosts`: name to
+    app; a "*." name is a pattern) goes to that app at the root of its own origin, whatever the
+    path. With `local_hosts` (host_routes), NAME.localhost of a discovered app too, and any
+    other *.localhost name is no app's (404, listing the app hosts).
+
+    Then the path: longest prefix wins, whatever the order of the apps in the file. The
+    `dashboard` prefix (reserved: no app lives under it) comes before every app, and takes `/`
+    if no app does.
 
     `discover`, when given, is asked for the app a first path segment names (`b"notes"` for
     `/notes/x`) when no configured prefix at least that long matches: a discovered app is
@@ -77,6 +87,8 @@ class Router:
         dashboard: str | None = None,
         *,
         discover: Callable[[bytes], App | None] | None = None,
+        hosts: Sequence[tuple[str, App]] = (),
+        local_hosts: bool = False,
     ) -> None:
         ordered = sorted(apps, key=lambda app: len(app.prefix), reverse=True)
         self._prefixes = [(app.prefix.encode(), app) for app in ordered]
@@ -85,12 +97,21 @@ class Router:
         self._discover = discover
         # Only without discovery: what a discovered name routes to changes with the folder.
         self._cache: dict[bytes, Decision] | None = {} if discover is None else None
+        self._hosts = HostRoutes(hosts, discover if local_hosts else None, local_hosts)
+        self.host_names = [name for name, _ in hosts]
 
     @property
     def apps(self) -> list[App]:
         return [app for _, app in self._prefixes]
 
-    def route(self, target: bytes) -> Decision:
+    def route(self, target: bytes, host: bytes | None = None) -> Decision:
+        if host is not None and self._hosts.any:
+            at_host = self._hosts.app_for(host)
+            if at_host is not None:
+                if type(at_host) is str:
+                    return NotFound(host=at_host)
+                assert isinstance(at_host, App)
+                return _at_root(at_host, target)
         cache = self._cache
         if cache is None or len(target) > CACHED_TARGET:
             return self._route(target)
@@ -137,6 +158,78 @@ class Router:
             if path.startswith(prefix):
                 return app
         return None
+
+
+def _at_root(app: App, target: bytes) -> Decision:
+    """At its own host an app owns every path: nothing stripped, nothing rewritten."""
+    if has_dot_segment(target.partition(b"?")[0]):
+        return Rejected("the path has '.' or '..' segments")
+    return Forward(app, target)
+
+
+def at_own_host(app: App) -> App:
+    """`app` as it is served at its own host: at the root, so neither stripped nor rewritten
+    nor told a prefix (`App.prefixed`, `App.rewrites`); the same name, socket and pool."""
+    return replace(app, prefix="/")
+
+
+class HostRoutes:
+    """Host header values to the app served at their root, remembered per value (a browser
+    sends the same few again and again)."""
+
+    def __init__(
+        self,
+        hosts: Sequence[tuple[str, App]],
+        discover: Callable[[bytes], App | None] | None,
+        local: bool,
+    ) -> None:
+        twins: dict[str, App] = {}
+        exact: dict[str, App] = {}
+        patterns: list[tuple[str, App]] = []
+        for name, app in hosts:
+            twin = twins.setdefault(app.name, at_own_host(app))
+            if name.startswith("*."):
+                patterns.append((name[1:], twin))
+            else:
+                exact[name] = twin
+        self._exact = exact
+        self._patterns = sorted(patterns, key=lambda item: len(item[0]), reverse=True)
+        self._discover = discover
+        self._local = local
+        self.any = bool(hosts) or local
+        self._seen: dict[bytes, App | str | None] = {}
+
+    def app_for(self, host: bytes) -> App | str | None:
+        """The app (at its root) whose host `host` is; the name, for a *.localhost name that is
+        no app's; None for any other host (routed by path)."""
+        seen = self._seen
+        if host in seen:
+            return seen[host]
+        found = self._find(host)
+        if self._discover is None or isinstance(found, App):
+            if len(seen) >= HOSTS_SEEN:
+                seen.clear()
+            seen[host] = found  # a discovered name is looked up each time: the folder changes
+        return found
+
+    def _find(self, host: bytes) -> App | str | None:
+        name = hostname(host)
+        if name is None:
+            return None
+        app = self._exact.get(name)
+        if app is not None:
+            return app
+        for suffix, twin in self._patterns:
+            if name.endswith(suffix):
+                return twin
+        if not self._local or not name.endswith(LOCAL_SUFFIX) or name == LOCAL_SUFFIX[1:]:
+            return None
+        label = name[: -len(LOCAL_SUFFIX)]
+        if self._discover is not None and "." not in label:
+            discovered = self._discover(label.encode())
+            if discovered is not None:
+                return at_own_host(discovered)
+        return name
 
 
 def has_dot_segment(path: bytes) -> bool:
