@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from sockgate.status import logfiles
 from sockgate.status.loglines import ACCESS, ERROR, Line, Picker, Sorter
 from tests.conftest import RawFactory
 from tests.support.proc import Proxy, free_port, run_sockgate, write_config
@@ -365,3 +366,23 @@ def test_lines_without_a_time_follow_the_last_time_of_their_source() -> None:
     # Later: an x line without a time still counts as written at 10, before y's 11.
     later = {"x": [Line("x", "x3", None)], "y": [Line("y", "y2", 11.0)]}
     assert [line.text for line in sorter.sort(later)] == ["x3", "y2"]
+
+
+def test_looking_back_for_an_apps_lines_stops_at_a_bound(
+    tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rare app in a huge log: its last lines are looked for in the last TAIL_MOST bytes, not
+    by reading the whole file into memory."""
+    log = tmp / "access.log"
+    rare = '127.0.0.1 - - [01/May/2024:12:00:00 +0000] "GET /a/ HTTP/1.1" 200 2 app=a\n'
+    other = '127.0.0.1 - - [01/May/2024:12:00:01 +0000] "GET /b/ HTTP/1.1" 200 2 app=b\n'
+    log.write_text(rare + other * 4000)  # ~300 kB, the rare line at its start
+    monkeypatch.setattr(logfiles, "TAIL_CHUNK", 1024)
+    monkeypatch.setattr(logfiles, "TAIL_MOST", 64 * 1024)
+    bounded = logfiles.LogFile(ACCESS, log, Picker(ACCESS, "a"))
+    assert bounded.tail(5) == []
+    bounded.close()
+    monkeypatch.setattr(logfiles, "TAIL_MOST", 1024 * 1024)
+    whole = logfiles.LogFile(ACCESS, log, Picker(ACCESS, "a"))
+    assert [line.text for line in whole.tail(5)] == [rare.rstrip("\n")]
+    whole.close()

@@ -18,6 +18,9 @@ from .loglines import ACCESS, ERROR, Line, Picker, Sorter, access_app, stamp_of
 POLL: Final = 0.2  # seconds between two looks at the files when following
 # The last lines are looked for in the file's last TAIL_CHUNK bytes, then in twice as many, ...
 TAIL_CHUNK: Final = 65536
+# ... up to this much: an app with few lines in a log of gigabytes shows those of its last 64 MiB
+# (and -f what comes next), not a read of the whole file into memory.
+TAIL_MOST: Final = 64 * 1024 * 1024
 # A line longer than this is passed on in pieces rather than held in memory while following.
 MAX_LINE: Final = 16384
 # How far back the access log is read for the names of apps it logged (`known_apps`).
@@ -63,8 +66,8 @@ class LogFile:
             # Pickers are fed in order, from a fresh one: a window may begin inside a message.
             picker = self.picker.fresh()
             kept = [index for index, text in enumerate(texts) if picker.keep(text)]
-            if len(kept) >= count or start == 0:
-                break
+            if len(kept) >= count or start == 0 or chunk >= TAIL_MOST:
+                break  # enough lines, the whole file, or as far back as is worth reading
             chunk *= 2
         self.picker = picker
         shown = kept[-count:] if count else []
