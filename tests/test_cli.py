@@ -218,6 +218,27 @@ def test_check_with_apps_on_the_command_line_and_no_file(
     assert "missing" in api
 
 
+def test_check_shows_each_apps_host_url(tmp: Path) -> None:
+    port = free_port()
+    with RawApp(tmp / "up.sock") as up:
+        body = f'listen = "127.0.0.1:{port}"\n[apps.up]\nsocket = "{up.path}"\n'
+        result = invoke("check", "-c", str(write_config(tmp / "sockgate.toml", body)))
+    assert result.exit_code == 0, result.output
+    header, line = row(result.stdout, "APP"), row(result.stdout, "up")
+    assert header.split()[:5] == ["APP", "PREFIX", "SOCKET", "HOST", "URL"]
+    assert line.split()[:4] == ["up", "/up/", str(up.path), f"http://up.localhost:{port}/"]
+    assert line.index("http://up.localhost") == header.index("HOST URL")  # under its header
+    assert "ok (200)" in line
+    # `listen` on port 0: the port is chosen at start, so the host name alone.
+    zero = write_config(tmp / "zero.toml", body.replace(f":{port}", ":0"))
+    assert row(invoke("check", "-c", str(zero)).stdout, "up").split()[3] == "up.localhost"
+    # host_routes = false: no host URL, no column.
+    off = write_config(tmp / "off.toml", "host_routes = false\n" + body)
+    out = invoke("check", "-c", str(off)).stdout
+    assert "HOST URL" not in out
+    assert "localhost" not in row(out, "up")
+
+
 def test_check_app_option_adds_to_the_file(tmp: Path) -> None:
     path = write_config(
         tmp / "sockgate.toml",

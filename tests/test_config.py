@@ -739,3 +739,63 @@ def test_hold_is_a_duration_and_zero_turns_it_off(
 ) -> None:
     (app,) = load_text(tmp_path, APP + f"hold = {text}\n").apps
     assert app.hold == seconds
+
+
+# --- the placeholders of a supervised app's command and env -------------------------------------
+
+PLACES = "{socket} {prefix} {url} {host_url}"
+
+
+def test_placeholders_are_substituted_in_argv_and_env_and_the_text_stays(tmp_path: Path) -> None:
+    config = load_text(
+        tmp_path,
+        'listen = "127.0.0.1:8080"\n'
+        f'[apps.notes]\nprefix = "/n/"\ncommand = "serve {PLACES} {{other}}"\n'
+        f'env = {{ BASE = "{{url}}", ALL = "{PLACES}" }}\n'
+        f'[apps.sh]\ncommand = "exec serve --at {{prefix}} {{host_url}}"\nshell = true\n'
+        'socket = "/tmp/with space.sock"\n'
+        '[apps.list]\ncommand = ["serve", "--base={url}", "{prefix}"]\n',
+    )
+    notes, sh, listed = (app.command for app in config.apps)
+    assert notes is not None
+    assert sh is not None
+    assert listed is not None
+    sock = str(tmp_path / "sockets" / "notes.sock")
+    url, host_url = "http://127.0.0.1:8080/n/", "http://notes.localhost:8080/"
+    # Unknown braces are left alone (a shell's or a template's).
+    assert notes.argv == ("serve", sock, "/n/", url, host_url, "{other}")
+    assert notes.env == (("BASE", url), ("ALL", f"{sock} /n/ {url} {host_url}"))
+    assert notes.text == f"serve {PLACES} {{other}}"  # as written
+    assert notes.shown == f"serve {sock} /n/ {url} {host_url} '{{other}}'"  # as it runs
+    # With shell = true, each value is quoted for the shell.
+    assert sh.argv == ("/bin/sh", "-c", "exec serve --at /sh/ http://sh.localhost:8080/")
+    assert listed.argv == ("serve", "--base=http://127.0.0.1:8080/list/", "/list/")
+
+
+def test_url_placeholders_follow_the_listen_override(tmp_path: Path) -> None:
+    body = '[apps.a]\ncommand = ["serve", "{url}", "{host_url}"]\n'
+    config = load_text(tmp_path, body, listen="[::1]:9000")
+    assert config.apps[0].command is not None
+    assert config.apps[0].command.argv == (
+        "serve",
+        "http://[::1]:9000/a/",
+        "http://a.localhost:9000/",
+    )
+
+
+def test_a_placeholder_without_a_value_is_an_error_naming_the_key(tmp_path: Path) -> None:
+    body = '[apps.a]\ncommand = "serve {prefix}"\nenv = { ROOT = "{host_url}" }\n'
+    error = load_error(tmp_path, 'listen = "127.0.0.1:8080"\nhost_routes = false\n' + body)
+    assert error.key == "apps.a.env.ROOT"
+    assert "{host_url} has no value: host_routes = false" in str(error)
+    error = load_error(tmp_path, 'listen = "127.0.0.1:0"\n' + body.replace("host_url", "url"))
+    assert error.key == "apps.a.env.ROOT"
+    assert "give listen a port" in str(error)
+    # {socket} and {prefix} need nothing more: port 0 and no host routes are fine.
+    fine = load_text(
+        tmp_path,
+        'listen = "127.0.0.1:0"\nhost_routes = false\n[apps.a]\n'
+        'command = "serve {socket} {prefix}"\n',
+    )
+    assert fine.apps[0].command is not None
+    assert fine.apps[0].command.argv[2] == "/a/"

@@ -4,6 +4,7 @@ the config and the reserved prefix in routing."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 import re
@@ -26,6 +27,8 @@ APP1 = App("app1", Path("/s/app1.sock"), "/app1/")
 APP2 = App("app2", Path("/s/app2.sock"), "/app2/")
 ROOT = App("root", Path("/s/root.sock"), "/")
 PROCESS = Process("1.0", 42, "127.0.0.1:8080", 1000.0, "/_sockgate/")
+CONFIG = config.Config(None, config.Listen("127.0.0.1", 0), Path("/w"), apps=(APP1, APP2))
+URLS = ("http://127.0.0.1:8080/app1/", "http://app1.localhost:8080/")
 
 
 def doc_with_traffic() -> dict[str, Any]:
@@ -40,6 +43,7 @@ def doc_with_traffic() -> dict[str, Any]:
             (APP2, Live("missing", "is the app running?"), two.snapshot()),
         ],
         now=1010.0,
+        urls={"app1": URLS, "app2": CONFIG.urls(APP2, 8080)},
     )
 
 
@@ -61,6 +65,7 @@ def test_the_document_has_the_documented_schema() -> None:
     assert one == {
         "name": "app1",
         "prefix": "/app1/",
+        "urls": list(URLS),  # its prefix URL, then its host URL
         "socket": "/s/app1.sock",
         "state": "up",
         "detail": "",
@@ -105,6 +110,12 @@ def test_the_table_shows_each_app_and_the_recent_requests() -> None:
     assert "missing: is the app running?" in lines[3]
     assert lines[3].endswith("socket file missing (POST /app2/</script><b>)")
     assert "note:" not in text
+    # Where to open each app, below the table: its prefix URL and its host URL, aligned.
+    start = lines.index("open at:")
+    assert lines[start + 1 : start + 3] == [
+        "  app1  http://127.0.0.1:8080/app1/  http://app1.localhost:8080/",
+        "  app2  http://127.0.0.1:8080/app2/  http://app2.localhost:8080/",
+    ]
     # The recent requests as a table of their own, each column under its header.
     start = lines.index("recent requests:")
     header, *rows = lines[start + 1 :]
@@ -114,6 +125,23 @@ def test_the_table_shows_each_app_and_the_recent_requests() -> None:
         column = header.index(name)
         assert all(row[column - 1] == " " and row[column] != " " for row in rows), (name, rows)
     assert rows[0].split()[1:] == ["app2", "502", "1.0ms", "POST", "/app2/</script><b>"]
+
+
+def test_each_app_is_shown_at_its_prefix_url_and_its_host_url() -> None:
+    # The port listened on (`listen` says 0 here), the listen address as it is written.
+    assert CONFIG.urls(APP1, 8080) == URLS
+    assert CONFIG.urls(ROOT, 9) == ("http://127.0.0.1:9/", "http://root.localhost:9/")
+    v6 = dataclasses.replace(CONFIG, listen=config.Listen("::1", 8080))
+    assert v6.urls(APP1) == ("http://[::1]:8080/app1/", "http://app1.localhost:8080/")
+    anywhere = dataclasses.replace(CONFIG, listen=config.Listen("0.0.0.0", 8080))
+    assert anywhere.urls(APP1)[0] == "http://localhost:8080/app1/"
+    # Without host routes, the prefix URL alone, in the document and the table.
+    prefix_only = dataclasses.replace(CONFIG, host_routes=False)
+    assert prefix_only.urls(APP1, 8080) == ("http://127.0.0.1:8080/app1/",)
+    urls = {"app1": prefix_only.urls(APP1, 8080)}
+    doc = dashboard.document(PROCESS, [(APP1, Live("up"), AppStats().snapshot())], 1.0, None, urls)
+    assert doc["apps"][0]["urls"] == ["http://127.0.0.1:8080/app1/"]
+    assert "  app1  http://127.0.0.1:8080/app1/" in dashboard.table(doc).splitlines()
 
 
 def test_a_worker_says_its_counts_are_its_own() -> None:
@@ -249,9 +277,10 @@ def test_the_page_is_self_contained_and_its_csp_allows_only_its_own_script() -> 
     doc = doc_with_traffic()
     page = dashboard.page(doc, "/_sockgate/").decode()
     assert 'data-events="/_sockgate/events"' in page
-    assert "http://" not in page.replace("http://127.0.0.1:8080/", "").replace(
-        'listening on http://" +', ""
-    )  # no external assets
+    local = page.replace('listening on http://" +', "")
+    for own in ("http://127.0.0.1:8080/", "http://app1.localhost:8080/", "http://app2.localhost"):
+        local = local.replace(own, "")  # the listen address and the apps' URLs
+    assert "http://" not in local  # no external assets
     # Client-sent text never closes the script element that embeds the document.
     assert "</script><b>" not in page
     embedded = re.search(r'<script type="application/json" id=initial>(.*?)</script>', page, re.S)

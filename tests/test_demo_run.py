@@ -58,3 +58,22 @@ def test_sockgate_demo_runs_its_apps_and_stops_them(tmp: Path) -> None:
     assert code == 0, demo.output()
     assert not workdir.exists()
     assert _cmdlines_with(str(workdir / "sockets")) == []
+
+
+def test_the_demo_prints_each_apps_own_origin_and_it_answers(tmp: Path) -> None:
+    port = free_port()
+    demo = Proxy(tmp / "unused.toml")
+    # What the demo prints to stdout, where the Proxy helper reads its stderr.
+    run = [sys.executable, "-m", "sockgate", "demo", "--listen", f"127.0.0.1:{port}"]
+    demo.args = ["/bin/sh", "-c", 'exec "$@" 1>&2', "sh", *run]
+    demo.start()
+    try:
+        for name in ("clock", "echo"):
+            demo.wait_for_output(rf"  {name} +http://{name}\.localhost:{port}/ +the same app")
+        own = {"Host": f"clock.localhost:{port}"}
+        page = httpx.get(f"http://127.0.0.1:{port}/", headers=own, timeout=10)
+        assert page.status_code == 200
+        assert "EventSource" in page.text
+    finally:
+        code = demo.stop(signal.SIGINT)
+    assert code == 0, demo.output()

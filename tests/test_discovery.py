@@ -43,6 +43,24 @@ def test_a_socket_is_routed_as_soon_as_it_appears_and_404_once_gone(tmp: Path) -
             assert client.get("/notes/again").status_code == 200
 
 
+def test_a_discovered_app_answers_at_the_root_of_its_own_host(tmp: Path) -> None:
+    disc = tmp / "work" / "disc"
+    with Proxy(_config(tmp)) as proxy, httpx.Client(base_url=proxy.url, timeout=10) as client:
+        proxy.wait_for_output(
+            rf"/NAME/ -> .*/disc/NAME\.sock \(discovered\), also http://NAME\.localhost:{proxy.port}/"
+        )
+        own = {"Host": f"notes.localhost:{proxy.port}"}
+        assert client.get("/x", headers=own).status_code == 404  # no such socket yet
+        with RawApp(disc / "notes.sock") as app:
+            # At the root of its host: the path as sent, nothing stripped, no prefix header.
+            assert client.get("/x?y=1", headers=own).status_code == 200
+            assert client.get("/", headers=own).status_code == 200
+            assert [r.target for r in app.requests] == [b"/x?y=1", b"/"]
+            assert app.requests[-1].header(b"x-forwarded-prefix") is None
+            assert app.requests[-1].header(b"host") == own["Host"].encode()
+        assert client.get("/x", headers=own).status_code == 404
+
+
 def test_explicit_apps_win_over_discovered_ones(tmp: Path) -> None:
     disc = tmp / "work" / "disc"
     disc.mkdir(parents=True)
@@ -81,7 +99,8 @@ def test_check_lists_explicit_and_discovered_apps(tmp: Path) -> None:
     assert rows["todo"].split()[1:3] == ["/todo/", str(disc / "todo.sock")]
     assert "ok (200) [discovered]" in rows["todo"]
     assert "plain" not in rows
-    assert f"discovery: every NAME.sock in {disc} at /NAME/ (1 now)" in result.stdout
+    line = f"discovery: every NAME.sock in {disc} at /NAME/ and at NAME.localhost (1 now)"
+    assert line in result.stdout
 
 
 def test_sockets_dir_is_relative_to_workdir_and_builtin_only(tmp: Path) -> None:

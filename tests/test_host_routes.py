@@ -21,15 +21,10 @@ from tests.support.proc import write_config
 from tests.support.rawapp import Conn
 
 
-# Until the nginx engine renders host routes (server blocks per app host).
-NGINX_NOT_YET = pytest.mark.nginx_difference("the nginx engine does not render host routes yet")
-
-
 def at(host: str, proxy_port: int) -> dict[str, str]:
     return {"Host": f"{host}:{proxy_port}"}
 
 
-@NGINX_NOT_YET
 def test_an_app_is_served_at_the_root_of_its_own_host(
     make_proxy: ProxyFactory, starlette_sock: Path
 ) -> None:
@@ -59,7 +54,6 @@ async def login_redirect(conn: Conn) -> None:
         )
 
 
-@NGINX_NOT_YET
 def test_redirects_and_cookies_stay_on_the_apps_origin(
     make_proxy: ProxyFactory, raw_app: RawFactory
 ) -> None:
@@ -74,7 +68,6 @@ def test_redirects_and_cookies_stay_on_the_apps_origin(
     assert under.headers["set-cookie"] == "session=1; Path=/app1/"
 
 
-@NGINX_NOT_YET
 def test_websocket_and_sse_at_the_apps_host(make_proxy: ProxyFactory, starlette_sock: Path) -> None:
     proxy = make_proxy({"st": starlette_sock})
     host = f"st.localhost:{proxy.port}"
@@ -91,7 +84,6 @@ def test_websocket_and_sse_at_the_apps_host(make_proxy: ProxyFactory, starlette_
     assert [json.loads(line[6:])["i"] for line in data] == [0, 1, 2]
 
 
-@NGINX_NOT_YET
 def test_more_names_and_patterns_from_hosts(make_proxy: ProxyFactory, raw_app: RawFactory) -> None:
     app = raw_app()
     proxy = make_proxy(
@@ -104,7 +96,6 @@ def test_more_names_and_patterns_from_hosts(make_proxy: ProxyFactory, raw_app: R
         assert app.requests[-1].header(b"x-forwarded-prefix") is None
 
 
-@NGINX_NOT_YET
 def test_foreign_hosts_are_refused_and_unknown_local_names_list_the_app_hosts(
     make_proxy: ProxyFactory, raw_app: RawFactory
 ) -> None:

@@ -156,6 +156,7 @@ def test_lint_without_a_running_proxy_uses_a_temporary_engine(
         found = {f for f in found if not f[1].startswith("header:")}
     assert found == expected(origin, headers=not strip)
     assert document["escapes"] == len(app["findings"])
+    assert app["host_url"] == f"http://app1.localhost:{port}/"
     assert {h["framework"] for h in app["hints"]} >= {"Flask / Werkzeug", "Django", "Express"}
     assert not (tmp / "work").exists(), "a temporary engine leaves the workdir alone"
     agents = {r.header(b"user-agent") for r in site.requests}
@@ -217,6 +218,10 @@ def test_the_text_report(tmp: Path, site: RawApp, clean: RawApp) -> None:
     assert "ProxyFix(app.wsgi_app, x_prefix=1" in out
     assert 'FORCE_SCRIPT_NAME = "/app1"' in out
     assert "app.set('trust proxy'" in out
+    # The other way out: the app at the root of its own origin, for the app that escapes.
+    own = f"http://app1.localhost:{port}/"
+    assert f"or use it at its own origin: {own} (served at / there: no prefix)" in lines
+    assert "app2.localhost" not in out
     assert lines[-1] == "14 escapes in 1 of 2 apps"
     for _, where, value, _, _ in expected(origin):
         assert f"{where} " in out or f"{where}:" in out
@@ -230,10 +235,23 @@ def test_an_app_where_nothing_escapes_exits_0(tmp: Path, site: RawApp, clean: Ra
     assert "app2 /app2/: 1 page, nothing escapes" in done.stdout.splitlines()
     assert done.stdout.strip().endswith("nothing escapes in 1 app")
     assert "to fix" not in done.stdout
+    assert "own origin" not in done.stdout
     document = lint_json("app2", "-c", str(path), cwd=tmp, code=0)
     assert document["escapes"] == 0
     assert document["apps"][0]["findings"] == []
     assert document["apps"][0]["hints"] == []
+
+
+def test_without_host_routes_no_own_origin_is_suggested(
+    tmp: Path, site: RawApp, clean: RawApp
+) -> None:
+    path, _ = config(tmp, site, clean, **SITE)
+    path.write_text("host_routes = false\n" + path.read_text())
+    done = lint("app1", "-c", str(path), cwd=tmp)
+    assert done.returncode == 1, done.stderr
+    assert "to fix" in done.stdout
+    assert "own origin" not in done.stdout
+    assert lint_json("app1", "-c", str(path), cwd=tmp)["apps"][0]["host_url"] is None
 
 
 def test_max_pages_bounds_the_crawl(tmp: Path, site: RawApp, clean: RawApp) -> None:

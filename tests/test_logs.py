@@ -288,7 +288,8 @@ def test_the_logs_of_a_real_run_and_one_app_alone(
             httpx.get(f"{proxy.url}{target}", timeout=10)
     # Stopped: every log is written out.
 
-    shown = run_sockgate("logs", "-c", str(path), cwd=tmp)
+    # Enough lines for the start-up ones too (a line per app, and nginx's own notices).
+    shown = run_sockgate("logs", "-n", "100", "-c", str(path), cwd=tmp)
     assert shown.returncode == 0, shown.stderr
     lines = shown.stdout.splitlines()
     assert all(PREFIX.match(line) for line in lines), lines

@@ -18,6 +18,8 @@ from hypothesis import strategies as st
 from sockgate import config as sgconfig
 from sockgate.config import App, Config, Listen, Timeouts
 from sockgate.errors import ConfigError
+from sockgate.http.routing import has_dot_segment
+from sockgate.nginx.hosts import DOT_SEGMENT
 from sockgate.nginx.render import (
     H2C_OFFER,
     MAX_CLIENTS,
@@ -326,6 +328,155 @@ def test_a_kept_prefix_empties_every_prefix_header() -> None:
     body = location(render(config), "/app1/")
     for name in ("X-Mount", "X-Forwarded-Prefix", "X-Script-Name"):
         assert f'proxy_set_header {name} "";' in body
+
+
+# --- host routes: each app at the root of its own origin ----------------------------------------
+
+HOSTED = dataclasses.replace(
+    MINIMAL,
+    apps=(
+        *MINIMAL.apps,
+        App("Notes", Path("/srv/sg/notes.sock"), "/n/", hosts=("notes.test", "*.notes.localhost")),
+    ),
+)
+
+
+def servers(text: str) -> dict[str, str]:
+    """The http block's server blocks by their server_name arguments."""
+    found = re.findall(r"^    server \{\n(.*?)^    \}", text, re.MULTILINE | re.DOTALL)
+    named = {}
+    for body in found:
+        match = re.search(r"^        server_name (.*);$", body, re.MULTILINE)
+        assert match, body
+        named[match.group(1)] = body
+    return named
+
+
+def prefix_names(text: str) -> list[str]:
+    """The server_name arguments of the server that routes by prefix."""
+    return next(
+        name for name, body in servers(text).items() if "location = /app1 {" in body
+    ).split()
+
+
+def test_each_app_is_served_at_the_root_of_its_host_names() -> None:
+    named = servers(render(HOSTED))
+    own = named["app1.localhost"]
+    # The app's one location takes every path as is: the host route's, not the prefix's.
+    assert "location / {" in own
+    assert "location /app1/" not in own
+    assert "proxy_pass http://sockgate_app1;" in own
+    assert 'proxy_set_header X-Forwarded-Prefix "";' in own
+    assert "proxy_set_header X-Forwarded-Host $sockgate_host;" in own
+    assert "proxy_redirect off;" in own
+    assert "proxy_cookie_path" not in own
+    # NAME.localhost in lower case, then the names of `hosts`, a pattern as nginx's wildcard.
+    notes = named["notes.localhost notes.test *.notes.localhost"]
+    assert "proxy_pass http://sockgate_Notes;" in notes
+    assert "set $sockgate_app Notes;" in notes
+    # The proxy settings are the http block's, inherited by every server: written once.
+    text = render(HOSTED)
+    assert text.count("proxy_read_timeout") == 1
+    assert re.search(r"^    proxy_read_timeout 1h;$", text, re.MULTILINE)
+
+
+def test_dot_segments_are_refused_at_an_apps_host() -> None:
+    own = servers(render(HOSTED))["app1.localhost"]
+    assert f'if ( $request_uri ~* "{DOT_SEGMENT}" ) {{\n            return 400;' in own
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/", "/a/../b", "/..", "/.", "/a/.", "/a/..?q", "/a/%2e%2E/b", "/a%2f..%2fb", "/%2E/",
+        "/a/.b", "/a/...", "/a/b..", "/a?x=/../", "/a/.%2e", "/a/..%2f", "/a.b/c",
+    ],
+)  # fmt: skip
+def test_the_dot_segment_pattern_is_the_built_in_engines_rule(target: str) -> None:
+    # PCRE and Python's re read this pattern the same way.
+    refused = re.search(DOT_SEGMENT, target, re.IGNORECASE) is not None
+    assert refused == has_dot_segment(target.partition("?")[0].encode())
+
+
+@given(st.text(alphabet="/.%2eEfF?a", max_size=12).map(lambda rest: "/" + rest))
+def test_the_dot_segment_pattern_agrees_on_any_target(target: str) -> None:
+    refused = re.search(DOT_SEGMENT, target, re.IGNORECASE) is not None
+    assert refused == has_dot_segment(target.partition("?")[0].encode())
+
+
+def test_unknown_localhost_names_get_a_404_listing_the_app_hosts() -> None:
+    text = render(HOSTED)
+    unknown = servers(text)["*.localhost"]
+    assert "set $sockgate_app -;" in unknown
+    assert (
+        'return 404 "404 Not Found: no app has the host $host\\napp hosts: app1.localhost, '
+        'notes.localhost, notes.test, *.notes.localhost\\n";'
+    ) in unknown
+    # The other local names are routed by prefix; the 421 guard stays the default server.
+    assert prefix_names(text) == [
+        "localhost",
+        r'"~^127\\.\\d+\\.\\d+\\.\\d+$"',
+        "[::1]",
+        "127.0.0.1",
+    ]
+    assert "listen 127.0.0.1:8080 default_server;" in servers(text)["_"]
+
+
+def test_host_routes_off_renders_no_host_servers() -> None:
+    text = render(dataclasses.replace(MINIMAL, host_routes=False))
+    assert set(servers(text)) == {
+        "_",
+        r'localhost *.localhost "~^127\\.\\d+\\.\\d+\\.\\d+$" [::1] 127.0.0.1',
+    }
+    assert "no app has the host" not in text
+    # An app's own `hosts` are still its names; *.localhost stays the prefix server's.
+    named = servers(render(dataclasses.replace(HOSTED, host_routes=False)))
+    assert "notes.test *.notes.localhost" in named
+    assert "app1.localhost" not in named
+    assert not any(name == "*.localhost" for name in named)
+
+
+def test_names_an_app_host_covers_leave_the_prefix_server() -> None:
+    """nginx prefers an exact name to a wildcard, and a longer wildcard to a shorter one; the
+    built-in engine asks the apps' names first. So an allowed name an app's host covers is the
+    app's, and with host routes every *.localhost name is an app's or gets the 404."""
+    allowed = (
+        "x.test",
+        "*.a.test",
+        "other.example",
+        "*.example",
+        "dev.localhost",
+        "*.dev.localhost",
+    )
+    config = dataclasses.replace(with_app(MINIMAL, hosts=("*.test",)), allowed_hosts=allowed)
+    assert prefix_names(render(config))[-3:] == ["127.0.0.1", "other.example", "*.example"]
+    off = dataclasses.replace(config, host_routes=False)
+    assert prefix_names(render(off))[-5:] == [
+        "127.0.0.1",
+        "other.example",
+        "*.example",
+        "dev.localhost",
+        "*.dev.localhost",
+    ]
+    assert "*.localhost" in prefix_names(render(off))
+
+
+def test_an_app_that_takes_every_localhost_name_leaves_no_404_server() -> None:
+    named = servers(render(with_app(MINIMAL, hosts=("*.localhost",))))
+    assert "app1.localhost *.localhost" in named
+    assert not any("no app has the host" in body for body in named.values())
+
+
+def test_long_host_names_get_bigger_hash_buckets() -> None:
+    # 46 characters fit nginx's default 64-byte buckets (an entry: a pointer, the name and two
+    # bytes, aligned to 8, then the bucket's closing pointer), 47 do not.
+    assert "server_names_hash_bucket_size" not in render(
+        with_app(MINIMAL, hosts=("a" * 41 + ".test",))
+    )
+    text = render(with_app(MINIMAL, hosts=("a" * 42 + ".test",)))
+    assert re.search(r"^    server_names_hash_bucket_size 128;$", text, re.MULTILINE)
+    longer = ".".join(["a" * 63] * 3) + ".test"  # 196 characters
+    assert "server_names_hash_bucket_size 256;" in render(with_app(MINIMAL, hosts=(longer,)))
 
 
 # --- refused values ----------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import logging
 import os
 import shutil
 import signal
@@ -85,9 +86,41 @@ def rich(workdir: Path) -> Config:
     return make_config(workdir, *apps, timeouts=timeouts, max_body_size=1024**3)
 
 
-@pytest.mark.parametrize("build", [make_config, rich], ids=["minimal", "rich"])
-def test_nginx_accepts_rendered_configs(workdir: Path, build: Any) -> None:
+def hosts(workdir: Path, **changes: Any) -> Config:
+    """Host routes with every kind of name: wildcards, a name long enough for bigger hash
+    buckets, allowed names the apps' hosts cover, an app that takes every *.localhost name."""
+    apps = (
+        App("app1", workdir / "a.sock", "/app1/"),
+        App("Notes", workdir / "b.sock", "/n/", hosts=("notes.test", "*.notes.localhost")),
+        App("long", workdir / "c.sock", "/l/", hosts=(".".join(["a" * 63] * 3) + ".test",)),
+    )
+    allowed = ("notes.test", "*.test", "x.notes.localhost", "*.example")
+    return make_config(workdir, *apps, allowed_hosts=allowed, **changes)
+
+
+def builders() -> list[Any]:
+    return [
+        make_config,
+        rich,
+        hosts,
+        lambda workdir: hosts(workdir, host_routes=False),
+        lambda workdir: make_config(
+            workdir, App("all", workdir / "a.sock", "/", hosts=("*.localhost",))
+        ),
+        # [::1] is a local name and the listen host: said once.
+        lambda workdir: make_config(workdir, listen=Listen("::1", free_port())),
+    ]
+
+
+@pytest.mark.parametrize(
+    "build", builders(), ids=["minimal", "rich", "hosts", "hosts-off", "all-localhost", "ipv6"]
+)
+def test_nginx_accepts_rendered_configs(
+    workdir: Path, build: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     nginx_run.test_config(build(workdir))
+    # Not even a warning (a server name in two servers would be one: nginx ignores the second).
+    assert not [r.message for r in caplog.records if r.levelno >= logging.WARNING]
     # nginx -t leaves an empty pid file behind to prove it could; it must not look like a run.
     assert not pid_path(build(workdir)).exists()
 
@@ -352,6 +385,18 @@ def test_bare_prefix_redirects_and_unknown_paths_are_404(proxy: Proxy) -> None:
     assert redirect.headers["location"] == "/app1/?x=1"
     assert get(proxy, "/app1").headers["location"] == "/app1/"
     assert get(proxy, "/nowhere/").status_code == 404
+
+
+def test_an_apps_host_gets_every_path_but_those_with_dot_segments(proxy: Proxy) -> None:
+    seen = get(proxy, "/app1/x?y=1", Host="APP1.localhost").json()
+    assert seen["path"] == "/app1/x?y=1"
+    assert "x-forwarded-prefix" not in seen
+    # nginx resolves `..` for its own routing but would pass the path on as written.
+    for target in (b"/a/../b", b"/a/%2e%2E/b", b"/a%2F..%2Fb", b"/a/.?x"):
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as sock:
+            sock.sendall(b"GET %s HTTP/1.1\r\nHost: app1.localhost\r\n\r\n" % target)
+            assert sock.recv(4096).startswith(b"HTTP/1.1 400 "), target
+    assert get(proxy, "/a/.b/..c", Host="app1.localhost").json()["path"] == "/a/.b/..c"
 
 
 def test_sigint_stops_nginx_cleanly(proxy: Proxy) -> None:

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from sockgate.cli import main
 from tests.conftest import ProxyFactory, RawFactory
 from tests.support.clients import DEADLINE, RawClient, read_head, request_bytes, wait_gate
-from tests.support.proc import Proxy, wait_for_line
+from tests.support.proc import Proxy, free_port, wait_for_line
 from tests.support.rawapp import OK, Conn
 
 MiB = 1024 * 1024
@@ -406,7 +406,16 @@ def test_check_with_nginx_runs_nginx_t(
     monkeypatch.chdir(tmp)
     result = CliRunner().invoke(
         main,
-        ["check", "--engine", "nginx", "--listen", "127.0.0.1:0", "--app", f"a={app.path}"],
+        # A free port, not 8080 (`check` probes it) nor 0 (which nginx refuses).
+        [
+            "check",
+            "--engine",
+            "nginx",
+            "--listen",
+            f"127.0.0.1:{free_port()}",
+            "--app",
+            f"a={app.path}",
+        ],
         catch_exceptions=False,
     )
     assert result.exit_code == 0, result.output

@@ -215,6 +215,35 @@ def test_websocket_and_sse_survive_three_reloads(
     assert status(site, "/st/x") == 200
 
 
+def test_hosts_added_on_reload_route_while_streams_on_another_app_flow(
+    site: Site, starlette_sock: Path, raw_app: RawFactory
+) -> None:
+    other = raw_app(name="b")
+    st: AppSpec = {"socket": str(starlette_sock)}
+    site.start({"st": st, "b": {"socket": str(other.path)}})
+
+    def at_bee(path: str) -> int:
+        host = {"Host": f"bee.test:{site.running.port}"}
+        return httpx.get(site.url(path), headers=host, timeout=DEADLINE).status_code
+
+    assert at_bee("/x") == 421  # not a name of this sockgate's yet
+    streams = Streams(site)
+    try:
+        streams.flowing()
+        line = site.reload(
+            "sighup", {"st": st, "b": {"socket": str(other.path), "hosts": ["bee.test"]}}
+        )
+        assert "~b (hosts changed)" in line
+        streams.flowing()
+        settle(lambda: at_bee("/y?z=1") == 200, site.engine, "the added host is not routed")
+        assert other.requests[-1].target == b"/y?z=1"  # at the root of its host: not stripped
+        assert status(site, "/b/x") == 200  # its prefix route stays
+        for _ in range(5):
+            streams.flowing()
+    finally:
+        streams.close()
+
+
 # --- new requests follow the new config ---------------------------------------------------------
 
 

@@ -1,13 +1,15 @@
 """A small app for supervision tests, standard library only (starts in tens of milliseconds).
 
     python tests/apps/sockapp.py SOCKET [--delay S] [--exit N] [--never-listen] [--grandchild]
+                                        [--say TEXT]
 
 Prints `start <pid> <time.time()>`, waits `--delay` seconds, then answers every HTTP request on
 the Unix socket SOCKET with `<pid>` (and prints `request <path>`; `/slow` answers after 1 s).
 `--exit N` exits with status N right after the start line, and a line `exit <pid> <started>
 <exiting>` (seconds since boot: when the process was made, from /proc, to 10 ms, and now);
 `--never-listen` prints `booting` and never listens; `--grandchild` first starts a `sleep`
-child of its own (in the app's process group).
+child of its own (in the app's process group). `--say TEXT` prints `say TEXT` after the start
+line, and the variable SOCKAPP_SAY, when set, `env <its value>`.
 """
 
 from __future__ import annotations
@@ -59,8 +61,13 @@ def main() -> None:
     parser.add_argument("--exit", type=int)
     parser.add_argument("--never-listen", action="store_true")
     parser.add_argument("--grandchild", action="store_true")
+    parser.add_argument("--say")
     args = parser.parse_args()
     print("start", os.getpid(), time.time(), flush=True)
+    if args.say is not None:
+        print("say", args.say, flush=True)
+    if "SOCKAPP_SAY" in os.environ:
+        print("env", os.environ["SOCKAPP_SAY"], flush=True)
     if args.exit is not None:
         print("exit", os.getpid(), made_at(), time.clock_gettime(time.CLOCK_BOOTTIME), flush=True)
         sys.exit(args.exit)

@@ -74,10 +74,11 @@ def check(
     listening = probe.probe_listen(cfg)
     click.echo(listening.text, err=not listening.ok)
     reports = asyncio.run(probe.probe_all(cfg))
-    click.echo(_report_table(reports))
+    click.echo(_report_table(cfg, reports))
     if cfg.sockets_dir is not None:
         found = sum(r.discovered for r in reports)
-        click.echo(f"discovery: every NAME.sock in {cfg.sockets_dir} at /NAME/ ({found} now)")
+        also = " and at NAME.localhost" if cfg.host_routes else ""
+        click.echo(f"discovery: every NAME.sock in {cfg.sockets_dir} at /NAME/{also} ({found} now)")
     down = [r for r in reports if r.down]
     if down:
         word = "error" if strict else "warning"
@@ -88,24 +89,34 @@ def check(
         sys.exit(EXIT_INVALID)
 
 
-def _report_table(reports: list[probe.AppReport]) -> str:
-    rows = [("APP", "PREFIX", "SOCKET", "STATE")]
+def _report_table(cfg: config.Config, reports: list[probe.AppReport]) -> str:
+    """A row per app: name, prefix, socket, its host URL (with host_routes), and its state."""
+    head = ("APP", "PREFIX", "SOCKET", *(("HOST URL",) if cfg.host_routes else ()), "STATE")
+    rows = [head]
     for r in reports:
         state = f"ok ({r.status})" if r.ok else r.state + (f": {r.detail}" if r.detail else "")
         if r.app.command is not None and not r.ok:
             state = f"not running: `sockgate run` starts it ({r.app.command.shown})"
         if r.kind:
             state = f"{state} [{r.kind}]"
-        rows.append((r.app.name, r.app.prefix, str(r.app.socket), state))
+        host = (_host_cell(cfg, r.app),) if cfg.host_routes else ()
+        rows.append((r.app.name, r.app.prefix, str(r.app.socket), *host, state))
     if len(rows) == 1:
         return "no apps configured"
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head) - 1)]
     return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True))
+        "  ".join(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True))
         + "  "
-        + row[3]
+        + row[-1]
         for row in rows
     )
+
+
+def _host_cell(cfg: config.Config, app: config.App) -> str:
+    """The app's host URL; with `listen` on port 0, its host name (the port is chosen at start)."""
+    if cfg.listen.port == 0:
+        return config.own_host(app.name)
+    return cfg.host_url(app) or "-"
 
 
 @click.command()

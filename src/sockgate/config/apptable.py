@@ -24,7 +24,6 @@ from .model import (
 from .values import Reader, kind_of
 
 START_MODES = ("always", "on-demand")
-SOCKET_PLACEHOLDER = "{socket}"
 # Prefix header names: letters, digits and '-' (no '_': many servers drop such headers).
 _HEADER_NAME = re.compile(r"[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*")
 # Names a prefix header may not take: hop-by-hop headers, and those sockgate sets itself for
@@ -112,7 +111,7 @@ class AppReader(Reader):
             prefix_headers=self.prefix_headers(
                 f"{key}.prefix_headers", raw.get("prefix_headers", list(DEFAULT_PREFIX_HEADERS))
             ),
-            command=self.command(key, raw, socket),
+            command=self.command(key, raw),
             hosts=self.app_hosts(f"{key}.hosts", raw.get("hosts", [])),
         )
 
@@ -157,14 +156,14 @@ class AppReader(Reader):
             seen.add(item.lower())
         return tuple(value)
 
-    def command(self, key: str, raw: Mapping[str, Any], socket: Path) -> Command | None:
+    def command(self, key: str, raw: Mapping[str, Any]) -> Command | None:
         if "command" not in raw:
             for name in COMMAND_KEYS:
                 if name in raw:
                     raise self.fail(f"{key}.{name}", "only meaningful with `command`")
             return None
         shell = self.boolean(f"{key}.shell", raw.get("shell", False))
-        text, argv = self.argv(f"{key}.command", raw["command"], shell, socket)
+        text, argv = self.argv(f"{key}.command", raw["command"], shell)
         start = self.string(f"{key}.start", raw.get("start", "always"))
         if start not in START_MODES:
             raise self.fail(f"{key}.start", f"{start!r}: expected one of {', '.join(START_MODES)}")
@@ -181,33 +180,28 @@ class AppReader(Reader):
             cwd=self.directory(f"{key}.cwd", raw.get("cwd", ".")),
             env=self.environment(f"{key}.env", raw.get("env", {})),
             start=start,
+            shell=shell,
             **timings,
         )
 
-    def argv(
-        self, key: str, value: object, shell: bool, socket: Path
-    ) -> tuple[str, tuple[str, ...]]:
+    def argv(self, key: str, value: object, shell: bool) -> tuple[str, tuple[str, ...]]:
         """The command as written, and the argv to run: a string is split like a shell would
-        (shlex) unless `shell`, an array is the argv itself; {socket} is the app's socket."""
+        (shlex) unless `shell`, an array is the argv itself. The placeholders ({socket}, ...)
+        stay: `placeholders.fill` substitutes them once the whole config is known."""
         if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
             if shell:
                 raise self.fail(key, "expected a string with shell = true, got an array")
-            argv = [arg.replace(SOCKET_PLACEHOLDER, str(socket)) for arg in value]
-            return shlex.join(value), tuple(argv)
+            return shlex.join(value), tuple(value)
         text = value if isinstance(value, str) else None
         if text is None or not text.strip():
             raise self.fail(key, f"{value!r}: expected a command line or a non-empty array")
         if shell:
-            return text, (
-                "/bin/sh",
-                "-c",
-                text.replace(SOCKET_PLACEHOLDER, shlex.quote(str(socket))),
-            )
+            return text, ("/bin/sh", "-c", text)
         try:
             words = shlex.split(text)
         except ValueError as exc:
             raise self.fail(key, f"{text!r}: cannot split into arguments: {exc}") from None
-        return text, tuple(word.replace(SOCKET_PLACEHOLDER, str(socket)) for word in words)
+        return text, tuple(words)
 
     def environment(self, key: str, value: object) -> tuple[tuple[str, str], ...]:
         table = self.table(key, value)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from . import placeholders
 from .apptable import AppReader
 from .model import DEFAULT_DASHBOARD, PREFIX_PATTERN, Config, Listen, Timeouts
 from .values import kind_of
@@ -79,7 +80,7 @@ def load(
         )
     config = reader.config(raw, source)
     config = _apply_overrides(config, listen=listen, apps=apps, engine=engine)
-    return _check_engine_support(_check_exposure(config))
+    return _check_engine_support(_check_exposure(placeholders.fill(config)))
 
 
 def bare(workdir: Path) -> Config:

@@ -44,6 +44,14 @@ class Listen:
     def is_loopback(self) -> bool:
         return self.host == "localhost" or is_loopback(self.host)
 
+    @property
+    def public_host(self) -> str:
+        """The host users reach this address by, as a URL writes it: the address itself
+        (IPv6 in brackets), `localhost` for a wildcard."""
+        if self.host in ("0.0.0.0", "::", ""):
+            return "localhost"
+        return f"[{self.host}]" if ":" in self.host else self.host
+
 
 @dataclass(frozen=True, slots=True)
 class Timeouts:
@@ -59,14 +67,17 @@ class Timeouts:
 class Command:
     """How sockgate runs a supervised app: `command` and the keys that go with it."""
 
-    argv: tuple[str, ...]  # ready for exec: {socket} substituted; ("/bin/sh", "-c", ...) if shell
+    # Ready for exec once loaded: the placeholders ({socket}, {prefix}, {url}, {host_url})
+    # substituted (config/apptable.fill); ("/bin/sh", "-c", ...) if shell.
+    argv: tuple[str, ...]
     text: str  # as written in the file, for logs and `check`
     cwd: Path
-    env: tuple[tuple[str, str], ...] = ()  # set over sockgate's own environment
+    env: tuple[tuple[str, str], ...] = ()  # set over sockgate's own environment, substituted
     start: str = "always"  # or "on-demand": on the first request, stopped after idle_stop
     idle_stop: float = 600.0
     ready_timeout: float = 30.0
     stop_timeout: float = 10.0
+    shell: bool = False  # argv is ("/bin/sh", "-c", text): placeholders substituted quoted
 
     @property
     def on_demand(self) -> bool:
@@ -74,7 +85,7 @@ class Command:
 
     @property
     def shown(self) -> str:
-        """The command as it runs, {socket} substituted, for logs and `check`."""
+        """The command as it runs, placeholders substituted, for logs and `check`."""
         if self.argv[:2] == ("/bin/sh", "-c") and len(self.argv) == 3:
             return self.argv[2]
         return shlex.join(self.argv)
@@ -144,6 +155,16 @@ class Config:
         if not self.host_routes:
             return None
         return f"http://{own_host(app.name)}:{port or self.listen.port}/"
+
+    def prefix_url(self, app: App, port: int | None = None) -> str:
+        """http://HOST:PORT/PREFIX/, the app under its prefix at the listen address;
+        `port`: the one listened on, when `listen` says 0."""
+        return f"http://{self.listen.public_host}:{port or self.listen.port}{app.prefix}"
+
+    def urls(self, app: App, port: int | None = None) -> tuple[str, ...]:
+        """Where a user opens `app`: its prefix URL, then its host URL (with host_routes)."""
+        host = self.host_url(app, port)
+        return (self.prefix_url(app, port), *([host] if host else []))
 
     @property
     def logs_dir(self) -> Path:

@@ -80,6 +80,9 @@ def run_demo(listen: str, *, echo: Callable[[str], None]) -> int:
             echo(f"  try       curl -i {base}/echo/hello?x=1")
             echo(f"  SSE       curl -N {base}/clock/events")
             echo(f"  redirect  curl -i {base}/clock")
+            for app in cfg.apps:  # each app at the root of its own origin too (host_routes)
+                if own := cfg.host_url(app, port):
+                    echo(f"  {app.name:<8}  {own:<30}  the same app at its own origin")
             echo(f"  status    {base}/_sockgate/   or   sockgate status -c {cfg.source}")
             echo(f"  config    {cfg.source}")
             echo("Ctrl-C stops the proxy and both apps.")

@@ -186,9 +186,12 @@ def log_banner(config: Config, host: str, port: int) -> None:
         runs = ""
         if app.command is not None:
             runs = ", on demand" if app.command.on_demand else ", supervised"
-        log.info("  %s -> %s (%s%s)", app.prefix, app.socket, app.name, runs)
+        host_url = config.host_url(app, port)
+        also = f", also {host_url}" if host_url else ""
+        log.info("  %s -> %s (%s%s)%s", app.prefix, app.socket, app.name, runs, also)
     if config.sockets_dir is not None:
-        log.info("  /NAME/ -> %s/NAME.sock (discovered)", config.sockets_dir)
+        also = f", also http://NAME.localhost:{port}/" if config.host_routes else ""
+        log.info("  /NAME/ -> %s/NAME.sock (discovered)%s", config.sockets_dir, also)
     if config.engine == "builtin":
         slower = (
             "" if compiled() else " (half the speed of a compiled install: docs/performance.md)"

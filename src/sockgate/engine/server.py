@@ -91,6 +91,7 @@ class Server:
         self.engine.default_host = str(Listen(host, port)).encode()
         monitor = self.engine.monitor
         monitor.process = dataclasses.replace(monitor.process, listen=str(Listen(host, port)))
+        monitor.port = port
 
     def reload(self) -> ReloadResult:
         """Read the config again and serve it from the next request of every connection.

@@ -205,31 +205,34 @@ class HostRoutes:
         seen = self._seen
         if host in seen:
             return seen[host]
-        found = self._find(host)
-        if self._discover is None or isinstance(found, App):
+        found, lasting = self._find(host)
+        if lasting:
             if len(seen) >= HOSTS_SEEN:
                 seen.clear()
-            seen[host] = found  # a discovered name is looked up each time: the folder changes
+            seen[host] = found
         return found
 
-    def _find(self, host: bytes) -> App | str | None:
+    def _find(self, host: bytes) -> tuple[App | str | None, bool]:
+        """The answer, and whether it lasts: a name that discovery was asked about is asked
+        again each time (its socket comes and goes)."""
         name = hostname(host)
         if name is None:
-            return None
+            return None, True
         app = self._exact.get(name)
         if app is not None:
-            return app
+            return app, True
         for suffix, twin in self._patterns:
             if name.endswith(suffix):
-                return twin
+                return twin, True
         if not self._local or not name.endswith(LOCAL_SUFFIX) or name == LOCAL_SUFFIX[1:]:
-            return None
+            return None, True
         label = name[: -len(LOCAL_SUFFIX)]
         if self._discover is not None and "." not in label:
             discovered = self._discover(label.encode())
             if discovered is not None:
-                return at_own_host(discovered)
-        return name
+                return at_own_host(discovered), False
+            return name, False
+        return name, True
 
 
 def has_dot_segment(path: bytes) -> bool:

@@ -28,6 +28,7 @@ class AppResult:
     findings: tuple[Finding, ...] = ()
     unvisited: int = 0  # pages found inside the app but not fetched (--max-pages)
     error: str = ""  # set when the app could not be linted at all
+    host_url: str | None = None  # its own origin (host_routes), where it is served at /
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +99,7 @@ def _app_json(result: AppResult) -> dict[str, Any]:
         "name": result.app.name,
         "prefix": result.app.prefix,
         "start": result.start,
+        "host_url": result.host_url,
         "error": result.error or None,
         "pages": [
             {
@@ -185,7 +187,20 @@ def _hint_lines(escaping: list[AppResult]) -> list[str]:
     ]
     for name, setting in framework_hints(escaping[0].app):
         lines.append(f"    {name}: {setting}")
-    return lines
+    return lines + _origin_lines(escaping)
+
+
+def _origin_lines(escaping: list[AppResult]) -> list[str]:
+    """The other way out: each app at the root of its own origin, where no prefix is escaped."""
+    own = [(r.app.name, r.host_url) for r in escaping if r.host_url]
+    if len(own) == 1:
+        return [f"or use it at its own origin: {own[0][1]} (served at / there: no prefix)"]
+    if not own:
+        return []
+    width = max(len(name) for name, _ in own)
+    return ["or use each at its own origin (served at / there: no prefix):"] + [
+        f"    {name.ljust(width)}  {url}" for name, url in own
+    ]
 
 
 def _summary(report: Report) -> str:

@@ -52,7 +52,9 @@ async def lint(config: Config, name: str | None = None, max_pages: int = MAX_PAG
                     allowed_hosts=config.allowed_hosts,
                 )
                 address = (via.host, via.port)
-                results[app.name] = await crawl(scope, address, origin + app.prefix, max_pages)
+                result = await crawl(scope, address, origin + app.prefix, max_pages)
+                own = config.host_url(app, port)
+                results[app.name] = dataclasses.replace(result, host_url=own)
     return Report(via, tuple(results[app.name] for app in apps))
 
 
@@ -75,9 +77,7 @@ def _down(state: probe.AppReport) -> str:
 
 def public_host(listen: Listen) -> str:
     """The host name users reach the proxy by: the listen address, `localhost` for a wildcard."""
-    if listen.host in ("0.0.0.0", "::", ""):
-        return "localhost"
-    return f"[{listen.host}]" if ":" in listen.host else listen.host
+    return listen.public_host
 
 
 @contextlib.asynccontextmanager

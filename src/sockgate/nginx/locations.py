@@ -9,6 +9,9 @@ import re
 from ..config import DEFAULT_PREFIX_HEADERS, App, Config
 from .tree import Directive, block, directive
 
+# The app name for requests no app served (not a valid app name, so never ambiguous).
+NO_APP = "-"
+
 
 def upstream_name(app: App) -> str:
     return f"sockgate_{app.name}"

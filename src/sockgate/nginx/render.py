@@ -3,7 +3,8 @@
 Pure (layer 1): no files, no processes, no printing. The layout is the reference user-mode setup
 (everything under `workdir`, nginx started with `-p`, `-c`, `-e` and `-g 'daemon off;'`) with its
 weak points fixed; each fix carries a `#` comment in the output saying why. Here: the main,
-events and http contexts and the server; each app's locations come from `locations`, and
+events and http contexts and the server that routes by prefix; each app's locations come from
+`locations`, which server answers which Host (the 421 guard, the host routes) from `hosts`, and
 `checks` refuses first what nginx cannot take.
 """
 
@@ -18,18 +19,13 @@ from typing import NamedTuple
 from ..config import App, Config
 from ..units import format_duration
 from .checks import check
-from .locations import app_locations, upstream_name
+from .hosts import host_guard, host_servers, names_hash_bucket_size, prefix_server_names
+from .locations import NO_APP, app_locations, upstream_name
 from .tree import Directive, block, directive, serialise
 
 # The five temporary directories nginx wants; left unset they default to /var/lib/nginx/...
 TEMP_DIRS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 UPSTREAM_KEEPALIVE = 32
-# The app name for requests no app served (not a valid app name, so never ambiguous).
-NO_APP = "-"
-_MISDIRECTED = (
-    "421 Misdirected Request: sockgate answers only local names (localhost, *.localhost, "
-    "127.0.0.0/8, [::1]) and those listed in allowed_hosts (DNS rebinding protection).\n"
-)
 _ACCOUNT = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 
 # nginx's `combined` format plus the request time and the app, spelled as the built-in engine
@@ -214,40 +210,14 @@ def _http(config: Config) -> list[Directive]:
             comment="Requests refused before routing (400s) log an empty app name, not a warning.",
         ),
         *_client_settings(config),
+        *names_hash_bucket_size(config),
+        *_proxy_settings(config),
         *_maps(),
         *(_upstream(app) for app in _by_prefix(config.apps)),
-        *_host_guard(config),
+        *host_guard(config),
         block("server", body=_server(config)),
+        *host_servers(config),
     ]
-
-
-def _host_guard(config: Config) -> list[Directive]:
-    """A default server that answers 421 to Host values that are not local or allowed."""
-    if "*" in config.allowed_hosts:
-        return []
-    return [
-        block(
-            "server",
-            body=[
-                directive("listen", str(config.listen), "default_server"),
-                directive("server_name", "_"),
-                directive("set", "$sockgate_app", NO_APP),
-                directive("return", "421", _MISDIRECTED),
-            ],
-            comment=(
-                "Only local names and allowed_hosts reach the apps: a web page that rebinds\n"
-                "its own name to 127.0.0.1 still sends its own Host, and lands here."
-            ),
-        )
-    ]
-
-
-def _server_names(config: Config) -> list[str]:
-    names = ["localhost", "*.localhost", r"~^127\.\d+\.\d+\.\d+$", "[::1]"]
-    host = config.listen.host
-    if host not in ("0.0.0.0", "::"):
-        names.append(f"[{host}]" if ":" in host else host)
-    return names + [h for h in config.allowed_hosts if h not in names and h != "*"]
 
 
 # An Upgrade header that offers h2c anywhere in its list (a protocol name, maybe with a version).
@@ -339,7 +309,17 @@ def _server(config: Config) -> list[Directive]:
         )
     return [
         directive("listen", str(config.listen)),
-        directive("server_name", *_server_names(config)),
+        directive("server_name", *prefix_server_names(config)),
+        *locations,
+    ]
+
+
+def _proxy_settings(config: Config) -> list[Directive]:
+    """Settings every server and location inherits, the prefix server's and the host routes'.
+    (proxy_set_header is per location: nginx drops the inherited set as soon as a location sets
+    one header of its own.)"""
+    timeouts = config.timeouts
+    return [
         directive(
             "absolute_redirect",
             "off",
@@ -348,16 +328,6 @@ def _server(config: Config) -> list[Directive]:
                 "listen port, which is wrong as soon as a port is forwarded (docker -p 9000:8080)."
             ),
         ),
-        *_proxy_settings(config),
-        *locations,
-    ]
-
-
-def _proxy_settings(config: Config) -> list[Directive]:
-    """Settings every location inherits. (proxy_set_header is per location: nginx drops the
-    inherited set as soon as a location sets one header of its own.)"""
-    timeouts = config.timeouts
-    return [
         directive("proxy_http_version", "1.1"),
         directive("proxy_buffering", "off"),
         directive("proxy_request_buffering", "off"),

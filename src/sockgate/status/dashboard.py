@@ -71,10 +71,13 @@ def document(
     apps: Sequence[tuple[App, Live, AppSnapshot]],
     now: float | None = None,
     runs: Mapping[str, AppProcess] | None = None,
+    urls: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, Any]:
-    """`runs` holds the process of each app sockgate runs, by app name (no entry: not run)."""
+    """`runs` holds the process of each app sockgate runs, by app name (no entry: not run);
+    `urls` where each app is opened, by app name (`Config.urls`: prefix URL, then host URL)."""
     now = time.time() if now is None else now
     runs = runs or {}
+    urls = urls or {}
     return {
         "schema": SCHEMA,
         "time": round(now, 3),
@@ -89,15 +92,21 @@ def document(
             "workers": process.workers,
             "worker": process.worker,
         },
-        "apps": [_app(app, live, snap, runs.get(app.name)) for app, live, snap in apps],
+        "apps": [
+            _app(app, live, snap, runs.get(app.name), urls.get(app.name, ()))
+            for app, live, snap in apps
+        ],
     }
 
 
-def _app(app: App, live: Live, snap: AppSnapshot, run: AppProcess | None) -> dict[str, Any]:
+def _app(
+    app: App, live: Live, snap: AppSnapshot, run: AppProcess | None, urls: Sequence[str]
+) -> dict[str, Any]:
     timed = snap.p50 is not None and snap.p99 is not None
     return {
         "name": app.name,
         "prefix": app.prefix,
+        "urls": list(urls),
         "socket": str(app.socket),
         "state": live.state,
         "detail": live.detail,
@@ -217,6 +226,7 @@ def table(doc: dict[str, Any]) -> str:
         lines.append("no apps configured")
     else:
         lines += columns(rows)
+    lines += _url_lines(doc)
     lines += _process_lines(doc)
     shown = recent(doc, 10)
     if shown:
@@ -240,6 +250,16 @@ def columns(rows: list[list[str]]) -> list[str]:
         ).rstrip()
         for row in rows
     ]
+
+
+def _url_lines(doc: dict[str, Any]) -> list[str]:
+    """Below the table, one line per app: where to open it (prefix URL, then host URL)."""
+    rows = [[a["name"], *a["urls"]] for a in doc["apps"] if a.get("urls")]
+    if not rows:
+        return []
+    width = max(len(row) for row in rows)
+    rows = [row + [""] * (width - len(row)) for row in rows]
+    return ["", "open at:"] + ["  " + line for line in columns(rows)]
 
 
 def _process_lines(doc: dict[str, Any]) -> list[str]:

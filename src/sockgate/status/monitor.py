@@ -44,6 +44,7 @@ class Monitor:
         self.config = config
         self.stats = stats
         self.process = process
+        self.port = config.listen.port  # the one listened on, once bound (`listen` may say 0)
         self.apps = apps
         self._live: dict[str, Live] = {}
         self._checked = float("-inf")  # loop time of the last probe
@@ -66,7 +67,8 @@ class Monitor:
             (app, self._live.get(app.name, UNKNOWN), self.stats.app(app.name).snapshot())
             for app in self.config.apps
         ]
-        return dashboard.document(self.process, apps, time.time(), self.runs())
+        urls = {app.name: self.config.urls(app, self.port) for app in self.config.apps}
+        return dashboard.document(self.process, apps, time.time(), self.runs(), urls)
 
     def runs(self) -> dict[str, AppProcess]:
         """The process of each app with a `command`, by name, as its supervisor sees it now."""

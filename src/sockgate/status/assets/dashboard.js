@@ -30,9 +30,16 @@ function appRow(a) {
   tr.dataset.app = a.name;
   tr.dataset.state = a.state;
   tr.appendChild(el("td", a.name, "name"));
+  // The prefix on this page's own origin, then the app's own origin (its host URL).
   const link = el("a", a.prefix);
   link.href = a.prefix;
-  const p = el("td"); p.appendChild(link); tr.appendChild(p);
+  const p = el("td", undefined, "urls"); p.appendChild(link);
+  for (const url of (a.urls || []).slice(1)) {
+    const own = el("a", url, "host");
+    own.href = url;
+    const line = el("div"); line.appendChild(own); p.appendChild(line);
+  }
+  tr.appendChild(p);
   const s = el("td"); s.appendChild(el("code", a.socket)); tr.appendChild(s);
   const st = el("td");
   st.appendChild(el("span", a.state, "state " + (a.state === "up" ? "up" : "down")));
