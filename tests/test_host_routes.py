@@ -14,6 +14,7 @@ import pytest
 from websockets.sync.client import connect
 
 from sockgate import config
+from sockgate.config import Config, Listen, reconfig
 from sockgate.errors import ConfigError
 from tests.conftest import ProxyFactory, RawFactory
 from tests.support.clients import DEADLINE, exchange
@@ -89,9 +90,11 @@ def test_more_names_and_patterns_from_hosts(make_proxy: ProxyFactory, raw_app: R
     proxy = make_proxy(
         {"notes": {"socket": app.path, "hosts": ["notes.test", "*.notes.localhost"]}}
     )
-    for host in (b"notes.test", b"NOTES.test.", b"a.notes.localhost", b"b.c.notes.localhost"):
+    hosts = (b"notes.test", b"NOTES.test.", b"a.notes.localhost", b"b.c.notes.localhost")
+    for count, host in enumerate(hosts, 1):
         response, _ = exchange(proxy.port, b"GET /x HTTP/1.1\r\nHost: %s\r\n\r\n" % host)
         assert response.status == 200, host
+        assert len(app.requests) == count
         assert app.requests[-1].target == b"/x"
         assert app.requests[-1].header(b"x-forwarded-prefix") is None
 
@@ -132,8 +135,30 @@ def test_a_host_name_serves_one_app(tmp_path: Path) -> None:
     assert "apps.other.hosts: 'notes.localhost' is already the host of app 'notes'" in str(
         caught.value
     )
-    for bad in ('"notes.test:8080"', '"http://x"', '"a..b"', "1", '"*"'):
+    bad_names = ('"notes.test:8080"', '"http://x"', '"a..b"', "1", '"*"', '"a.localhost"')
+    prefix_routed = ('"localhost"', '"LocalHost."', '"127.0.0.1"', '"*.localhost"')
+    for bad in (*bad_names, *prefix_routed):
         path.write_text(f'[apps.a]\nsocket = "/tmp/a.sock"\nhosts = [{bad}]\n')
         with pytest.raises(ConfigError) as caught:
             config.load(path)
         assert "apps.a.hosts" in str(caught.value), bad
+        if bad in prefix_routed:
+            assert "is routed by prefix" in str(caught.value), bad
+        if bad == '"a.localhost"':
+            assert "the app's own host already" in str(caught.value)
+    # Two apps whose names differ in case alone would share a host.
+    path.write_text('[apps.Notes]\nsocket = "/tmp/a.sock"\n[apps.notes]\nsocket = "/tmp/b.sock"\n')
+    with pytest.raises(ConfigError) as caught:
+        config.load(path)
+    assert "apps 'Notes' and 'notes' would both be 'notes.localhost'" in str(caught.value)
+    path.write_text(
+        'host_routes = false\n[apps.Notes]\nsocket = "/tmp/a.sock"\n'
+        '[apps.notes]\nsocket = "/tmp/b.sock"\n'
+    )
+    assert len(config.load(path).apps) == 2
+
+
+def test_a_reload_says_host_routes_changed() -> None:
+    on = Config(None, Listen("127.0.0.1", 0), Path("/w"))
+    off = Config(None, Listen("127.0.0.1", 0), Path("/w"), host_routes=False)
+    assert "host_routes" in reconfig.compare(on, off).summary()

@@ -24,6 +24,10 @@ from .model import (
 from .values import Reader, kind_of
 
 START_MODES = ("always", "on-demand")
+# Names no app may take as its host: they reach every app by prefix (and *.localhost is every
+# app's own NAME.localhost, and the 404 for the others).
+PREFIX_ROUTED = frozenset({"localhost", "*.localhost"})
+_IP_V4 = re.compile(r"[0-9.]+")
 # Prefix header names: letters, digits and '-' (no '_': many servers drop such headers).
 _HEADER_NAME = re.compile(r"[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*")
 # Names a prefix header may not take: hop-by-hop headers, and those sockgate sets itself for
@@ -129,6 +133,12 @@ class AppReader(Reader):
                 )
             if name in names:
                 raise self.fail(key, f"{item!r}: expected each name once")
+            if name in PREFIX_ROUTED or _IP_V4.fullmatch(name):
+                raise self.fail(
+                    key,
+                    f"{item!r} is routed by prefix (to every app and the status page): an app's "
+                    "host is a name of its own, such as 'notes.localhost' or 'notes.test'",
+                )
             names.append(name)
         return tuple(names)
 
@@ -221,9 +231,20 @@ class AppReader(Reader):
         owners: dict[str, str] = {}  # host name -> the app served there
         for app in apps:
             own = [own_host(app.name)] if host_routes else []
+            if own and own[0] in app.hosts:
+                raise self.fail(
+                    f"apps.{app.name}.hosts",
+                    f"{own[0]!r} is the app's own host already (host_routes): list only others",
+                )
             for host in (*own, *app.hosts):
                 other = owners.get(host)
                 if other is not None and other != app.name:
+                    if own and host == own[0]:
+                        raise self.fail(
+                            f"apps.{app.name}",
+                            f"apps {other!r} and {app.name!r} would both be {host!r} (host names "
+                            "ignore case): rename one, or set host_routes = false",
+                        )
                     raise self.fail(
                         f"apps.{app.name}.hosts",
                         f"{host!r} is already the host of app {other!r}: a host name serves "

@@ -16,7 +16,7 @@ from . import App, Config, Timeouts
 # What only a restart can change.
 FIXED = ("listen", "workdir", "engine", "workers")
 # Settings a reload applies, besides the apps (timeouts are compared one by one).
-LIVE = ("max_body_size", "allowed_hosts", "allow_remote")
+LIVE = ("max_body_size", "allowed_hosts", "allow_remote", "host_routes")
 
 
 def check_fixed(old: Config, new: Config) -> None:
