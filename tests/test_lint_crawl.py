@@ -146,6 +146,7 @@ def test_the_framework_hints_come_once_for_several_apps() -> None:
         "name",
         "prefix",
         "start",
+        "host_url",
         "error",
         "pages",
         "unvisited",
