@@ -17,7 +17,8 @@ DOCS = docs_dir()
 @click.group(
     context_settings={"help_option_names": ["-h", "--help"]},
     epilog=(
-        f"Docs: {DOCS} (config.md has every key of sockgate.toml)"
+        # \b: kept as one line, however long the path (click would wrap it otherwise).
+        f"\b\nDocs: {DOCS} (config.md has every key of sockgate.toml)"
         if DOCS is not None
         else "Docs: the README and docs/ of sockgate's source."
     ),
