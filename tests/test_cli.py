@@ -286,6 +286,26 @@ def test_check_says_when_the_listen_address_is_taken(tmp: Path) -> None:
     assert f"listen 127.0.0.1:{port}: free" in free.stdout
 
 
+def test_check_tells_a_taken_port_from_the_one_this_workdirs_sockgate_holds(tmp: Path) -> None:
+    """A sockgate of this workdir runs on one port; the config now names another, which some
+    other program holds: not "it listens on it"."""
+    port = free_port()
+    path = write_config(tmp / "sockgate.toml", f'listen = "127.0.0.1:{port}"\n')
+    with Proxy(path) as proxy, socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        taken = other.getsockname()[1]
+        moved = write_config(tmp / "moved.toml", f'listen = "127.0.0.1:{taken}"\n')
+        result = invoke("check", "-c", str(moved))
+        pid = proxy.proc.pid  # type: ignore[union-attr]
+    assert result.exit_code == 2, result.output
+    assert (
+        f"cannot listen on 127.0.0.1:{taken}: address already in use (another server runs "
+        "there; change `listen` or pass --listen); a sockgate of this workdir already runs "
+        f"(pid {pid}) on 127.0.0.1:{port}"
+    ) in result.stderr
+
+
 def test_check_knows_the_port_systemd_holds_for_it(
     tmp: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -13,7 +13,7 @@ from ..config import scaffold
 from ..errors import SockgateError
 from ..proc import systemd, workers
 from ..proc.logsetup import configure
-from ..status import probe
+from ..status import control, probe
 from .common import EXIT_ERROR, EXIT_INVALID, config_options, handle_errors, load
 
 # The nginx commands' modules are imported by those commands: `sockgate run` on the built-in
@@ -71,7 +71,7 @@ def check(
 
         nginx_run.test_config(cfg)
         click.echo(f"nginx -t ok: {nginx_render.conf_path(cfg)}")
-    listening = probe.probe_listen(cfg)
+    listening = probe.probe_listen(cfg, _running_at(cfg))
     click.echo(listening.text, err=not listening.ok)
     reports = asyncio.run(probe.probe_all(cfg))
     click.echo(_report_table(cfg, reports))
@@ -87,6 +87,14 @@ def check(
         sys.exit(EXIT_ERROR)  # as `run` would exit
     if down and strict:
         sys.exit(EXIT_INVALID)
+
+
+def _running_at(cfg: config.Config) -> str | None:
+    """Where the sockgate of this workdir listens, if one answers on its control socket."""
+    try:
+        return str(control.status(cfg.control_socket, timeout=2.0)["sockgate"]["listen"])
+    except (SockgateError, KeyError, TypeError):
+        return None
 
 
 def _report_table(cfg: config.Config, reports: list[probe.AppReport]) -> str:

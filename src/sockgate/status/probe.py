@@ -89,9 +89,10 @@ class ListenReport:
     text: str
 
 
-def probe_listen(config: Config) -> ListenReport:
+def probe_listen(config: Config, running_at: str | None = None) -> ListenReport:
     """Whether `sockgate run` could listen on the config's address: it is free, taken by
-    another program, or a sockgate of this workdir already runs (a reload is what is wanted)."""
+    another program, or a sockgate of this workdir already runs (a reload is what is wanted).
+    `running_at`: where that sockgate says it listens (its status), when it could be asked."""
     where = str(config.listen)
     taken: OSError | None = None
     if config.listen.port != 0:
@@ -104,6 +105,12 @@ def probe_listen(config: Config) -> ListenReport:
                 sock.close()
     running = live_pid(config.pid_file)
     if running is not None:
+        if taken is not None and running_at not in (None, where):
+            return ListenReport(
+                False,
+                f"{bind_error(where, taken)}; a sockgate of this workdir already runs (pid "
+                f"{running}) on {running_at}",
+            )
         there = "and listens on it" if taken is not None else "(not on this address)"
         return ListenReport(
             True,
