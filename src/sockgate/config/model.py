@@ -149,6 +149,20 @@ class Config:
         then the names of its `hosts`."""
         return (*([own_host(app.name)] if self.host_routes else []), *app.hosts)
 
+    def host_pairs(self) -> tuple[tuple[str, App], ...]:
+        """Every app host name with its app, apps in config order (the order pages list them)."""
+        return tuple((name, app) for app in self.apps for name in self.app_hosts(app))
+
+    def route_line(self, app: App, port: int | None = None) -> str:
+        """How the start-up log shows an app's route: prefix, socket, name, how it runs, and its
+        host URL; `port`: the one listened on, when `listen` says 0."""
+        runs = ""
+        if app.command is not None:
+            runs = ", on demand" if app.command.on_demand else ", supervised"
+        host = self.host_url(app, port)
+        also = f", also {host}" if host else ""
+        return f"{app.prefix} -> {app.socket} ({app.name}{runs}){also}"
+
     def host_url(self, app: App, port: int | None = None) -> str | None:
         """http://NAME.localhost:PORT/, the app's own origin (None without host_routes);
         `port`: the one listened on, when `listen` says 0."""

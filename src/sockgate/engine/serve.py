@@ -183,12 +183,7 @@ def log_banner(config: Config, host: str, port: int) -> None:
         "listening on http://%s:%d/ with %d app%s", shown, port, count, "" if count == 1 else "s"
     )
     for app in config.apps:
-        runs = ""
-        if app.command is not None:
-            runs = ", on demand" if app.command.on_demand else ", supervised"
-        host_url = config.host_url(app, port)
-        also = f", also {host_url}" if host_url else ""
-        log.info("  %s -> %s (%s%s)%s", app.prefix, app.socket, app.name, runs, also)
+        log.info("  %s", config.route_line(app, port))
     if config.sockets_dir is not None:
         also = f", also http://NAME.localhost:{port}/" if config.host_routes else ""
         log.info("  /NAME/ -> %s/NAME.sock (discovered)%s", config.sockets_dir, also)

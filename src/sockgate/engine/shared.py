@@ -136,7 +136,7 @@ class Engine:
 def _host_policy(config: Config) -> HostPolicy:
     """The Host values answered: local names, allowed_hosts, and the apps' own host names
     (allowed by being configured)."""
-    own = [name for app in config.apps for name in config.app_hosts(app)]
+    own = [name for name, _ in config.host_pairs()]
     return HostPolicy(config.listen.host, (*config.allowed_hosts, *own))
 
 
@@ -145,9 +145,12 @@ def _router(config: Config) -> routing.Router:
     lookup = None
     if config.sockets_dir is not None:
         lookup = Discovery(config.sockets_dir, config.apps).lookup
-    hosts = [(name, app) for app in config.apps for name in config.app_hosts(app)]
     return routing.Router(
-        config.apps, config.dashboard, discover=lookup, hosts=hosts, local_hosts=config.host_routes
+        config.apps,
+        config.dashboard,
+        discover=lookup,
+        hosts=config.host_pairs(),
+        local_hosts=config.host_routes,
     )
 
 

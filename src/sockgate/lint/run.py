@@ -42,7 +42,7 @@ async def lint(config: Config, name: str | None = None, max_pages: int = MAX_PAG
     if reachable:
         async with engine(config) as via:
             port = config.listen.port or via.port
-            origin = f"http://{public_host(config.listen)}:{port}"
+            origin = f"http://{config.listen.public_host}:{port}"
             for app in reachable:
                 scope = Scope(
                     app,
@@ -75,11 +75,6 @@ def _down(state: probe.AppReport) -> str:
     return f"{socket}: {state.state}" + (f" ({state.detail})" if state.detail else "")
 
 
-def public_host(listen: Listen) -> str:
-    """The host name users reach the proxy by: the listen address, `localhost` for a wildcard."""
-    return listen.public_host
-
-
 @contextlib.asynccontextmanager
 async def engine(config: Config) -> AsyncIterator[Via]:
     """The running sockgate of this config if there is one, else a temporary built-in engine on
@@ -94,7 +89,7 @@ async def engine(config: Config) -> AsyncIterator[Via]:
             listen=Listen("127.0.0.1", 0),
             workdir=Path(scratch),
             # The Host header names the configured address, which the engine must answer.
-            allowed_hosts=(*config.allowed_hosts, public_host(config.listen)),
+            allowed_hosts=(*config.allowed_hosts, config.listen.public_host),
         )
         temporary.logs_dir.mkdir()
         server = Server(temporary)

@@ -148,7 +148,7 @@ def _unknown_local_server(config: Config, hosts: list[str]) -> Directive:
 
 def _all_app_hosts(config: Config) -> list[str]:
     """Every app's host names, in the order the built-in engine lists them."""
-    return [name for app in config.apps for name in config.app_hosts(app)]
+    return [name for name, _ in config.host_pairs()]
 
 
 def _covered(name: str, hosts: list[str]) -> bool:

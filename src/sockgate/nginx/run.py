@@ -127,9 +127,7 @@ def run(config: Config, *, loader: Loader | None = None, watch: bool = False) ->
         "starting nginx for http://%s with %s (logs in %s)", config.listen, conf, config.logs_dir
     )
     for app in config.apps:
-        host = config.host_url(app)
-        also = f", also {host}" if host else ""
-        logger.info("  %s -> %s (%s)%s", app.prefix, app.socket, app.name, also)
+        logger.info("  %s", config.route_line(app))
     forwarder = _SignalForwarder(reloader)
     # Signals handled before the pid file tells `sockgate reload` where to send them.
     with forwarder.installed(), PidFile(config.pid_file):
