@@ -56,12 +56,16 @@ def locate(config_path: Path | None, workdir: Path | None) -> config.Config:
     return config.bare(Path.cwd())
 
 
-def _not_running(cfg: config.Config) -> SockgateError:
-    hint = "" if cfg.source else "; for one elsewhere pass -c PATH or -w DIR"
-    return SockgateError(
-        f"sockgate is not running in {cfg.workdir} (nothing answers on {cfg.control_socket}, "
-        f"no live pid in {cfg.pid_file}){hint}"
-    )
+def _running_pid(cfg: config.Config) -> int:
+    """The pid of the sockgate running in the workdir; not running there: SockgateError."""
+    pid = pidfile.live_pid(cfg.pid_file)
+    if pid is None:
+        hint = "" if cfg.source else "; for one elsewhere pass -c PATH or -w DIR"
+        raise SockgateError(
+            f"sockgate is not running in {cfg.workdir} (nothing answers on "
+            f"{cfg.control_socket}, no live pid in {cfg.pid_file}){hint}"
+        )
+    return pid
 
 
 @click.command()
@@ -87,9 +91,7 @@ def reload(config_path: Path | None, workdir: Path | None, apps: tuple[str, ...]
             if not result["ok"]:
                 sys.exit(EXIT_INVALID)
             return
-    pid = pidfile.live_pid(cfg.pid_file)
-    if pid is None:
-        raise _not_running(cfg)
+    pid = _running_pid(cfg)
     _signal(pid, signal.SIGHUP)
     click.echo(f"reload sent to sockgate (pid {pid}); the outcome is logged in {cfg.error_log}")
 
@@ -117,9 +119,7 @@ def status(
     try:
         doc = control.status(cfg.control_socket)
     except control.NotRunning:
-        pid = pidfile.live_pid(cfg.pid_file)
-        if pid is None:
-            raise _not_running(cfg) from None
+        pid = _running_pid(cfg)
         raise SockgateError(
             f"sockgate runs in {cfg.workdir} (pid {pid}) without a control socket: the nginx "
             "engine, which keeps no status (or a workdir too deep for one); its logs: "
@@ -142,10 +142,7 @@ def stop(config_path: Path | None, workdir: Path | None, apps: tuple[str, ...]) 
     try:
         control.stop(cfg.control_socket, timeout)
     except control.NotRunning:
-        pid = pidfile.live_pid(cfg.pid_file)
-        if pid is None:
-            raise _not_running(cfg) from None
-        _stop_by_signal(pid, timeout)
+        _stop_by_signal(_running_pid(cfg), timeout)
     click.echo(f"stopped sockgate in {cfg.workdir}")
 
 
