@@ -125,7 +125,7 @@ def _service(config: Config, name: str, python: str, socket: bool, path: str | N
 
 
 def _socket(config: Config, name: str) -> str:
-    listen = _stream_address(config.listen)
+    listen = stream_address(config.listen)
     socket = [
         f"# {PREFIX}{name}.service is started on the first connection and serves this socket;",
         "# `listen` in the config is not bound then (allow_remote applies to this address too).",
@@ -153,7 +153,7 @@ def _header(config: Config, name: str) -> list[str]:
     ]
 
 
-def _stream_address(listen: Listen) -> str:
+def stream_address(listen: Listen) -> str:
     """`listen` as ListenStream= takes it: systemd binds IP addresses, it resolves no names."""
     if listen.port == 0:
         raise SockgateError(

@@ -11,6 +11,7 @@ from .. import errors
 from ..apps.discovery import Discovery
 from ..config import App, Config, Listen
 from ..engine.upstream import AppConnection, Upstream
+from ..errors import SockgateError
 from ..http import nothttp
 from ..http.events import ProtocolError, ResponseHead
 from ..http.serialise import request_head
@@ -133,9 +134,11 @@ def probe_listen(config: Config, running_at: str | None = None) -> ListenReport:
 
 def activating_unit(listen: Listen) -> str | None:
     """The socket unit of `sockgate service install --socket` that holds `listen`, if any."""
+    try:
+        line = f"ListenStream={systemd_units.stream_address(listen)}"
+    except SockgateError:
+        return None  # an address no socket unit of `install --socket` can have
     folder = systemd_units.unit_dir(os.environ, Path.home())
-    host = "127.0.0.1" if listen.host == "localhost" else listen.host
-    line = f"ListenStream={Listen(host, listen.port)}"
     for path in sorted(folder.glob(f"{systemd_units.PREFIX}*.socket")):
         try:
             lines = path.read_text().splitlines()
