@@ -109,6 +109,7 @@ class FakeClient:
     request: bytes
     timeouts: Timeouts = field(default_factory=Timeouts)
     client_ip: str = "127.0.0.1"
+    scheme: bytes = b"http"
     closing: bool = False
     parser: RequestParser = field(init=False)
     head: RequestHead = field(init=False)

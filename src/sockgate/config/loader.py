@@ -15,6 +15,7 @@ from ..errors import ConfigError
 from . import placeholders
 from .apptable import AppReader
 from .model import DEFAULT_DASHBOARD, PREFIX_PATTERN, Config, Listen, Timeouts
+from .tlstable import read_tls
 from .values import kind_of
 
 DEFAULT_FILE = "sockgate.toml"
@@ -103,6 +104,13 @@ def _check_engine_support(config: Config) -> Config:
             source=source,
             key="sockets_dir",
         )
+    if config.tls is not None and config.tls.listen.port == 0 and config.workers > 1:
+        raise ConfigError(
+            "port 0: expected a port number with workers > 1 (each worker listens there, so "
+            "they must agree on one port)",
+            source=source,
+            key="tls.listen",
+        )
     for app in config.supervised:
         assert app.command is not None
         if app.command.on_demand and (config.engine == "nginx" or config.workers > 1):
@@ -117,15 +125,27 @@ def _check_engine_support(config: Config) -> Config:
 
 
 def _check_exposure(config: Config) -> Config:
-    """Apps reachable from the network only on purpose."""
-    if config.listen.is_loopback or config.allow_remote:
-        return config
-    raise ConfigError(
-        f"{str(config.listen)!r} is not a loopback address: every app would be reachable from "
-        "the network. Listen on 127.0.0.1 or [::1], or set allow_remote = true to mean it",
-        source=str(config.source or "command line"),
-        key="listen",
-    )
+    """Apps reachable from the network only on purpose, over either listener."""
+    listeners = [("listen", config.listen)]
+    if config.tls is not None:
+        listeners.append(("tls.listen", config.tls.listen))
+    for key, listen in listeners:
+        if not (listen.is_loopback or config.allow_remote):
+            raise ConfigError(
+                f"{str(listen)!r} is not a loopback address: every app would be reachable from "
+                "the network. Listen on 127.0.0.1 or [::1], or set allow_remote = true to mean it",
+                source=str(config.source or "command line"),
+                key=key,
+            )
+    tls = config.tls
+    if tls is not None and tls.listen.port and tls.listen == config.listen:
+        raise ConfigError(
+            f"{str(tls.listen)!r} is also the plain listener's address: give HTTPS a port of "
+            "its own (the default is 8443)",
+            source=str(config.source or "command line"),
+            key="tls.listen",
+        )
+    return config
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -182,6 +202,7 @@ class _Reader(AppReader):
             "sockets_dir",
             "dashboard",
             "host_routes",
+            "tls",
         }
         self.no_unknown("", raw, known)
         workdir = self.path("workdir", raw.get("workdir", "."))
@@ -195,6 +216,9 @@ class _Reader(AppReader):
             sockets_dir = _Reader(self.source, workdir).path("sockets_dir", raw["sockets_dir"])
         dashboard = self.dashboard("dashboard", raw.get("dashboard", DEFAULT_DASHBOARD))
         host_routes = self.boolean("host_routes", raw.get("host_routes", True))
+        tls = None
+        if "tls" in raw:
+            tls = read_tls(self, self.table("tls", raw["tls"]), workdir, self.listen)
         return Config(
             source=source,
             listen=self.listen("listen", raw.get("listen", DEFAULT_LISTEN)),
@@ -209,6 +233,7 @@ class _Reader(AppReader):
             workers=self.workers("workers", raw.get("workers", 1)),
             allowed_hosts=self.hosts("allowed_hosts", raw.get("allowed_hosts", [])),
             allow_remote=self.boolean("allow_remote", raw.get("allow_remote", False)),
+            tls=tls,
         )
 
     def hosts(self, key: str, value: object) -> tuple[str, ...]:

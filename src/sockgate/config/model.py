@@ -91,6 +91,35 @@ class Command:
         return shlex.join(self.argv)
 
 
+# Names the local CA may sign besides those the config adds (`tls.names`): localhost and every
+# name under it, IPv4 loopback and ::1. X.509 name constraints bake them into the CA itself.
+CA_NAMES = ("localhost",)
+CA_NETWORKS = ("127.0.0.0/8", "::1/128")
+DEFAULT_TLS_LISTEN = Listen("127.0.0.1", 8443)
+
+
+@dataclass(frozen=True, slots=True)
+class Tls:
+    """The HTTPS listener (`[tls]`): with the local CA (`cert` None) or the user's own files."""
+
+    listen: Listen = DEFAULT_TLS_LISTEN
+    http2: bool = True
+    ca_dir: Path = Path("~/.local/share/sockgate/ca")
+    # Extra DNS names the local CA may sign, each with every name under it (`tls.names`).
+    names: tuple[str, ...] = ()
+    cert: Path | None = None
+    key: Path | None = None
+
+    @property
+    def local_ca(self) -> bool:
+        return self.cert is None
+
+    @property
+    def ca_names(self) -> tuple[str, ...]:
+        """The DNS names the local CA is constrained to (each with its subdomains)."""
+        return (*CA_NAMES, *self.names)
+
+
 @dataclass(frozen=True, slots=True)
 class App:
     name: str
@@ -139,6 +168,7 @@ class Config:
     dashboard: str | None = DEFAULT_DASHBOARD
     # Every app also at the root of its own origin, http://NAME.localhost:PORT/.
     host_routes: bool = True
+    tls: Tls | None = None  # the HTTPS listener beside the plain one (`[tls]`)
 
     @property
     def supervised(self) -> tuple[App, ...]:

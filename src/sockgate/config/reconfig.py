@@ -14,7 +14,7 @@ from ..errors import ConfigError, SockgateError
 from . import App, Config, Timeouts
 
 # What only a restart can change.
-FIXED = ("listen", "workdir", "engine", "workers")
+FIXED = ("listen", "workdir", "engine", "workers", "tls")
 # Settings a reload applies, besides the apps (timeouts are compared one by one).
 LIVE = ("max_body_size", "allowed_hosts", "allow_remote", "host_routes")
 

@@ -51,9 +51,13 @@ _wall_time: Final = time.time
 
 
 class ClientConnection:
-    def __init__(self, stream: Stream, engine: Engine, peer: object = None) -> None:
-        """`peer`: the client's address as accept() gave it (else asked of the stream)."""
+    def __init__(
+        self, stream: Stream, engine: Engine, peer: object = None, *, scheme: bytes = b"http"
+    ) -> None:
+        """`peer`: the client's address as accept() gave it (else asked of the stream);
+        `scheme`: b"https" over the TLS listener (X-Forwarded-Proto)."""
         self.stream = stream
+        self.scheme = scheme
         self.engine = engine
         self.timeouts = engine.config.timeouts
         self.parser = RequestParser(watch=headers.REQUEST_WATCH)

@@ -18,6 +18,7 @@ from ..proc import systemd
 from ..proc.pidfile import PidFile
 from ..proc.watch import watching
 from ..status import control
+from ..tls import contexts
 from . import heap
 from .server import Server
 
@@ -104,7 +105,7 @@ async def _serve_until_stopped(
         await apps.start()
     if not worker:
         host, port = server.address or ("?", 0)
-        log_banner(config, host, port)
+        log_banner(config, host, port, server.tls_address[1] if server.tls_address else None)
         systemd.ready(str(Listen(host, port)))
     if on_ready is not None:
         on_ready(server)
@@ -175,7 +176,7 @@ def systemd_reload(server: Server) -> reconfig.ReloadResult:
         systemd.reloaded(server.engine.monitor.process.listen)
 
 
-def log_banner(config: Config, host: str, port: int) -> None:
+def log_banner(config: Config, host: str, port: int, tls_port: int | None = None) -> None:
     """The line tests and users wait for, then the routes."""
     shown = f"[{host}]" if ":" in host else host
     count = len(config.apps)
@@ -187,6 +188,8 @@ def log_banner(config: Config, host: str, port: int) -> None:
     if config.sockets_dir is not None:
         also = f", also http://NAME.localhost:{port}/" if config.host_routes else ""
         log.info("  /NAME/ -> %s/NAME.sock (discovered)%s", config.sockets_dir, also)
+    if config.tls is not None:
+        log.info("  %s", contexts.banner(config.tls, tls_port or config.tls.listen.port))
     if config.engine == "builtin":
         slower = (
             "" if compiled() else " (half the speed of a compiled install: docs/performance.md)"

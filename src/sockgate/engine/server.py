@@ -22,15 +22,18 @@ import gc
 import logging
 import resource
 import socket
+import ssl
 import sys
 import time
 
 from ..apps.managed import AppManager
 from ..config import Config, Listen, Loader, reconfig
+from ..config.model import Tls
 from ..config.reconfig import ReloadResult
 from ..errors import ConfigError, SockgateError
 from ..proc import logsetup
 from ..proc.listen import bind_error, listen_on
+from ..tls.contexts import ServerCerts
 from . import heap
 from .accesslog import AccessLog
 from .client import ClientConnection
@@ -57,6 +60,7 @@ class Server:
         slot: int | None = None,
     ) -> None:
         self.config = config
+        self._slot = slot
         # How to read the config again on reload: the same file, the same overrides.
         self.loader = loader or Loader.of(config)
         self.label = label  # "worker 1234: " in a worker's log lines
@@ -65,6 +69,8 @@ class Server:
         self.connections: dict[ClientConnection, asyncio.Task[None]] = {}
         self.stopping = asyncio.Event()
         self.address: tuple[str, int] | None = None
+        self.tls_address: tuple[str, int] | None = None
+        self.certs: ServerCerts | None = None
         self._listeners: list[Listener] = []
         self._starting: set[asyncio.Task[None]] = set()  # accepted, transport not made yet
         self._warned_at = -WARN_EVERY
@@ -92,6 +98,24 @@ class Server:
         monitor = self.engine.monitor
         monitor.process = dataclasses.replace(monitor.process, listen=str(Listen(host, port)))
         monitor.port = port
+        if self.config.tls is not None:
+            self._start_tls(self.config.tls)
+
+    def _start_tls(self, tls: Tls) -> None:
+        """The HTTPS listener: its certificates first, so a CA that cannot be used stops the
+        start before anything listens there."""
+        self.certs = ServerCerts(tls, tls.listen.host)
+        try:
+            # Workers each bind it (the kernel spreads connections over them).
+            socks = listen_on(tls.listen.host, tls.listen.port, reuse_port=self._slot is not None)
+        except OSError as exc:
+            raise SockgateError(bind_error(str(tls.listen), exc)) from None
+        accepted = functools.partial(self._accepted, tls=True)
+        for sock in socks:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._listeners.append(Listener(sock, accepted, self._accept_failed))
+        self.tls_address = socks[0].getsockname()[:2]
 
     def reload(self) -> ReloadResult:
         """Read the config again and serve it from the next request of every connection.
@@ -123,28 +147,31 @@ class Server:
         log.info("%s%s", self.label, result.message)
         return result
 
-    def _accepted(self, sock: socket.socket, peer: object) -> None:
+    def _accepted(self, sock: socket.socket, peer: object, *, tls: bool = False) -> None:
         if self._rest is not None:  # not at rest: the wait starts again at the next last close
             self._rest.cancel()
             self._rest = None
-        task = self._loop.create_task(self._serve(sock, peer))
+        task = self._loop.create_task(self._serve(sock, peer, tls))
         self._starting.add(task)
 
-    async def _serve(self, sock: socket.socket, peer: object) -> None:
+    async def _serve(self, sock: socket.socket, peer: object, tls: bool) -> None:
         # TCP_NODELAY comes with the socket: accepted sockets inherit it from the listening one.
         loop = self._loop
         task = asyncio.current_task(loop)
         assert task is not None
         try:
             try:
-                _, stream = await loop.connect_accepted_socket(self._new_stream, sock)
-            except OSError as exc:
+                if tls:
+                    stream = await self._handshake(sock)
+                else:
+                    _, stream = await loop.connect_accepted_socket(self._new_stream, sock)
+            except (OSError, ssl.SSLError) as exc:
                 # The loop closes the socket with the transport it failed to set up.
                 log.debug("accepted connection lost before it was served: %s", exc)
                 return
             finally:
                 self._starting.discard(task)
-            conn = ClientConnection(stream, self.engine, peer)
+            conn = ClientConnection(stream, self.engine, peer, scheme=b"https" if tls else b"http")
             self.connections[conn] = task
             try:
                 await conn.run()
@@ -155,6 +182,19 @@ class Server:
         finally:
             for listener in self._listeners:
                 listener.resume()  # a descriptor was freed
+
+    async def _handshake(self, sock: socket.socket) -> Stream:
+        assert self.certs is not None
+        # uvloop returns its TLS protocol, not ours: the stream is the one made here.
+        stream = self._new_stream()
+        stream.half_close = False
+        await self._loop.connect_accepted_socket(
+            lambda: stream,
+            sock,
+            ssl=self.certs.context,
+            ssl_handshake_timeout=self.config.timeouts.client_header,
+        )
+        return stream
 
     def _at_rest(self) -> None:
         """No connection for a while: give back what the last load left behind, which would

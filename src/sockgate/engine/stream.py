@@ -73,6 +73,9 @@ class Stream(asyncio.Protocol):
         # Read what is left when a write finds the peer gone (see connection_lost): set for
         # connections to apps, whose last words say what went wrong.
         self.salvage = False
+        # TLS has no half-close: a peer's close_notify ends the connection (asyncio warns when
+        # eof_received asks to keep it open).
+        self.half_close = True
 
     def __repr__(self) -> str:
         state = "lost" if self._lost else "eof" if self._eof else "open"
@@ -106,7 +109,7 @@ class Stream(asyncio.Protocol):
         self._wake_reader()
         self._notify_eof()
         # Keep our side open: the peer may half-close and still read what we send.
-        return not self.idle
+        return self.half_close and not self.idle
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.salvage and isinstance(exc, ConnectionError):

@@ -220,6 +220,7 @@ class Exchange:
             route.app,
             client_ip=self.client_ip,
             default_host=self.engine.default_host,
+            scheme=self.client.scheme,
         )
 
     async def _send(

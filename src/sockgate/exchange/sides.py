@@ -27,6 +27,7 @@ class ClientSide(Protocol):
 
     timeouts: Timeouts
     client_ip: str
+    scheme: bytes  # b"http" or b"https": what the app is told in X-Forwarded-Proto
     closing: bool  # sockgate is stopping: this is the connection's last exchange
 
     def clock(self) -> float: ...
