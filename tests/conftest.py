@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import kinds
+from tests.support.https import https_sockgate
 from tests.support.proc import Gunicorn, Proxy, Uvicorn, free_port, write_config
 from tests.support.rawapp import Handler, RawApp, respond_ok
 
@@ -307,6 +308,13 @@ def flask_sock(tmp: Path) -> Iterator[Path]:
     path = tmp / "flask.sock"
     with Gunicorn("tests.apps.flask_app:app", path):
         yield path
+
+
+@pytest.fixture
+def https_proxy(tmp: Path, starlette_sock: Path) -> Iterator[tuple[Proxy, int]]:
+    """The Starlette app as app1 behind a built-in sockgate with HTTPS: (proxy, https port)."""
+    with https_sockgate(tmp, {"app1": starlette_sock}) as started:
+        yield started
 
 
 @pytest.fixture

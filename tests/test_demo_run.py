@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import signal
+import ssl
 import sys
 from pathlib import Path
 
@@ -74,6 +75,25 @@ def test_the_demo_prints_each_apps_own_origin_and_it_answers(tmp: Path) -> None:
         page = httpx.get(f"http://127.0.0.1:{port}/", headers=own, timeout=10)
         assert page.status_code == 200
         assert "EventSource" in page.text
+    finally:
+        code = demo.stop(signal.SIGINT)
+    assert code == 0, demo.output()
+
+
+def test_the_demo_serves_https_and_http2_with_the_local_ca(tmp: Path) -> None:
+    port, tls_port = free_port(), free_port()
+    demo = Proxy(tmp / "unused.toml", env={"XDG_DATA_HOME": str(tmp / "data")})
+    run = [sys.executable, "-m", "sockgate", "demo", "--listen", f"127.0.0.1:{port}"]
+    demo.args = ["/bin/sh", "-c", 'exec "$@" 1>&2', "sh", *run, "--https", f"127.0.0.1:{tls_port}"]
+    demo.start()
+    try:
+        demo.wait_for_output(rf"  https +https://localhost:{tls_port}/clock/ +HTTP/2")
+        cafile = tmp / "data" / "sockgate" / "ca" / "ca.pem"
+        context = ssl.create_default_context(cafile=str(cafile))
+        with httpx.Client(verify=context, http2=True, timeout=10) as client:
+            page = client.get(f"https://localhost:{tls_port}/clock/")
+            assert page.http_version == "HTTP/2"
+            assert "EventSource" in page.text
     finally:
         code = demo.stop(signal.SIGINT)
     assert code == 0, demo.output()

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import re
 import shutil
 import ssl
 import stat
 import subprocess
-from collections.abc import Iterator
+import time
 from pathlib import Path
 
 import httpx
@@ -18,6 +17,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
+from websockets.sync.client import connect
 
 from sockgate import config
 from sockgate.config import reconfig
@@ -25,9 +25,8 @@ from sockgate.config.model import Tls
 from sockgate.errors import ConfigError, SockgateError
 from sockgate.tls import ca
 from sockgate.tls.contexts import ServerCerts
+from tests.support.https import HTTPS_LINE
 from tests.support.proc import Proxy, write_config
-
-HTTPS_LINE = re.compile(r"also https://([\w.\[\]:]+):(\d+)/")
 
 
 def load(tmp: Path, body: str) -> config.Config:
@@ -171,23 +170,6 @@ def test_own_certificate_files_that_do_not_load_are_named(tmp: Path) -> None:
 # --- serving HTTPS
 
 
-@pytest.fixture
-def https_proxy(tmp: Path, starlette_sock: Path) -> Iterator[tuple[Proxy, int]]:
-    path = write_config(
-        tmp / "sockgate.toml",
-        'listen = "127.0.0.1:0"\nworkdir = "work"\n'
-        f'[apps.app1]\nsocket = "{starlette_sock}"\n'
-        f'[tls]\nlisten = "127.0.0.1:0"\nca_dir = "{tmp / "ca"}"\n',
-    )
-    with Proxy(path) as proxy:
-        match = HTTPS_LINE.search(proxy.wait_for_output(HTTPS_LINE))
-        assert match is not None
-        yield proxy, int(match.group(2))
-        output = proxy.output()
-    assert "Traceback" not in output
-    assert "returning true from eof_received" not in output
-
-
 def curl(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["curl", "-sS", "--max-time", "10", *args], capture_output=True, text=True, check=False
@@ -263,3 +245,17 @@ def test_the_ca_lives_in_xdg_data_home_not_the_workdir(tmp: Path, starlette_sock
     assert (data / "sockgate" / "ca" / ca.CA_KEY).exists()
     found = [p.name for p in (tmp / "work").rglob("*") if p.suffix == ".pem"]
     assert found == []
+
+
+def test_websocket_over_tls(tmp: Path, https_proxy: tuple[Proxy, int]) -> None:
+    """Browsers open WebSockets over HTTP/1.1 (sockgate offers no RFC 8441 over HTTP/2)."""
+    _, port = https_proxy
+    context = ssl.create_default_context(cafile=str(tmp / "ca" / ca.CA_CERT))
+    url = f"wss://localhost:{port}/app1/ws"
+    with connect(url, ssl=context, open_timeout=10, close_timeout=30) as ws:
+        ws.send("over tls")
+        assert ws.recv(timeout=10) == "echo: over tls"
+        # After the closing handshake the TCP connection ends at once: TLS has no half-close
+        # to wait on (before, the client waited out its whole close timeout).
+        started = time.monotonic()
+    assert time.monotonic() - started < 15

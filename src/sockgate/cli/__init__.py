@@ -9,7 +9,7 @@ import click
 
 from .. import __version__
 from ..buildinfo import build, docs_dir
-from . import lint, logs, manage, service, start
+from . import lint, logs, manage, service, start, trust
 
 DOCS = docs_dir()
 
@@ -44,5 +44,6 @@ for command in (
     start.nginx,
     start.demo,
     service.service,
+    trust.trust,
 ):
     main.add_command(command)

@@ -205,9 +205,18 @@ def nginx_render_command(
 
 @click.command()
 @click.option("--listen", default=config.DEFAULT_LISTEN, show_default=True, metavar="HOST:PORT")
+@click.option(
+    "--https",
+    is_flag=False,
+    flag_value="127.0.0.1:8443",
+    default=None,
+    metavar="[HOST:PORT]",
+    help="Also serve HTTPS and HTTP/2 (default address 127.0.0.1:8443), with certificates from "
+    "the local CA (`sockgate trust` makes browsers trust it).",
+)
 @handle_errors
-def demo(listen: str) -> None:
+def demo(listen: str, https: str | None) -> None:
     """Two demo apps on Unix sockets behind the proxy; Ctrl-C stops everything."""
     from ..demo.run import run_demo
 
-    sys.exit(run_demo(listen, echo=click.echo))
+    sys.exit(run_demo(listen, echo=click.echo, https=https))

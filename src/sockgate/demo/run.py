@@ -47,8 +47,9 @@ def demo_command(target: str) -> str:
     )
 
 
-def write_config(workdir: Path, listen: str) -> Path:
-    """A real sockgate.toml for the demo, so the user sees how their own would look."""
+def write_config(workdir: Path, listen: str, https: str | None = None) -> Path:
+    """A real sockgate.toml for the demo, so the user sees how their own would look; with
+    `https` (HOST:PORT), a `[tls]` table served by the local CA."""
     lines = [
         "# Written by `sockgate demo`: sockgate starts each app, waits until its socket",
         "# (workdir/sockets/<name>.sock) accepts connections, restarts it if it exits, and",
@@ -59,16 +60,19 @@ def write_config(workdir: Path, listen: str) -> Path:
     ]
     for name, target in DEMO_APPS.items():
         lines += [f"[apps.{name}]", f"command = {json.dumps(demo_command(target))}", ""]
+    if https is not None:
+        lines += ["[tls]  # certificates from sockgate's local CA: `sockgate trust`", ""]
+        lines.insert(-1, f"listen = {json.dumps(https)}")
     path = workdir / "sockgate.toml"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
 
 
-def run_demo(listen: str, *, echo: Callable[[str], None]) -> int:
+def run_demo(listen: str, *, echo: Callable[[str], None], https: str | None = None) -> int:
     # /tmp keeps socket paths far below the kernel's 107-byte limit.
     workdir = Path(tempfile.mkdtemp(prefix="sockgate-demo-", dir="/tmp"))
     try:
-        cfg = config.load(write_config(workdir, listen))
+        cfg = config.load(write_config(workdir, listen, https))
         configure(cfg.error_log, app_names=[app.name for app in cfg.supervised])
 
         def ready(srv: Server) -> None:
@@ -83,6 +87,10 @@ def run_demo(listen: str, *, echo: Callable[[str], None]) -> int:
             for app in cfg.apps:  # each app at the root of its own origin too (host_routes)
                 if own := cfg.host_url(app, port):
                     echo(f"  {app.name:<8}  {own:<30}  the same app at its own origin")
+            if srv.tls_address is not None:
+                tls_port = srv.tls_address[1]
+                after = "HTTP/2, once `sockgate trust` has run"
+                echo(f"  https     https://localhost:{tls_port}/clock/   {after}")
             echo(f"  status    {base}/_sockgate/   or   sockgate status -c {cfg.source}")
             echo(f"  config    {cfg.source}")
             echo("Ctrl-C stops the proxy and both apps.")

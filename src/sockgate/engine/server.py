@@ -37,6 +37,7 @@ from ..tls.contexts import ServerCerts
 from . import heap
 from .accesslog import AccessLog
 from .client import ClientConnection
+from .h2conn import H2Client
 from .listener import ACCEPT_RETRY, WARN_EVERY, Listener
 from .shared import Engine
 from .stream import Stream, release_spares
@@ -66,7 +67,7 @@ class Server:
         self.label = label  # "worker 1234: " in a worker's log lines
         self._socks = socks
         self.engine = Engine(config, AccessLog(config.access_log), apps, worker=slot)
-        self.connections: dict[ClientConnection, asyncio.Task[None]] = {}
+        self.connections: dict[ClientConnection | H2Client, asyncio.Task[None]] = {}
         self.stopping = asyncio.Event()
         self.address: tuple[str, int] | None = None
         self.tls_address: tuple[str, int] | None = None
@@ -171,7 +172,13 @@ class Server:
                 return
             finally:
                 self._starting.discard(task)
-            conn = ClientConnection(stream, self.engine, peer, scheme=b"https" if tls else b"http")
+            conn: ClientConnection | H2Client
+            if tls and _alpn(stream) == "h2":
+                conn = H2Client(stream, self.engine, peer)
+            else:
+                conn = ClientConnection(
+                    stream, self.engine, peer, scheme=b"https" if tls else b"http"
+                )
             self.connections[conn] = task
             try:
                 await conn.run()
@@ -263,3 +270,10 @@ class Server:
             self._rest.cancel()
         self.engine.close()
         self.engine.access_log.close()
+
+
+def _alpn(stream: Stream) -> str | None:
+    """The protocol the TLS handshake settled on (ALPN), if any."""
+    transport = stream.transport
+    sslobj = None if transport is None else transport.get_extra_info("ssl_object")
+    return None if sslobj is None else sslobj.selected_alpn_protocol()

@@ -17,18 +17,35 @@ if TYPE_CHECKING:
     from .client import ClientConnection
 
 
+def refusal(ex: Exchange, client_ip: str) -> pages.Page | None:
+    """The page that answers a status-page request instead, whatever the client's protocol:
+    a client from elsewhere, a method that would change something."""
+    decision = ex.decision
+    assert type(decision) is Dashboard
+    if not is_loopback(client_ip):
+        if decision.at_root:  # `/` shows what it showed before there was a status page
+            return ex.page_for(NotFound())
+        return pages.Page(403, "sockgate's status page answers loopback clients only")
+    if ex.head.method not in (b"GET", b"HEAD"):
+        return pages.Page(405, "the status page is read-only")
+    return None
+
+
+def is_events(ex: Exchange) -> bool:
+    decision = ex.decision
+    assert type(decision) is Dashboard
+    return decision.path == b"/events" and not decision.at_root
+
+
 async def status_page(client: ClientConnection, ex: Exchange) -> bool:
     """True if the connection carries another request."""
     decision = ex.decision
     assert type(decision) is Dashboard
     head = ex.head
-    if not is_loopback(client.client_ip):
-        if decision.at_root:  # `/` shows what it showed before there was a status page
-            return ex.answer(ex.page_for(NotFound()))
-        return ex.answer(pages.Page(403, "sockgate's status page answers loopback clients only"))
-    if head.method not in (b"GET", b"HEAD"):
-        return ex.answer(pages.Page(405, "the status page is read-only"))
-    if decision.path == b"/events" and not decision.at_root:
+    refused = refusal(ex, client.client_ip)
+    if refused is not None:
+        return ex.answer(refused)
+    if is_events(ex):
         return await _events(client, ex)
     engine = client.engine
     found = await monitor.page_or_json(engine.monitor, decision.path)

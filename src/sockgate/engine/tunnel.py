@@ -65,7 +65,9 @@ class _Tunnel:
             return
         dst.write_eof()  # the other direction may still have bytes to carry
         self._ended += 1
-        if self._ended == 2:
+        # TLS has no half-close: past this end the client would wait for a close that never
+        # comes (a WebSocket client waits out its close timeout), so the tunnel ends here.
+        if self._ended == 2 or not dst.half_close:
             self._finish(None)
 
     def _reset(self) -> None:

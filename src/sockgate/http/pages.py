@@ -32,6 +32,15 @@ def is_navigation(method: bytes, headers: Headers) -> bool:
 
 def render(page: Page, *, as_html: bool, close: bool) -> tuple[bytes, bytes]:
     """The response head and body, ready to write (a HEAD request gets the head alone)."""
+    headers, body = parts(page, as_html=as_html)
+    if close:
+        headers.append((b"Connection", b"close"))
+    reason = HTTPStatus(page.status).phrase.encode()
+    return response_head(page.status, reason, headers), body
+
+
+def parts(page: Page, *, as_html: bool) -> tuple[Headers, bytes]:
+    """The page's headers and body, for any protocol's framing."""
     reason = HTTPStatus(page.status).phrase
     lines = [f"{page.status} {reason}: {page.title}"]
     if page.app is not None:
@@ -63,6 +72,4 @@ def render(page: Page, *, as_html: bool, close: bool) -> tuple[bytes, bytes]:
         headers.append((b"Location", page.location))
     if page.refresh:
         headers.append((b"Retry-After", b"%d" % page.refresh))
-    if close:
-        headers.append((b"Connection", b"close"))
-    return response_head(page.status, reason.encode(), headers), body
+    return headers, body

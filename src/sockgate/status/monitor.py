@@ -15,11 +15,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from ..apps.managed import AppManager, AppState, ManagedApp
 from ..config import Config
-from ..engine.stream import Stream
 from ..http.events import Headers
 from ..http.serialise import response_head
 from . import dashboard, probe
@@ -32,6 +32,17 @@ PUSH_EVERY = 1.0  # seconds between two events on the stream (each after a fresh
 FRESH = 0.5  # probes younger than this answer status.json without probing again
 PROBE_TIMEOUT = 1.0  # a probe's connect, at most (the config's connect timeout if shorter)
 UNKNOWN = Live("unknown", "not probed yet")
+
+
+class EventSink(Protocol):
+    """Where the event stream goes: an HTTP/1.1 connection's stream, or an HTTP/2 stream."""
+
+    on_eof: Callable[[], None] | None  # set while serving: called when the client leaves
+
+    def write(self, data: bytes) -> None: ...
+
+    async def drain(self, deadline: float) -> None:
+        """Until the client has taken what was written; TimeoutError, ConnectionError."""
 
 
 class Monitor:
@@ -103,7 +114,7 @@ class Monitor:
         self._checked = self._loop.time()
 
     # --- the event stream
-    async def serve_events(self, stream: Stream, head: bytes, send_timeout: float) -> int:
+    async def serve_events(self, stream: EventSink, head: bytes, send_timeout: float) -> int:
         """Write `head`, then the status document as one event now and one a second, until the
         client leaves or the connection is closed (shutdown aborts it). Returns the body bytes
         sent."""
@@ -187,6 +198,14 @@ def app_process(managed: ManagedApp, now: float) -> AppProcess:
 
 def reply(status: int, content_type: bytes, body: bytes, *, close: bool) -> bytes:
     """The head of one of the status page's own responses (never cached, never framed)."""
+    headers = reply_headers(content_type, body)
+    if close:
+        headers.append((b"Connection", b"close"))
+    return response_head(status, _REASONS.get(status, b"OK"), headers)
+
+
+def reply_headers(content_type: bytes, body: bytes) -> Headers:
+    """The headers of one of the status page's own responses, for any protocol."""
     headers: Headers = [
         (b"Content-Type", content_type),
         (b"Content-Length", b"%d" % len(body)),
@@ -199,23 +218,21 @@ def reply(status: int, content_type: bytes, body: bytes, *, close: bool) -> byte
             (b"X-Frame-Options", b"DENY"),
             (b"Referrer-Policy", b"no-referrer"),
         ]
-    if close:
-        headers.append((b"Connection", b"close"))
-    return response_head(status, _REASONS.get(status, b"OK"), headers)
+    return headers
 
 
 def events_head() -> bytes:
     """The head of the event stream: delimited by the connection's close."""
-    return response_head(
-        200,
-        b"OK",
-        [
-            (b"Content-Type", b"text/event-stream; charset=utf-8"),
-            (b"Cache-Control", b"no-store"),
-            (b"X-Content-Type-Options", b"nosniff"),
-            (b"Connection", b"close"),
-        ],
-    )
+    return response_head(200, b"OK", [*events_headers(), (b"Connection", b"close")])
+
+
+def events_headers() -> Headers:
+    """The event stream's headers, for any protocol."""
+    return [
+        (b"Content-Type", b"text/event-stream; charset=utf-8"),
+        (b"Cache-Control", b"no-store"),
+        (b"X-Content-Type-Options", b"nosniff"),
+    ]
 
 
 _REASONS = {200: b"OK", 202: b"Accepted"}

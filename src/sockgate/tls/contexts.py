@@ -38,7 +38,7 @@ class ServerCerts:
 
     def __init__(self, tls: Tls, listen_host: str = "") -> None:
         self.tls = tls
-        self._alpn = ALPN_H1  # HTTP/2 lands next
+        self._alpn = ALPN_H2 if tls.http2 else ALPN_H1
         self._leaves: dict[str, tuple[ssl.SSLContext, datetime.datetime]] = {}
         self.authority: ca.Authority | None = None
         if tls.local_ca:

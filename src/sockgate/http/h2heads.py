@@ -1,0 +1,96 @@
+"""HTTP/2 heads as the exchange sees them: a request's header block (h2 has checked its
+pseudo-headers and framing rules) into the same RequestHead an HTTP/1.1 request makes, and a
+response head out as an HTTP/2 header block. Pure, like the HTTP/1.1 framing beside it."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from ..config import App
+from ..errors import BadRequest
+from .events import Framing, Headers, RequestHead, ResponseHead
+from .respond import client_framing
+
+# What the access log and `RequestHead.version` say for HTTP/2, as nginx writes it.
+VERSION: Final = b"2.0"
+# Fields with no meaning in HTTP/2 (RFC 9113 8.2.2); h2 refuses them in requests, and
+# to_client has dropped them from responses already, except these it leaves to HTTP/1.1.
+_CONNECTION_SPECIFIC: Final = frozenset({b"connection", b"keep-alive", b"proxy-connection"})
+
+
+def request_head(fields: Headers, *, ended: bool) -> RequestHead:
+    """The request a header block opens; `ended`: END_STREAM came with it (no body).
+    BadRequest for what an HTTP/1.1 app could not be sent."""
+    pseudo: dict[bytes, bytes] = {}
+    headers: Headers = []
+    cookies: list[bytes] = []
+    content_length = None
+    referer = user_agent = None
+    for name, value in fields:
+        if name[:1] == b":":
+            pseudo[name] = value
+        elif name == b"cookie":
+            cookies.append(value)  # split for compression, one line again for HTTP/1.1
+        elif name != b"host":
+            if name == b"content-length":
+                content_length = _length(value)
+            elif name == b"referer":
+                referer = value
+            elif name == b"user-agent":
+                user_agent = value
+            headers.append((name, value))
+    method = pseudo.get(b":method", b"")
+    if method == b"CONNECT":
+        raise BadRequest("CONNECT (a tunnel through sockgate) is not served")
+    host = pseudo.get(b":authority") or _field(fields, b"host")
+    if host is None:
+        raise BadRequest("the request names no host (:authority)")
+    headers.insert(0, (b"host", host))
+    if cookies:
+        headers.append((b"cookie", b"; ".join(cookies)))
+    if ended:
+        framing = Framing.NONE
+    elif content_length is not None:
+        framing = Framing.LENGTH
+    else:
+        framing = Framing.CHUNKED  # a body of unknown length, chunked towards the app
+    return RequestHead(
+        method,
+        pseudo.get(b":path", b"/"),
+        VERSION,
+        headers,
+        keep_alive=True,
+        upgrade=False,
+        framing=framing,
+        content_length=content_length,
+        host=host,
+        expect_continue=False,
+        referer=referer,
+        user_agent=user_agent,
+    )
+
+
+def response_fields(head: RequestHead, response: ResponseHead, app: App | None) -> Headers:
+    """The header block of a response: :status, then the app's headers as the header policy
+    passes them to a client (rewritten for a prefix app), with Content-Length where known."""
+    _, out = client_framing(head, response, app)
+    fields: Headers = [(b":status", b"%d" % response.status)]
+    fields += [
+        (name.lower(), value) for name, value in out if name.lower() not in _CONNECTION_SPECIFIC
+    ]
+    return fields
+
+
+def page_fields(status: int, headers: Headers) -> Headers:
+    """The header block of a page of sockgate's own."""
+    return [(b":status", b"%d" % status), *((name.lower(), value) for name, value in headers)]
+
+
+def _length(value: bytes) -> int:
+    if not value.isdigit():
+        raise BadRequest(f"content-length {value!r} is not a number")
+    return int(value)
+
+
+def _field(fields: Headers, name: bytes) -> bytes | None:
+    return next((value for key, value in fields if key == name), None)

@@ -1,0 +1,313 @@
+"""HTTP/2 on the built-in engine's TLS listener: each stream an exchange through the same seam as
+HTTP/1.1 (routing by prefix and host, pages, header policy, the access log with the protocol),
+flow control both ways, Server-Sent Events unbuffered, GOAWAY on stop, and the limits against
+the known HTTP/2 attacks closing only the abusive connection."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+import ssl
+import subprocess
+import time
+from pathlib import Path
+
+import h2.errors
+import h2.events
+import httpx
+import pytest
+from hyperframe.frame import ContinuationFrame, DataFrame, Frame, GoAwayFrame, HeadersFrame
+
+from sockgate.tls import ca
+from tests.support.h2client import SETTINGS, H2TestClient
+from tests.support.https import https_sockgate
+from tests.support.proc import Proxy, wait_for_line
+
+
+def cafile(tmp: Path) -> Path:
+    return tmp / "ca" / ca.CA_CERT
+
+
+def h2_client(tmp: Path, **kwargs: object) -> httpx.AsyncClient:
+    context = ssl.create_default_context(cafile=str(cafile(tmp)))
+    return httpx.AsyncClient(http2=True, verify=context, timeout=30, **kwargs)  # type: ignore[arg-type]
+
+
+def curl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["curl", "-sS", "--max-time", "20", *args], capture_output=True, text=True, check=False
+    )
+
+
+def test_curl_http2_at_prefix_and_host_with_the_same_rules(
+    tmp: Path, https_proxy: tuple[Proxy, int]
+) -> None:
+    proxy, port = https_proxy
+    ca_path = str(cafile(tmp))
+    base = ["--http2", "--cacert", ca_path, "-w", "\n%{http_version} %{http_code}"]
+    resolve = ["--resolve", f"app1.localhost:{port}:127.0.0.1"]
+    for url in (f"https://localhost:{port}/app1/x?q=1", f"https://app1.localhost:{port}/x?q=1"):
+        got = curl(*base, *resolve, "-H", "Cookie: a=1", "-H", "Cookie: b=2", url)
+        assert got.returncode == 0, got.stderr
+        body, _, status = got.stdout.rpartition("\n")
+        assert status == "2 200"
+        seen = httpx.Response(200, content=body).json()
+        assert (seen["path"], seen["query"]) == ("/x", "q=1")
+        headers = {k.lower(): v for k, v in seen["headers"]}
+        assert headers["x-forwarded-proto"] == "https"
+        assert headers["host"] == url.split("/")[2]
+        assert headers["cookie"] == "a=1; b=2"  # one line again for HTTP/1.1
+    # sockgate's own answers: the redirect to the prefix, a 404 naming the routes.
+    got = curl(*base, "-o", "/dev/null", f"https://localhost:{port}/app1")
+    assert got.stdout.strip() == "2 301"
+    got = curl(*base, f"https://localhost:{port}/nowhere")
+    assert "no app is routed at this path" in got.stdout
+    assert got.stdout.endswith("2 404")
+    # The access log names the protocol.
+    log = proxy.config_path.parent / "work" / "logs" / "access.log"
+    wait_for_line(log, '"GET /app1/x?q=1 HTTP/2.0" 200')
+
+
+def test_many_streams_on_one_connection_with_bodies_both_ways(
+    tmp: Path, https_proxy: tuple[Proxy, int]
+) -> None:
+    _, port = https_proxy
+    asyncio.run(many_streams(tmp, f"https://localhost:{port}/app1"))
+
+
+async def many_streams(tmp: Path, url: str) -> None:
+    async with h2_client(tmp) as client:
+        got = await asyncio.gather(*(client.get(f"{url}/n{i}") for i in range(50)))
+        assert {r.http_version for r in got} == {"HTTP/2"}
+        assert [r.json()["path"] for r in got] == [f"/n{i}" for i in range(50)]
+        # Bodies larger than every window: flow control in both directions.
+        up = await client.post(f"{url}/upload", content=b"u" * 5_000_000)
+        assert up.text == "5000000"
+        down = await client.get(f"{url}/big?mb=16")
+        assert len(down.content) == 16 * 1024 * 1024
+        # A body of unknown length (no content-length): chunked towards the app.
+
+        async def parts():  # type: ignore[no-untyped-def]
+            for _ in range(10):
+                yield b"p" * 100_000
+
+        up = await client.post(f"{url}/upload", content=parts())
+        assert up.text == "1000000"
+
+
+def test_twenty_event_streams_live_at_once_on_one_connection(
+    tmp: Path, https_proxy: tuple[Proxy, int]
+) -> None:
+    """Over HTTP/1.1 a browser opens six connections per host and the seventh stream waits;
+    over HTTP/2 twenty streams share one connection and each event arrives as it is sent."""
+    _, port = https_proxy
+    asyncio.run(twenty_streams(tmp, f"https://localhost:{port}/app1/events?n=3&gap=0.5"))
+
+
+async def twenty_streams(tmp: Path, url: str) -> None:
+    async with h2_client(tmp) as client:
+
+        async def first_event() -> float:
+            async with client.stream("GET", url) as response:
+                assert response.http_version == "HTTP/2"
+                async for line in response.aiter_lines():
+                    if line.startswith("data:"):
+                        return time.monotonic()
+            raise AssertionError("no event")
+
+        start = time.monotonic()
+        firsts = await asyncio.gather(*(first_event() for _ in range(20)))
+    # Every stream's first event came before the app sent its second (0.5 s later): none
+    # waited for another stream to end.
+    assert max(firsts) - start < 5
+    assert max(firsts) - min(firsts) < 0.5 + 1.0
+
+
+def test_h2load_with_zero_errors(tmp: Path, https_proxy: tuple[Proxy, int]) -> None:
+    h2load = shutil.which("h2load")
+    if h2load is None:
+        pytest.fail("h2load is missing: apt-get install nghttp2-client (CI installs it)")
+    _, port = https_proxy
+    run = subprocess.run(
+        [h2load, "-n", "2000", "-c", "8", "-m", "10", f"https://localhost:{port}/app1/x"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "2000 succeeded, 0 failed, 0 errored, 0 timeout" in run.stdout, run.stdout
+    assert "status codes: 2000 2xx" in run.stdout
+
+
+def test_stop_sends_goaway_and_lets_open_streams_finish(tmp: Path, starlette_sock: Path) -> None:
+    with https_sockgate(tmp, {"app1": starlette_sock}) as (proxy, port):
+        client = H2TestClient(port, cafile(tmp))
+        stream = client.request("/app1/events?n=4&gap=0.4")
+        client.read_until(lambda events: any(isinstance(e, h2.events.DataReceived) for e in events))
+        assert proxy.proc is not None
+        proxy.proc.send_signal(signal.SIGTERM)
+
+        def stream_ended(frames: list[Frame]) -> bool:
+            return any(f.stream_id == stream and "END_STREAM" in f.flags for f in frames)
+
+        frames = client.read_frames_until(stream_ended)
+        client.close()
+        assert proxy.proc.wait(15) == 0
+    goaways = [f for f in frames if isinstance(f, GoAwayFrame)]
+    assert [(f.error_code, f.last_stream_id) for f in goaways] == [(0, stream)]
+    data = b"".join(f.data for f in frames if isinstance(f, DataFrame))
+    # Three more events after the first: the stream finished, it was not cut.
+    assert data.count(b"data:") == 3
+    assert stream_ended(frames)
+    assert "connections cut" not in proxy.output()
+
+
+# --- limits: each closes only the abusive connection
+
+
+def assert_goaway(abuse: H2TestClient, expected: h2.errors.ErrorCodes) -> None:
+    abuse.read_until(lambda _: abuse.goaway() is not None)
+    goaway = abuse.goaway()
+    assert goaway is not None, abuse.events[-5:]
+    assert goaway.error_code == expected
+    abuse.close()
+
+
+def others_are_served(tmp: Path, port: int) -> None:
+    other = H2TestClient(port, cafile(tmp))
+    stream = other.request("/app1/ok")
+    other.read_until(lambda _: other.ended(stream))
+    assert b'"path":"/ok"' in other.body(stream)
+    other.close()
+
+
+def test_rapid_reset_flood_is_cut_off(tmp: Path, https_proxy: tuple[Proxy, int]) -> None:
+    proxy, port = https_proxy
+    abuse = H2TestClient(port, cafile(tmp))
+    for _ in range(400):
+        stream = abuse.request("/app1/slow", end=True)
+        abuse.conn.reset_stream(stream)
+        abuse.flush()
+    assert_goaway(abuse, h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+    proxy.wait_for_output("too many streams reset")
+    others_are_served(tmp, port)
+
+
+def test_ping_flood_is_cut_off(tmp: Path, https_proxy: tuple[Proxy, int]) -> None:
+    proxy, port = https_proxy
+    abuse = H2TestClient(port, cafile(tmp))
+    for i in range(500):
+        abuse.conn.ping(i.to_bytes(8, "big"))
+    abuse.flush()
+    assert_goaway(abuse, h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+    proxy.wait_for_output("too many pings")
+    others_are_served(tmp, port)
+
+
+def test_settings_flood_is_cut_off(tmp: Path, https_proxy: tuple[Proxy, int]) -> None:
+    proxy, port = https_proxy
+    abuse = H2TestClient(port, cafile(tmp))
+    for _ in range(300):
+        abuse.conn.update_settings({SETTINGS.MAX_FRAME_SIZE: 16384})
+    abuse.flush()
+    assert_goaway(abuse, h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+    proxy.wait_for_output("too many settings frames")
+    others_are_served(tmp, port)
+
+
+def test_too_many_concurrent_streams_close_the_connection(
+    tmp: Path, https_proxy: tuple[Proxy, int]
+) -> None:
+    proxy, port = https_proxy
+    abuse = H2TestClient(port, cafile(tmp))
+    abuse.read_until(
+        lambda events: any(isinstance(e, h2.events.RemoteSettingsChanged) for e in events)
+    )
+    # h2 would not open more streams than the server allows: make it believe it may.
+    abuse.conn.remote_settings[SETTINGS.MAX_CONCURRENT_STREAMS] = 1000
+    abuse.conn.remote_settings.acknowledge()
+    for _ in range(101):
+        abuse.request("/app1/upload", method="POST", end=False)  # each stays open
+    assert_goaway(abuse, h2.errors.ErrorCodes.PROTOCOL_ERROR)
+    proxy.wait_for_output("Max inbound streams is 100")
+    others_are_served(tmp, port)
+
+
+def test_oversized_header_list_is_refused(tmp: Path, https_proxy: tuple[Proxy, int]) -> None:
+    proxy, port = https_proxy
+    abuse = H2TestClient(port, cafile(tmp))
+    stream = abuse.conn.get_next_available_stream_id()
+    headers = [
+        (":method", "GET"),
+        (":scheme", "https"),
+        (":authority", f"localhost:{port}"),
+        (":path", "/app1/x"),
+        *((f"x-big-{i}", "v" * 4000) for i in range(40)),  # 160 KB, over 64 KiB
+    ]
+    abuse.conn.send_headers(stream, headers, end_stream=True)
+    abuse.flush()
+    assert_goaway(abuse, h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+    assert not any(isinstance(e, h2.events.ResponseReceived) for e in abuse.events)
+    proxy.wait_for_output(r"HTTP/2 client 127\.0\.0\.1: .*header")
+    others_are_served(tmp, port)
+
+
+def test_continuation_flood_is_cut_off(tmp: Path, https_proxy: tuple[Proxy, int]) -> None:
+    """Headers that never end (CONTINUATION after CONTINUATION, CVE-2024-27316's kind)."""
+    _, port = https_proxy
+    abuse = H2TestClient(port, cafile(tmp))
+    block = abuse.conn.encoder.encode(
+        [(":method", "GET"), (":scheme", "https"), (":path", "/app1/x"), (":authority", "x")]
+    )
+    first = HeadersFrame(1)
+    first.data = block
+    frames = [first.serialize()]
+    for _ in range(200):
+        more = ContinuationFrame(1)
+        more.data = b"\x40\x01a\x01b"  # a literal header a: b, again and again
+        frames.append(more.serialize())
+    abuse.sock.sendall(b"".join(frames))
+    assert_goaway(abuse, h2.errors.ErrorCodes.PROTOCOL_ERROR)
+    others_are_served(tmp, port)
+
+
+def test_a_window_that_never_opens_ends_that_stream_alone(tmp: Path, starlette_sock: Path) -> None:
+    extra = '[timeouts]\nsend = "1s"'
+    with https_sockgate(tmp, {"app1": starlette_sock}, extra) as (proxy, port):
+        stuck = H2TestClient(port, cafile(tmp), settings={SETTINGS.INITIAL_WINDOW_SIZE: 0})
+        stream = stuck.request("/app1/big?mb=1")
+        stuck.read_until(lambda _: stuck.ended(stream))
+        reset = [e for e in stuck.events if isinstance(e, h2.events.StreamReset)]
+        assert [e.stream_id for e in reset] == [stream]
+        assert stuck.body(stream) == b""
+        others_are_served(tmp, port)
+        # The connection itself carries on.
+        again = stuck.request("/app1/ok")
+        stuck.conn.increment_flow_control_window(65535, again)
+        stuck.flush()
+        stuck.read_until(lambda _: stuck.ended(again))
+        assert b'"path":"/ok"' in stuck.body(again)
+        stuck.close()
+        log = proxy.config_path.parent / "work" / "logs" / "access.log"
+        wait_for_line(log, '"GET /app1/big?mb=1 HTTP/2.0" 200 ')
+
+
+def test_the_status_page_and_its_live_feed_over_http2(tmp: Path, starlette_sock: Path) -> None:
+    with https_sockgate(tmp, {"app1": starlette_sock}) as (proxy, port):
+        client = H2TestClient(port, cafile(tmp))
+        doc = client.request("/_sockgate/status.json")
+        client.read_until(lambda _: client.ended(doc))
+        assert b'"schema"' in client.body(doc)
+        feed = client.request("/_sockgate/events")
+        client.read_until(lambda _: b"data:" in client.body(feed))
+        assert proxy.proc is not None
+        started = time.monotonic()
+        proxy.proc.send_signal(signal.SIGTERM)
+        client.read_frames_until(lambda frames: any(isinstance(f, GoAwayFrame) for f in frames))
+        client.close()
+        assert proxy.proc.wait(15) == 0
+    # The feed does not hold the stop for the shutdown deadline (5 s).
+    assert time.monotonic() - started < 4
+    assert "connections cut" not in proxy.output()
