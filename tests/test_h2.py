@@ -311,3 +311,41 @@ def test_the_status_page_and_its_live_feed_over_http2(tmp: Path, starlette_sock:
     # The feed does not hold the stop for the shutdown deadline (5 s).
     assert time.monotonic() - started < 4
     assert "connections cut" not in proxy.output()
+
+
+def test_websocket_over_http2_becomes_an_upgrade_to_the_app(
+    tmp: Path, https_proxy: tuple[Proxy, int]
+) -> None:
+    """RFC 8441: CONNECT with :protocol websocket; the app gets HTTP/1.1's upgrade (with a key
+    sockgate makes) and its 101 reaches the client as 200; the stream's DATA are the frames."""
+    proxy, port = https_proxy
+    client = H2TestClient(port, cafile(tmp))
+    client.read_until(
+        lambda events: any(isinstance(e, h2.events.RemoteSettingsChanged) for e in events)
+    )
+    assert client.conn.remote_settings.enable_connect_protocol == 1
+    stream = client.conn.get_next_available_stream_id()
+    headers = [
+        (":method", "CONNECT"),
+        (":protocol", "websocket"),
+        (":scheme", "https"),
+        (":authority", f"localhost:{port}"),
+        (":path", "/app1/ws"),
+        ("sec-websocket-version", "13"),
+    ]
+    client.conn.send_headers(stream, headers)
+    client.flush()
+    client.read_until(lambda events: any(isinstance(e, h2.events.ResponseReceived) for e in events))
+    response = next(e for e in client.events if isinstance(e, h2.events.ResponseReceived))
+    assert dict(response.headers or [])[b":status"] == b"200"
+    payload = b"over h2"
+    mask = b"\x01\x02\x03\x04"
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    client.conn.send_data(stream, b"\x81" + bytes([0x80 | len(payload)]) + mask + masked)
+    client.flush()
+    reply = b"echo: over h2"
+    client.read_until(lambda _: reply in client.body(stream))
+    assert client.body(stream) == b"\x81" + bytes([len(reply)]) + reply
+    client.close()
+    log = proxy.config_path.parent / "work" / "logs" / "access.log"
+    wait_for_line(log, '"GET /app1/ws HTTP/2.0" 101')

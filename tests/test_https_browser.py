@@ -17,7 +17,7 @@ import pytest
 from playwright.sync_api import Browser, Error, Page, sync_playwright
 
 from tests.support.https import https_sockgate
-from tests.support.proc import Proxy
+from tests.support.proc import Proxy, wait_for_line
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -63,7 +63,7 @@ def protocol(page: Page) -> str:
 
 
 def test_chromium_trusts_the_local_ca_and_speaks_h2(tmp: Path, served: tuple[Proxy, int]) -> None:
-    _, port = served
+    proxy, port = served
     home = tmp / "home"
     home.mkdir()
     trust(home, tmp / "ca")
@@ -101,6 +101,9 @@ def test_chromium_trusts_the_local_ca_and_speaks_h2(tmp: Path, served: tuple[Pro
             f"wss://app1.localhost:{port}/ws",
         )
         assert echoed == "echo: through tls"
+    # Chromium took the WebSocket over HTTP/2 (RFC 8441), since sockgate offers it.
+    log = proxy.config_path.parent / "work" / "logs" / "access.log"
+    wait_for_line(log, '"GET /ws HTTP/2.0" 101')
 
 
 def test_without_trust_chromium_refuses_the_certificate(

@@ -11,7 +11,9 @@ included) and CONTINUATION runs; `Budget` bounds resets (CVE-2023-44487), pings 
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
+import os
 from typing import Final
 
 import h2.config
@@ -97,6 +99,7 @@ class H2Client:
                 h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST,
                 h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
                 h2.settings.SettingCodes.ENABLE_PUSH: 0,
+                h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL: 1,  # WebSockets (RFC 8441)
             },
         )
         h2conn.initiate_connection()
@@ -178,13 +181,14 @@ class H2Client:
         if self.closing:
             self.reset(stream_id, ErrorCodes.REFUSED_STREAM)
             return
-        side = H2Stream(self, stream_id, ended=ended)
         try:
-            head = h2heads.request_head(list(event.headers or ()), ended=ended)
+            key = base64.b64encode(os.urandom(16))
+            head = h2heads.request_head(list(event.headers or ()), ended=ended, websocket_key=key)
         except errors.BadRequest as exc:
             log.info("HTTP/2 client %s: stream %d refused: %s", self.client_ip, stream_id, exc)
             self.reset(stream_id, ErrorCodes.PROTOCOL_ERROR)
             return
+        side = H2Stream(self, stream_id, ended=ended, tunnel=head.upgrade)
         self.streams[stream_id] = side
         ex = Exchange(head, decide(self.engine, head), side, self.engine)
         task = self.loop.create_task(self._serve(side, ex))
@@ -200,8 +204,9 @@ class H2Client:
             log.warning("client %s: exchange ended: %s", self.client_ip, exc)
         finally:
             self.streams.pop(side.id, None)
-            if not side.done and not side.reset:
-                self.reset(side.id, ErrorCodes.INTERNAL_ERROR)
+            if not side.reset and not (side.done and side.client_ended):
+                # Cut short; or answered before the client was through: it may stop sending.
+                self.reset(side.id, ErrorCodes.NO_ERROR if side.done else ErrorCodes.INTERNAL_ERROR)
             self._send()
             if self.closing and not self.streams:
                 self.stream.close()  # the read in run() sees the end

@@ -8,6 +8,7 @@ out as h2 frames within the client's windows, so a slow client holds the app bac
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -18,10 +19,13 @@ from .. import errors
 from ..errors import ClientError
 from ..exchange.phase import ANSWERED, RESPONDING, SENT, move
 from ..http import h2heads, pages
-from ..http.events import END, Data, EndOfMessage, Event, Headers, ResponseHead
+from ..http.events import END, Data, EndOfMessage, Event, Headers, ResponseHead, Upgrade
 from ..http.routing import Dashboard
 from ..status import monitor
 from . import statuspage
+from .upstream import AppConnection
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from ..exchange.forward import Exchange
@@ -34,14 +38,17 @@ class H2Stream:
 
     closing = False  # each stream is its connection's last use of it: nothing to keep alive
 
-    def __init__(self, conn: H2Client, stream_id: int, *, ended: bool) -> None:
+    def __init__(self, conn: H2Client, stream_id: int, *, ended: bool, tunnel: bool) -> None:
+        """`ended`: the client ended its side with the request head; `tunnel`: the request is
+        a WebSocket (RFC 8441), whose message is the head alone and whose DATA frames are the
+        tunnel's bytes."""
         self.conn = conn
         self.id = stream_id
         self.timeouts = conn.timeouts
         self.client_ip = conn.client_ip
         self.scheme = b"https"
-        self._in: deque[Event] = deque([END] if ended else [])
-        self._in_ended = ended
+        self._in: deque[Event] = deque([END] if ended or tunnel else [])
+        self.client_ended = ended
         self._waiter: asyncio.Future[None] | None = None
         self.reset = False  # by the client, or by the connection's end
         self.done = False  # our side ended (END_STREAM or RST_STREAM sent)
@@ -59,7 +66,7 @@ class H2Stream:
     def received(self, event: Data | EndOfMessage) -> None:
         self._in.append(event)
         if isinstance(event, EndOfMessage):
-            self._in_ended = True
+            self.client_ended = True
         self.wake()
 
     def client_reset(self) -> None:
@@ -180,9 +187,6 @@ class H2Stream:
                 self.conn.reset(self.id, ErrorCodes.INTERNAL_ERROR)
                 return 0
         self.done = True
-        if not self._in_ended:
-            # Answered before the body came: the client may stop sending it (RFC 9113 8.1).
-            self.conn.reset(self.id, ErrorCodes.NO_ERROR)
         return len(body) if with_body else 0
 
     def abort(self) -> None:
@@ -191,7 +195,55 @@ class H2Stream:
             self.done = True
 
     async def tunnel(self, ex: Exchange, conn: AppSide, response: ResponseHead) -> None:
-        raise AssertionError("no HTTP/2 request asks to upgrade")  # h2heads never sets upgrade
+        """The app took the WebSocket (101): the stream opens with 200 and carries its bytes
+        both ways until either side ends (RFC 8441); idle for `timeouts.read`, it ends."""
+        assert isinstance(conn, AppConnection)
+        self.conn.send_headers(self.id, h2heads.tunnel_fields(response), end=False)
+        for event in conn.parser.events:
+            if isinstance(event, Upgrade) and event.trailing:
+                self.body(ex, event.trailing)
+        conn.parser.events.clear()
+        conn.on_cut = self.abort  # a reload retired the app
+        ups = asyncio.ensure_future(self._client_to_app(conn))
+        downs = asyncio.ensure_future(self._app_to_client(ex, conn))
+        try:
+            await asyncio.wait([ups, downs], return_when=asyncio.FIRST_EXCEPTION)
+        finally:
+            conn.on_cut = None
+            for task in (ups, downs):
+                task.cancel()
+            await asyncio.gather(ups, downs, return_exceptions=True)
+
+    async def _client_to_app(self, conn: AppConnection) -> None:
+        while True:
+            try:
+                event = await self.next_body_event(self.clock() + self.timeouts.read)
+            except TimeoutError:
+                return  # idle: the other direction decides
+            if event is None or isinstance(event, EndOfMessage):
+                conn.stream.write_eof()  # the client is done sending; the app may still speak
+                return
+            assert isinstance(event, Data)
+            conn.send(event.data)
+            await conn.drain(self.clock() + self.timeouts.send)
+
+    async def _app_to_client(self, ex: Exchange, conn: AppConnection) -> None:
+        await self.flush(ex)  # what came with the 101
+        while True:
+            try:
+                data = await conn.stream.read(self.clock() + self.timeouts.read)
+            except TimeoutError:
+                assert ex.app is not None
+                log.info("%s: idle WebSocket closed after %gs", ex.app.name, self.timeouts.read)
+                self.abort()
+                return
+            if not data:
+                self._end = True
+                await self.flush(ex)
+                return
+            ex.sent += len(data)
+            self.body(ex, data)
+            await self.flush(ex)
 
     def continue_in_callbacks(self, ex: Exchange) -> bool:
         return False

@@ -18,8 +18,10 @@ VERSION: Final = b"2.0"
 _CONNECTION_SPECIFIC: Final = frozenset({b"connection", b"keep-alive", b"proxy-connection"})
 
 
-def request_head(fields: Headers, *, ended: bool) -> RequestHead:
+def request_head(fields: Headers, *, ended: bool, websocket_key: bytes) -> RequestHead:
     """The request a header block opens; `ended`: END_STREAM came with it (no body).
+    A WebSocket over HTTP/2 (RFC 8441: CONNECT with :protocol websocket) becomes HTTP/1.1's
+    upgrade (RFC 6455), with `websocket_key` as its Sec-WebSocket-Key, which HTTP/2 has none of.
     BadRequest for what an HTTP/1.1 app could not be sent."""
     pseudo: dict[bytes, bytes] = {}
     headers: Headers = []
@@ -31,7 +33,7 @@ def request_head(fields: Headers, *, ended: bool) -> RequestHead:
             pseudo[name] = value
         elif name == b"cookie":
             cookies.append(value)  # split for compression, one line again for HTTP/1.1
-        elif name != b"host":
+        elif name not in (b"host", b"sec-websocket-key"):
             if name == b"content-length":
                 content_length = _length(value)
             elif name == b"referer":
@@ -40,8 +42,12 @@ def request_head(fields: Headers, *, ended: bool) -> RequestHead:
                 user_agent = value
             headers.append((name, value))
     method = pseudo.get(b":method", b"")
+    upgrade = False
     if method == b"CONNECT":
-        raise BadRequest("CONNECT (a tunnel through sockgate) is not served")
+        if pseudo.get(b":protocol") != b"websocket":
+            raise BadRequest("CONNECT (a tunnel through sockgate) is not served")
+        method, upgrade, ended = b"GET", True, True  # the stream's DATA is the tunnel's
+        headers += [(b"upgrade", b"websocket"), (b"sec-websocket-key", websocket_key)]
     host = pseudo.get(b":authority") or _field(fields, b"host")
     if host is None:
         raise BadRequest("the request names no host (:authority)")
@@ -60,7 +66,7 @@ def request_head(fields: Headers, *, ended: bool) -> RequestHead:
         VERSION,
         headers,
         keep_alive=True,
-        upgrade=False,
+        upgrade=upgrade,
         framing=framing,
         content_length=content_length,
         host=host,
@@ -78,6 +84,17 @@ def response_fields(head: RequestHead, response: ResponseHead, app: App | None) 
     fields += [
         (name.lower(), value) for name, value in out if name.lower() not in _CONNECTION_SPECIFIC
     ]
+    return fields
+
+
+def tunnel_fields(response: ResponseHead) -> Headers:
+    """The 200 that opens an RFC 8441 WebSocket, for the app's 101: what the app agreed to
+    (subprotocol, extensions), without what only HTTP/1.1's handshake carries."""
+    fields: Headers = [(b":status", b"200")]
+    for name, value in response.headers:
+        lower = name.lower()
+        if lower.startswith(b"sec-websocket-") and lower != b"sec-websocket-accept":
+            fields.append((lower, value))
     return fields
 
 
