@@ -259,3 +259,13 @@ def test_websocket_over_tls(tmp: Path, https_proxy: tuple[Proxy, int]) -> None:
         # to wait on (before, the client waited out its whole close timeout).
         started = time.monotonic()
     assert time.monotonic() - started < 15
+
+
+def test_status_lists_the_https_urls(https_proxy: tuple[Proxy, int]) -> None:
+    proxy, port = https_proxy
+    doc = httpx.get(f"{proxy.url}/_sockgate/status.json", timeout=10).json()
+    (app,) = doc["apps"]
+    assert app["urls"][2:] == [
+        f"https://127.0.0.1:{port}/app1/",
+        f"https://app1.localhost:{port}/",
+    ]

@@ -205,10 +205,19 @@ class Config:
         `port`: the one listened on, when `listen` says 0."""
         return f"http://{self.listen.public_host}:{port or self.listen.port}{app.prefix}"
 
-    def urls(self, app: App, port: int | None = None) -> tuple[str, ...]:
-        """Where a user opens `app`: its prefix URL, then its host URL (with host_routes)."""
+    def urls(
+        self, app: App, port: int | None = None, tls_port: int | None = None
+    ) -> tuple[str, ...]:
+        """Where a user opens `app`: its prefix URL, then its host URL (with host_routes), then
+        both over HTTPS (with `[tls]`; `tls_port`: the one listened on, when it says 0)."""
         host = self.host_url(app, port)
-        return (self.prefix_url(app, port), *([host] if host else []))
+        plain = (self.prefix_url(app, port), *([host] if host else []))
+        if self.tls is None:
+            return plain
+        https = self.tls.listen.port if tls_port is None else tls_port
+        address = f"https://{self.tls.listen.public_host}:{https}{app.prefix}"
+        own = f"https://{own_host(app.name)}:{https}/" if host else None
+        return (*plain, address, *([own] if own else []))
 
     @property
     def logs_dir(self) -> Path:

@@ -117,6 +117,7 @@ class Server:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._listeners.append(Listener(sock, accepted, self._accept_failed))
         self.tls_address = socks[0].getsockname()[:2]
+        self.engine.monitor.tls_port = self.tls_address[1]
 
     def reload(self) -> ReloadResult:
         """Read the config again and serve it from the next request of every connection.

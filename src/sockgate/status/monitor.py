@@ -56,6 +56,7 @@ class Monitor:
         self.stats = stats
         self.process = process
         self.port = config.listen.port  # the one listened on, once bound (`listen` may say 0)
+        self.tls_port: int | None = None  # the same for `[tls]`
         self.apps = apps
         self._live: dict[str, Live] = {}
         self._checked = float("-inf")  # loop time of the last probe
@@ -78,7 +79,8 @@ class Monitor:
             (app, self._live.get(app.name, UNKNOWN), self.stats.app(app.name).snapshot())
             for app in self.config.apps
         ]
-        urls = {app.name: self.config.urls(app, self.port) for app in self.config.apps}
+        config = self.config
+        urls = {app.name: config.urls(app, self.port, self.tls_port) for app in config.apps}
         return dashboard.document(self.process, apps, time.time(), self.runs(), urls)
 
     def runs(self) -> dict[str, AppProcess]:
