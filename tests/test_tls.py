@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import re
 import shutil
+import socket
 import ssl
 import stat
 import subprocess
@@ -26,7 +28,7 @@ from sockgate.errors import ConfigError, SockgateError
 from sockgate.tls import ca
 from sockgate.tls.contexts import ServerCerts
 from tests.support.https import HTTPS_LINE
-from tests.support.proc import Proxy, write_config
+from tests.support.proc import Proxy, free_port, run_sockgate, write_config
 
 
 def load(tmp: Path, body: str) -> config.Config:
@@ -269,3 +271,44 @@ def test_status_lists_the_https_urls(https_proxy: tuple[Proxy, int]) -> None:
         f"https://127.0.0.1:{port}/app1/",
         f"https://app1.localhost:{port}/",
     ]
+
+
+# --- sockgate check
+
+
+def check_config(tmp: Path, tls_listen: str) -> Path:
+    return write_config(
+        tmp / "sockgate.toml",
+        'listen = "127.0.0.1:0"\nworkdir = "work"\n'
+        f'[tls]\nlisten = "{tls_listen}"\nca_dir = "{tmp / "ca"}"\n',
+    )
+
+
+def test_check_probes_the_https_address_and_the_ca_without_making_it(tmp: Path) -> None:
+    check_config(tmp, f"127.0.0.1:{free_port()}")
+    run = run_sockgate("check", cwd=tmp)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert re.search(r"^https 127\.0\.0\.1:\d+: free$", run.stdout, re.M), run.stdout
+    assert "local CA: none yet in" in run.stdout
+    assert not (tmp / "ca").exists()  # check changes nothing
+    ca.load_or_create(tmp / "ca", ("localhost",))
+    run = run_sockgate("check", cwd=tmp)
+    assert re.search(r"local CA .*ca\.pem \(until \d{4}-.*\): signs only localhost", run.stdout)
+
+
+def test_check_fails_when_the_https_port_is_taken_or_the_key_is_open(tmp: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        check_config(tmp, f"127.0.0.1:{port}")
+        run = run_sockgate("check", cwd=tmp)
+    assert run.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}: address already in use" in run.stderr
+    assert "change `tls.listen`" in run.stderr
+    check_config(tmp, f"127.0.0.1:{free_port()}")
+    ca.load_or_create(tmp / "ca", ("localhost",))
+    (tmp / "ca" / ca.CA_KEY).chmod(0o640)
+    run = run_sockgate("check", cwd=tmp)
+    assert run.returncode == 2
+    assert "readable by other users" in run.stderr

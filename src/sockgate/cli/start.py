@@ -58,8 +58,8 @@ def check(
     for that engine).
 
     Exit codes: 0 ok (apps that are down are warnings); 1 invalid config, or (with --strict)
-    apps down; 2 the listen address is taken by another program (as `run` would fail), or
-    could not check (nginx missing, ...).
+    apps down; 2 the listen address (or `[tls]`'s) is taken by another program, or the
+    certificates cannot be used (as `run` would fail), or could not check (nginx missing, ...).
     """
     cfg = load(config_path, listen, apps, engine)
     where = cfg.source or "command line"
@@ -71,8 +71,18 @@ def check(
 
         nginx_run.test_config(cfg)
         click.echo(f"nginx -t ok: {nginx_render.conf_path(cfg)}")
-    listening = probe.probe_listen(cfg, _running_at(cfg))
+    running_at = _running_at(cfg)
+    listening = probe.probe_listen(cfg, running_at)
     click.echo(listening.text, err=not listening.ok)
+    startable = listening.ok
+    if cfg.tls is not None:
+        from ..tls import contexts
+
+        https = probe.probe_listen(cfg, running_at, tls=True)
+        click.echo(https.text, err=not https.ok)
+        certs_ok, certs = contexts.check(cfg.tls)
+        click.echo(certs, err=not certs_ok)
+        startable = startable and https.ok and certs_ok
     reports = asyncio.run(probe.probe_all(cfg))
     click.echo(_report_table(cfg, reports))
     if cfg.sockets_dir is not None:
@@ -83,7 +93,7 @@ def check(
     if down:
         word = "error" if strict else "warning"
         click.echo(f"{word}: {len(down)} of {len(reports)} apps are not answering", err=True)
-    if not listening.ok:
+    if not startable:
         sys.exit(EXIT_ERROR)  # as `run` would exit
     if down and strict:
         sys.exit(EXIT_INVALID)

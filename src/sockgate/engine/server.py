@@ -110,7 +110,7 @@ class Server:
             # Workers each bind it (the kernel spreads connections over them).
             socks = listen_on(tls.listen.host, tls.listen.port, reuse_port=self._slot is not None)
         except OSError as exc:
-            raise SockgateError(bind_error(str(tls.listen), exc)) from None
+            raise SockgateError(bind_error(str(tls.listen), exc, key="tls.listen")) from None
         accepted = functools.partial(self._accepted, tls=True)
         for sock in socks:
             with contextlib.suppress(OSError):

@@ -35,11 +35,13 @@ def listen_on(
     return socks
 
 
-def bind_error(listen: str, exc: OSError) -> str:
+def bind_error(listen: str, exc: OSError, *, key: str = "listen") -> str:
+    """`key`: the setting that names the address (`tls.listen` for HTTPS)."""
     if exc.errno == errno.EADDRINUSE:
+        also = " or pass --listen" if key == "listen" else ""
         return (
             f"cannot listen on {listen}: address already in use (another server runs there; "
-            "change `listen` or pass --listen)"
+            f"change `{key}`{also})"
         )
     if exc.errno == errno.EACCES:
         return f"cannot listen on {listen}: permission denied (ports below 1024 need root)"

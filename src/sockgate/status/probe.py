@@ -90,15 +90,20 @@ class ListenReport:
     text: str
 
 
-def probe_listen(config: Config, running_at: str | None = None) -> ListenReport:
-    """Whether `sockgate run` could listen on the config's address: it is free, taken by
-    another program, or a sockgate of this workdir already runs (a reload is what is wanted).
-    `running_at`: where that sockgate says it listens (its status), when it could be asked."""
-    where = str(config.listen)
+def probe_listen(
+    config: Config, running_at: str | None = None, *, tls: bool = False
+) -> ListenReport:
+    """Whether `sockgate run` could listen on the config's address (`tls`: its HTTPS one): it
+    is free, taken by another program, or a sockgate of this workdir already runs (a reload is
+    what is wanted). `running_at`: where that sockgate says it listens (its status), when it
+    could be asked."""
+    address = config.tls.listen if tls and config.tls is not None else config.listen
+    label = "https" if tls else "listen"
+    where = str(address)
     taken: OSError | None = None
-    if config.listen.port != 0:
+    if address.port != 0:
         try:
-            socks = listen_on(config.listen.host, config.listen.port, listen=False)
+            socks = listen_on(address.host, address.port, listen=False)
         except OSError as exc:
             taken = exc
         else:
@@ -106,7 +111,7 @@ def probe_listen(config: Config, running_at: str | None = None) -> ListenReport:
                 sock.close()
     running = live_pid(config.pid_file)
     if running is not None:
-        if taken is not None and running_at not in (None, where):
+        if taken is not None and running_at not in (None, where) and not tls:
             return ListenReport(
                 False,
                 f"{bind_error(where, taken)}; a sockgate of this workdir already runs (pid "
@@ -115,21 +120,21 @@ def probe_listen(config: Config, running_at: str | None = None) -> ListenReport:
         there = "and listens on it" if taken is not None else "(not on this address)"
         return ListenReport(
             True,
-            f"listen {where}: a sockgate of this workdir already runs (pid {running}) {there}: "
+            f"{label} {where}: a sockgate of this workdir already runs (pid {running}) {there}: "
             "`sockgate reload` applies this config to it, `sockgate stop` stops it",
         )
     if taken is not None:
-        unit = activating_unit(config.listen)
+        unit = None if tls else activating_unit(config.listen)
         if unit is not None:
             return ListenReport(
                 True,
                 f"listen {where}: held by systemd's {unit} (socket activation), which starts "
                 "sockgate on the first connection",
             )
-        return ListenReport(False, bind_error(where, taken))
-    if config.listen.port == 0:
-        return ListenReport(True, f"listen {where}: a free port is picked at start")
-    return ListenReport(True, f"listen {where}: free")
+        return ListenReport(False, bind_error(where, taken, key=f"{'tls.' if tls else ''}listen"))
+    if address.port == 0:
+        return ListenReport(True, f"{label} {where}: a free port is picked at start")
+    return ListenReport(True, f"{label} {where}: free")
 
 
 def activating_unit(listen: Listen) -> str | None:

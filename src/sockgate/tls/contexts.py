@@ -139,3 +139,36 @@ def _pem_file(data: bytes) -> Iterator[str]:
         finally:
             os.close(fd)
         yield str(path)
+
+
+def check(tls: Tls) -> tuple[bool, str]:
+    """What `sockgate check` says of the certificates, without making anything: the local CA
+    (there, or made at the first start) or the user's files, and whether they can be used."""
+    if not tls.local_ca:
+        try:
+            ServerCerts(tls)
+        except SockgateError as exc:
+            return False, str(exc)
+        return True, f"certificate {tls.cert}, key {tls.key}: loaded"
+    if not (tls.ca_dir / ca.CA_CERT).exists():
+        return True, (
+            f"local CA: none yet in {tls.ca_dir}; the first `sockgate run` (or `sockgate "
+            "trust`) makes it"
+        )
+    try:
+        authority = ca.load(tls.ca_dir)
+    except OSError as exc:
+        return False, f"local CA in {tls.ca_dir}: {exc.strerror or exc}"
+    except SockgateError as exc:
+        return False, str(exc)
+    missing = [name for name in tls.ca_names if not authority.permits(name)]
+    if missing:
+        return False, (
+            f"the local CA in {tls.ca_dir} cannot sign {', '.join(missing)} (tls.names): its "
+            "names were fixed when it was made"
+        )
+    until = authority.cert.not_valid_after_utc.date()
+    return True, (
+        f"local CA {authority.cert_path} (until {until}): signs only "
+        f"{', '.join(authority.shown_names())}"
+    )
