@@ -349,3 +349,38 @@ def test_websocket_over_http2_becomes_an_upgrade_to_the_app(
     client.close()
     log = proxy.config_path.parent / "work" / "logs" / "access.log"
     wait_for_line(log, '"GET /app1/ws HTTP/2.0" 101')
+
+
+def test_hpack_bomb_is_refused(tmp: Path, https_proxy: tuple[Proxy, int]) -> None:
+    """A few KiB on the wire that decompress to 400 KB: one large header put in HPACK's table,
+    then referred to a hundred times (a byte or two each)."""
+    proxy, port = https_proxy
+    abuse = H2TestClient(port, cafile(tmp))
+    stream = abuse.conn.get_next_available_stream_id()
+    headers = [
+        (":method", "GET"),
+        (":scheme", "https"),
+        (":authority", f"localhost:{port}"),
+        (":path", "/app1/x"),
+        *([("x-bomb", "b" * 4000)] * 100),
+    ]
+    abuse.conn.send_headers(stream, headers, end_stream=True)
+    wire = abuse.conn.data_to_send()
+    assert len(wire) < 8_000  # the bomb is small where it is sent
+    abuse.sock.sendall(wire)
+    assert_goaway(abuse, h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+    assert not any(isinstance(e, h2.events.ResponseReceived) for e in abuse.events)
+    proxy.wait_for_output(r"HTTP/2 client 127\.0\.0\.1: .*header")
+    others_are_served(tmp, port)
+
+
+def test_empty_data_frame_flood_is_cut_off(tmp: Path, https_proxy: tuple[Proxy, int]) -> None:
+    proxy, port = https_proxy
+    abuse = H2TestClient(port, cafile(tmp))
+    stream = abuse.request("/app1/upload", method="POST", end=False)
+    for _ in range(500):
+        abuse.conn.send_data(stream, b"")
+    abuse.flush()
+    assert_goaway(abuse, h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+    proxy.wait_for_output("too many empty DATA frames")
+    others_are_served(tmp, port)

@@ -5,7 +5,8 @@ pages are the same code), served by a task of its own. Apps are still spoken to 
 
 Limits against the known attacks close the abusive connection alone, with GOAWAY and the reason
 logged: h2 itself bounds concurrent streams (100), the header list (64 KiB, HPACK bombs
-included) and CONTINUATION runs; `Budget` bounds resets (CVE-2023-44487), pings and settings.
+included) and CONTINUATION runs; `Budget` bounds resets (CVE-2023-44487), pings, settings and
+empty DATA frames (CVE-2019-9518).
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ CONNECTION_WINDOW: Final = MAX_STREAMS * STREAM_WINDOW
 RESETS: Final = (200, 20.0)
 PINGS: Final = (50, 10.0)
 SETTINGS: Final = (50, 10.0)
+# DATA frames that carry nothing and end nothing (CVE-2019-9518's flood).
+EMPTY: Final = (100, 10.0)
 
 
 class Budget:
@@ -82,6 +85,7 @@ class H2Client:
             "resets": Budget(self.loop, *RESETS),
             "pings": Budget(self.loop, *PINGS),
             "settings": Budget(self.loop, *SETTINGS),
+            "empty": Budget(self.loop, *EMPTY),
         }
 
     def __repr__(self) -> str:
@@ -143,6 +147,9 @@ class H2Client:
         if isinstance(event, h2.events.RequestReceived):
             self._request(event)
         elif isinstance(event, h2.events.DataReceived):
+            empty = not event.data and event.stream_ended is None
+            if empty and not self._abuse["empty"].spend():
+                return self.goaway(ErrorCodes.ENHANCE_YOUR_CALM, "too many empty DATA frames")
             found = self.streams.get(event.stream_id)
             if found is None:
                 self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
