@@ -312,3 +312,22 @@ def test_check_fails_when_the_https_port_is_taken_or_the_key_is_open(tmp: Path) 
     run = run_sockgate("check", cwd=tmp)
     assert run.returncode == 2
     assert "readable by other users" in run.stderr
+
+
+def test_https_with_workers(tmp: Path, starlette_sock: Path) -> None:
+    """Each worker listens on the HTTPS port too (SO_REUSEPORT) with the one CA."""
+    tls_port = free_port()
+    path = write_config(
+        tmp / "sockgate.toml",
+        f'listen = "127.0.0.1:{free_port()}"\nworkdir = "work"\nworkers = 2\n'
+        f'[apps.app1]\nsocket = "{starlette_sock}"\n'
+        f'[tls]\nlisten = "127.0.0.1:{tls_port}"\nca_dir = "{tmp / "ca"}"\n',
+    )
+    with Proxy(path) as proxy:
+        proxy.wait_for_output("2 worker processes")
+        verify_ctx = ssl.create_default_context(cafile=str(tmp / "ca" / ca.CA_CERT))
+        for _ in range(8):  # new connections, spread over the workers by the kernel
+            with httpx.Client(verify=verify_ctx, http2=True, timeout=10) as client:
+                got = client.get(f"https://localhost:{tls_port}/app1/x")
+                assert got.http_version == "HTTP/2"
+                assert got.json()["path"] == "/x"
