@@ -384,3 +384,42 @@ def test_empty_data_frame_flood_is_cut_off(tmp: Path, https_proxy: tuple[Proxy, 
     assert_goaway(abuse, h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
     proxy.wait_for_output("too many empty DATA frames")
     others_are_served(tmp, port)
+
+
+def ws_frame(payload: bytes) -> bytes:
+    """A masked text frame, as a WebSocket client sends it (RFC 6455 5.2), payload < 126."""
+    mask = b"\x01\x02\x03\x04"
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return b"\x81" + bytes([0x80 | len(payload)]) + mask + masked
+
+
+def test_both_directions_wait_at_once_on_one_stream(
+    tmp: Path, https_proxy: tuple[Proxy, int]
+) -> None:
+    """The reply waits for the client's window while the next message is awaited from it:
+    either wait must wake for its own cause (a WebSocket over HTTP/2, window 4 bytes)."""
+    _, port = https_proxy
+    client = H2TestClient(port, cafile(tmp), settings={SETTINGS.INITIAL_WINDOW_SIZE: 4})
+    stream = client.conn.get_next_available_stream_id()
+    client.conn.send_headers(
+        stream,
+        [
+            (":method", "CONNECT"),
+            (":protocol", "websocket"),
+            (":scheme", "https"),
+            (":authority", f"localhost:{port}"),
+            (":path", "/app1/ws"),
+            ("sec-websocket-version", "13"),
+        ],
+    )
+    client.conn.send_data(stream, ws_frame(b"one"))
+    client.flush()
+    client.read_until(lambda _: len(client.body(stream)) >= 4)  # the reply, held at 4 bytes
+    client.conn.send_data(stream, ws_frame(b"two"))  # while the server waits for the window
+    client.flush()
+    client.conn.increment_flow_control_window(1 << 20, stream)
+    client.conn.increment_flow_control_window(1 << 20)
+    client.flush()
+    replies = b"\x81\x09echo: one\x81\x09echo: two"
+    client.read_until(lambda _: client.body(stream) == replies)
+    client.close()

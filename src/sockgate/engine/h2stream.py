@@ -49,7 +49,9 @@ class H2Stream:
         self.scheme = b"https"
         self._in: deque[Event] = deque([END] if ended or tunnel else [])
         self.client_ended = ended
-        self._waiter: asyncio.Future[None] | None = None
+        # Both directions may wait at once (the request body in, the response's window out):
+        # a wake-up wakes every waiter, and each looks again at what it waits for.
+        self._waiters: list[asyncio.Future[None]] = []
         self.reset = False  # by the client, or by the connection's end
         self.done = False  # our side ended (END_STREAM or RST_STREAM sent)
         self.watching: Exchange | None = None
@@ -81,14 +83,20 @@ class H2Stream:
         self.wake()
 
     def wake(self) -> None:
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     async def _wait(self, deadline: float) -> None:
-        self._waiter = self.conn.loop.create_future()
-        async with asyncio.timeout_at(deadline):
-            await self._waiter
+        waiter = self.conn.loop.create_future()
+        self._waiters.append(waiter)
+        try:
+            async with asyncio.timeout_at(deadline):
+                await waiter
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
 
     # --- the request, in
     def clock(self) -> float:
