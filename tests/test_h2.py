@@ -423,3 +423,20 @@ def test_both_directions_wait_at_once_on_one_stream(
     replies = b"\x81\x09echo: one\x81\x09echo: two"
     client.read_until(lambda _: client.body(stream) == replies)
     client.close()
+
+
+def test_streams_past_the_shutdown_deadline_are_cut_and_logged(
+    tmp: Path, starlette_sock: Path
+) -> None:
+    extra = '[timeouts]\nshutdown = "1s"'
+    with https_sockgate(tmp, {"app1": starlette_sock}, extra) as (proxy, port):
+        client = H2TestClient(port, cafile(tmp))
+        stream = client.request("/app1/events?n=1000&gap=0.2")
+        client.read_until(lambda _: b"data:" in client.body(stream))
+        assert proxy.proc is not None
+        proxy.proc.send_signal(signal.SIGTERM)
+        assert proxy.proc.wait(15) == 0
+        client.close()
+        proxy.wait_for_output("1 connections cut at the shutdown deadline")
+    log = proxy.config_path.parent / "work" / "logs" / "access.log"
+    wait_for_line(log, '"GET /app1/events?n=1000&gap=0.2 HTTP/2.0" 200')

@@ -219,8 +219,12 @@ class H2Client:
                 self.stream.close()  # the read in run() sees the end
 
     async def _close(self) -> None:
+        """The connection is gone (or cut at the shutdown deadline): its streams' exchanges
+        end now, each logged as its client left."""
         for side in list(self.streams.values()):
             side.client_reset()
+        for task in self._tasks:
+            task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         self.stream.close()
