@@ -1,13 +1,13 @@
 """What nginx cannot take safely, refused before a line of nginx.conf is written: paths that are
-not absolute UTF-8 without nginx syntax in them, `$` in a prefix, a listen host nginx cannot
-read, app names that differ only in case."""
+not absolute UTF-8 without nginx syntax in them (the HTTPS certificate's among them), `$` in a
+prefix, a listen host nginx cannot read, app names that differ only in case."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-from ..config import Config
+from ..config import Config, Listen
 from ..errors import ConfigError
 
 # In a path nginx would read these as syntax or (`$`) as a variable it cannot escape; a path that
@@ -19,7 +19,17 @@ _HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?")
 def check(config: Config) -> None:
     source = str(config.source) if config.source else ""
     _check_path(config.workdir, "workdir", source)
-    _check_listen(config, source)
+    _check_listen(config.listen, "listen", source)
+    if config.tls is not None:
+        _check_listen(config.tls.listen, "tls.listen", source)
+        # The paths nginx.conf names: the user's files, or the leaf's under ca_dir.
+        for key, path in (
+            ("tls.cert", config.tls.cert),
+            ("tls.key", config.tls.key),
+            ("tls.ca_dir", config.tls.ca_dir if config.tls.local_ca else None),
+        ):
+            if path is not None:
+                _check_path(path, key, source)
     upstreams: dict[str, str] = {}
     for app in config.apps:
         _check_path(app.socket, f"apps.{app.name}.socket", source)
@@ -64,12 +74,11 @@ def _check_path(path: Path, key: str, source: str) -> None:
         raise ConfigError(f"{text!r}: expected an absolute path", source=source, key=key)
 
 
-def _check_listen(config: Config, source: str) -> None:
-    host = config.listen.host
+def _check_listen(listen: Listen, key: str, source: str) -> None:
+    host = listen.host
     if ":" not in host and not _HOSTNAME.fullmatch(host):
         raise ConfigError(
-            f"{str(config.listen)!r}: {host!r} is not an IP address or host name nginx can "
-            "listen on",
+            f"{str(listen)!r}: {host!r} is not an IP address or host name nginx can listen on",
             source=source,
-            key="listen",
+            key=key,
         )

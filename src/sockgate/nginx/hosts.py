@@ -13,6 +13,8 @@ engine answers 404 to one that is no app's, allowed or not).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ..config import LOCAL_SUFFIX, App, Config
 from ..http.routing import at_own_host
 from .locations import NO_APP, app_locations
@@ -31,7 +33,26 @@ DOT_SEGMENT = r"^[^?]*(/|%2f)([.]|%2e){1,2}(/|%2f|[?]|$)"
 _BUCKET = 64
 
 
-def host_guard(config: Config) -> list[Directive]:
+@dataclass(frozen=True, slots=True)
+class Listener:
+    """An address the servers listen on: what each of them opens with. `params` follow the
+    address in `listen` (`ssl`); `settings` are the server directives that go with them (the
+    certificate); `scheme` is what its clients speak. The plain listener is
+    `Listener(str(config.listen))`."""
+
+    address: str
+    params: tuple[str, ...] = ()
+    settings: tuple[Directive, ...] = ()
+    scheme: str = "http"
+
+    def directives(self, *, default: bool = False) -> list[Directive]:
+        """`listen ...;` (as the default server of its address with `default`), then the
+        settings."""
+        flags = ("default_server",) if default else ()
+        return [directive("listen", self.address, *flags, *self.params), *self.settings]
+
+
+def host_guard(config: Config, listener: Listener) -> list[Directive]:
     """A default server that answers 421 to Host values that are not local or allowed."""
     if "*" in config.allowed_hosts:
         return []
@@ -39,7 +60,7 @@ def host_guard(config: Config) -> list[Directive]:
         block(
             "server",
             body=[
-                directive("listen", str(config.listen), "default_server"),
+                *listener.directives(default=True),
                 directive("server_name", "_"),
                 directive("set", "$sockgate_app", NO_APP),
                 directive("return", "421", _MISDIRECTED),
@@ -68,12 +89,12 @@ def prefix_server_names(config: Config) -> list[str]:
     ]
 
 
-def host_servers(config: Config) -> list[Directive]:
+def host_servers(config: Config, listener: Listener) -> list[Directive]:
     """A server per app with host names, then the one for the *.localhost names of no app."""
-    servers = [_app_server(config, app) for app in config.apps if config.app_hosts(app)]
+    servers = [_app_server(config, listener, app) for app in config.apps if config.app_hosts(app)]
     hosts = _all_app_hosts(config)
     if config.host_routes and not _covered("*" + LOCAL_SUFFIX, hosts):
-        servers.append(_unknown_local_server(config, hosts))
+        servers.append(_unknown_local_server(listener, hosts))
     return servers
 
 
@@ -97,12 +118,12 @@ def names_hash_bucket_size(config: Config) -> list[Directive]:
     ]
 
 
-def _app_server(config: Config, app: App) -> Directive:
+def _app_server(config: Config, listener: Listener, app: App) -> Directive:
     names = config.app_hosts(app)
     return block(
         "server",
         body=[
-            directive("listen", str(config.listen)),
+            *listener.directives(),
             directive("server_name", *names),
             block(
                 "if",
@@ -127,12 +148,12 @@ def _app_server(config: Config, app: App) -> Directive:
     )
 
 
-def _unknown_local_server(config: Config, hosts: list[str]) -> Directive:
+def _unknown_local_server(listener: Listener, hosts: list[str]) -> Directive:
     listed = ", ".join(hosts) or "none"
     return block(
         "server",
         body=[
-            directive("listen", str(config.listen)),
+            *listener.directives(),
             directive("server_name", "*" + LOCAL_SUFFIX),
             directive("set", "$sockgate_app", NO_APP),
             directive(

@@ -17,7 +17,9 @@ def upstream_name(app: App) -> str:
     return f"sockgate_{app.name}"
 
 
-def app_locations(config: Config, app: App) -> list[Directive]:
+def app_locations(config: Config, app: App, scheme: str = "http") -> list[Directive]:
+    """`scheme`: what the server's clients speak (`https` on the TLS listener), which the
+    app's absolute redirects to its own origin say too (it is told X-Forwarded-Proto)."""
     # Stripping "/" from "/" changes nothing; without a URI part nginx also forwards the path
     # exactly as the client wrote it instead of its normalised form.
     strip = app.prefixed
@@ -26,7 +28,7 @@ def app_locations(config: Config, app: App) -> list[Directive]:
         directive("set", "$sockgate_app", app.name),
         directive("proxy_pass", upstream),
         *_headers(app, strip),
-        *_rewrites(app),
+        *_rewrites(app, scheme),
         directive(
             "client_max_body_size",
             _size(config.body_limit(app) or 0),
@@ -99,7 +101,7 @@ def _prefix_headers(app: App, strip: bool) -> list[Directive]:
     ]
 
 
-def _rewrites(app: App) -> list[Directive]:
+def _rewrites(app: App, scheme: str) -> list[Directive]:
     """The closest nginx has to rewrite.py: Location/Refresh and cookie paths under the prefix."""
     if not app.rewrites:
         return [
@@ -113,7 +115,7 @@ def _rewrites(app: App) -> list[Directive]:
     mount = app.mount
     # Root-relative, not scheme-relative (`//`), not already under the prefix (`/app10` is not).
     outside = f"^/(?!/|{_pcre(mount[1:])}(?:[/?#]|$))(.*)$"
-    own = "http://$http_host"
+    own = f"{scheme}://$http_host"
     return [
         directive(
             "proxy_redirect",

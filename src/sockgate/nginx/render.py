@@ -5,11 +5,15 @@ Pure (layer 1): no files, no processes, no printing. The layout is the reference
 weak points fixed; each fix carries a `#` comment in the output saying why. Here: the main,
 events and http contexts and the server that routes by prefix; each app's locations come from
 `locations`, which server answers which Host (the 421 guard, the host routes) from `hosts`, and
-`checks` refuses first what nginx cannot take.
+`checks` refuses first what nginx cannot take. With `[tls]`, the same servers again on the HTTPS
+listener, showing one certificate for every configured name (`certs` issues it).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import os
 import re
 import textwrap
 from collections.abc import Sequence
@@ -17,9 +21,16 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ..config import App, Config
+from ..config.model import Tls
 from ..units import format_duration
 from .checks import check
-from .hosts import host_guard, host_servers, names_hash_bucket_size, prefix_server_names
+from .hosts import (
+    Listener,
+    host_guard,
+    host_servers,
+    names_hash_bucket_size,
+    prefix_server_names,
+)
 from .locations import NO_APP, app_locations, upstream_name
 from .tree import Directive, block, directive, serialise
 
@@ -71,6 +82,15 @@ def connection_limits(limit: FdLimit) -> tuple[int, int]:
     return connections, nofile
 
 
+# The files of the local CA's certificate for one workdir, in leaf_dir.
+LEAF_CERT = "leaf.pem"
+LEAF_KEY = "leaf-key.pem"
+# nginx 1.25.1 made HTTP/2 a server directive (`http2 on;`) and deprecated `listen ... http2`,
+# the only spelling before it (Debian bookworm has 1.22).
+HTTP2_DIRECTIVE_SINCE = (1, 25, 1)
+TLS_PROTOCOLS = ("TLSv1.2", "TLSv1.3")
+
+
 # --- paths under workdir ----------------------------------------------------------------------
 
 
@@ -87,6 +107,24 @@ def temp_path(config: Config, name: str) -> Path:
     return config.workdir / "temp" / name
 
 
+# --- and the HTTPS certificate, outside it ------------------------------------------------------
+
+
+def leaf_dir(tls: Tls, workdir: Path) -> Path:
+    """Where the local CA's certificate for `workdir` is kept: beside the CA, never in the
+    workdir (which gets shared, copied and committed), in a folder of its own per workdir."""
+    digest = hashlib.sha256(os.fsencode(workdir)).hexdigest()[:16]
+    return tls.ca_dir / "leaves" / digest
+
+
+def certificate_files(tls: Tls, workdir: Path) -> tuple[Path, Path]:
+    """(certificate, key) that nginx shows on the HTTPS listener: the user's, or the leaf."""
+    if tls.cert is not None and tls.key is not None:
+        return tls.cert, tls.key
+    folder = leaf_dir(tls, workdir)
+    return folder / LEAF_CERT, folder / LEAF_KEY
+
+
 # --- the config -------------------------------------------------------------------------------
 
 
@@ -96,11 +134,14 @@ def render(
     run_as_root: bool = False,
     user: str | None = None,
     fd_limit: FdLimit = USUAL_FD_LIMIT,
+    nginx_version: tuple[int, ...] | None = None,
 ) -> str:
     """nginx.conf for `config`. Raises ConfigError for values nginx cannot take safely.
 
     `run_as_root` adds a `user` directive for `user` ("name" or "name:group", default root).
     `fd_limit`: the limit nginx will inherit (nginx/run.py passes sockgate's own).
+    `nginx_version`: of the nginx that will run it, which spells HTTP/2 its own way (None:
+    unknown, the spelling every version takes).
     """
     check(config)
     connections, nofile = connection_limits(fd_limit)
@@ -108,7 +149,7 @@ def render(
         *_main_context(config, run_as_root=run_as_root, user=user),
         _rlimit(fd_limit, nofile),
         block("events", body=[_worker_connections(connections)]),
-        block("http", body=_http(config)),
+        block("http", body=_http(config, nginx_version)),
     ]
     source = _printable(str(config.source)) if config.source else "the command line"
     command = " ".join(command_line(config, conf_path(config)))
@@ -198,7 +239,7 @@ def _account(user: str) -> tuple[str, ...]:
     return parts
 
 
-def _http(config: Config) -> list[Directive]:
+def _http(config: Config, nginx_version: tuple[int, ...] | None) -> list[Directive]:
     temp_dirs = [directive(f"{name}_temp_path", str(temp_path(config, name))) for name in TEMP_DIRS]
     return [
         directive("log_format", "sockgate", LOG_FORMAT),
@@ -214,10 +255,64 @@ def _http(config: Config) -> list[Directive]:
         *_proxy_settings(config),
         *_maps(),
         *(_upstream(app) for app in _by_prefix(config.apps)),
-        *host_guard(config),
-        block("server", body=_server(config)),
-        *host_servers(config),
+        *_servers(config, Listener(str(config.listen))),
+        *([] if config.tls is None else _https(config, config.tls, nginx_version)),
     ]
+
+
+def _servers(config: Config, listener: Listener) -> list[Directive]:
+    """Every server on one listener: the 421 guard (its default server), the server that
+    routes by prefix, the host routes."""
+    return [
+        *host_guard(config, listener),
+        block("server", body=_server(config, listener)),
+        *host_servers(config, listener),
+    ]
+
+
+def _https(config: Config, tls: Tls, nginx_version: tuple[int, ...] | None) -> list[Directive]:
+    """The same servers on tls.listen, with TLS; the first says why once for all of them."""
+    cert, key = certificate_files(tls, config.workdir)
+    listener = _tls_listener(tls, cert, key, nginx_version)
+    if tls.local_ca:
+        whose = (
+            f"one certificate from sockgate's local CA ({tls.ca_dir}) for every configured "
+            "name, issued at each start and reload and renewed before it ends (nginx cannot "
+            "issue one per name asked)"
+        )
+    else:
+        whose = "the certificate of tls.cert and tls.key"
+    intro = textwrap.fill(
+        f"HTTPS on {tls.listen} (tls.listen): the servers above again, with TLS and {whose}. "
+        "Apps behind it are told X-Forwarded-Proto: https ($scheme), and their redirects to "
+        "https://HOST/ go under their prefix.",
+        92,
+        break_long_words=False,  # nor paths
+        break_on_hyphens=False,
+    )
+    servers = _servers(config, listener)
+    first = servers[0]
+    servers[0] = dataclasses.replace(
+        first, comment="\n\n".join(filter(None, (intro, first.comment)))
+    )
+    return servers
+
+
+def _tls_listener(
+    tls: Tls, cert: Path, key: Path, nginx_version: tuple[int, ...] | None
+) -> Listener:
+    params = ["ssl"]
+    settings = [
+        directive("ssl_certificate", str(cert)),
+        directive("ssl_certificate_key", str(key)),
+        directive("ssl_protocols", *TLS_PROTOCOLS),
+    ]
+    if tls.http2:
+        if nginx_version is not None and nginx_version >= HTTP2_DIRECTIVE_SINCE:
+            settings.insert(0, directive("http2", "on"))
+        else:
+            params.append("http2")
+    return Listener(str(tls.listen), tuple(params), tuple(settings), scheme="https")
 
 
 # An Upgrade header that offers h2c anywhere in its list (a protocol name, maybe with a version).
@@ -296,8 +391,12 @@ def _client_settings(config: Config) -> list[Directive]:
     ]
 
 
-def _server(config: Config) -> list[Directive]:
-    locations = [loc for app in _by_prefix(config.apps) for loc in app_locations(config, app)]
+def _server(config: Config, listener: Listener) -> list[Directive]:
+    locations = [
+        loc
+        for app in _by_prefix(config.apps)
+        for loc in app_locations(config, app, listener.scheme)
+    ]
     if not any(app.prefix == "/" for app in config.apps):
         locations.append(
             block(
@@ -308,7 +407,7 @@ def _server(config: Config) -> list[Directive]:
             )
         )
     return [
-        directive("listen", str(config.listen)),
+        *listener.directives(),
         directive("server_name", *prefix_server_names(config)),
         *locations,
     ]

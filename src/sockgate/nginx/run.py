@@ -1,19 +1,26 @@
 """Run the rendered config on the system's nginx, in the foreground, under `workdir` (layer 4).
 
 nginx is a child process in our process group: signals sent to sockgate are passed on to it, and
-sockgate exits with nginx's status. Nothing is written outside `workdir`.
+sockgate exits with nginx's status. Nothing is written outside `workdir` but the HTTPS
+certificate, which lives beside the local CA.
 
 SIGHUP is a reload: sockgate reads its config again, renders it next to nginx.conf, has
 `nginx -t` check it, and only then moves it over nginx.conf and passes SIGHUP on. An invalid
 config never reaches nginx, which keeps running the previous one.
+
+With `[tls]` and the local CA, the HTTPS certificate (nginx/certs.py) is issued before each
+`nginx -t`: at start, at each reload, and when the one nginx shows is due for renewal, which
+sockgate looks at every RENEW_CHECK seconds (SIGALRM) and passes on as a SIGHUP.
 """
 
 from __future__ import annotations
 
+import functools
 import grp
 import logging
 import os
 import pwd
+import re
 import resource
 import shutil
 import signal
@@ -30,6 +37,8 @@ from ..errors import ConfigError, NginxConfigRejected, SockgateError
 from ..proc import logsetup, systemd
 from ..proc.pidfile import PidFile
 from ..proc.watch import ConfigWatcher, watching
+from ..tls import contexts
+from . import certs
 from .render import TEMP_DIRS, FdLimit, command_line, conf_path, pid_path, render, temp_path
 
 logger = logging.getLogger(__name__)
@@ -39,6 +48,10 @@ logger = logging.getLogger(__name__)
 FALLBACK_PATHS = ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx")
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 TEST_TIMEOUT = 30.0
+# How often sockgate looks whether the HTTPS certificate is due for renewal: a leaf lives a
+# week and is renewed two days before it ends; an hour also covers a machine that slept.
+RENEW_CHECK = 3600
+RENEW_SIGNAL = signal.SIGALRM
 
 
 class NginxNotFound(SockgateError):
@@ -62,9 +75,32 @@ def find_nginx() -> str:
 
 def render_here(config: Config) -> str:
     """nginx.conf as `run` writes it for the account sockgate runs as, sized for the file
-    descriptors it may open (which nginx inherits)."""
+    descriptors it may open (which nginx inherits), spelled for the installed nginx."""
     user = _worker_account()
-    return render(config, run_as_root=user is not None, user=user, fd_limit=own_fd_limit())
+    version = None
+    if config.tls is not None and config.tls.http2:  # the only spelling that differs
+        with suppress(NginxNotFound):
+            version = nginx_version(find_nginx())
+    return render(
+        config,
+        run_as_root=user is not None,
+        user=user,
+        fd_limit=own_fd_limit(),
+        nginx_version=version,
+    )
+
+
+@functools.cache
+def nginx_version(nginx: str) -> tuple[int, ...] | None:
+    """The version `nginx -v` reports (`nginx version: nginx/1.22.1`), None if it says none."""
+    try:
+        done = subprocess.run(
+            [nginx, "-v"], capture_output=True, text=True, errors="replace", timeout=TEST_TIMEOUT
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    found = re.search(r"nginx/(\d+)\.(\d+)\.(\d+)", done.stderr + done.stdout)
+    return tuple(int(part) for part in found.groups()) if found else None
 
 
 def own_fd_limit() -> FdLimit:
@@ -75,10 +111,11 @@ def own_fd_limit() -> FdLimit:
 
 
 def prepare(config: Config, conf: Path | None = None) -> Path:
-    """Create the directories under workdir and write conf/nginx.conf (or `conf`); return its
-    path."""
+    """Create the directories under workdir, issue the HTTPS certificate (nginx -t loads it)
+    and write conf/nginx.conf (or `conf`); return its path."""
     # Render first: a config nginx cannot take leaves nothing half-written behind.
     text = render_here(config)
+    certs.install(config)
     conf = conf or conf_path(config)
     try:
         for directory in (conf.parent, config.logs_dir):
@@ -128,13 +165,18 @@ def run(config: Config, *, loader: Loader | None = None, watch: bool = False) ->
     )
     for app in config.apps:
         logger.info("  %s", config.route_line(app))
-    forwarder = _SignalForwarder(reloader)
+    if config.tls is not None:
+        logger.info("  %s", contexts.banner(config.tls, config.tls.listen.port))
+    forwarder = _SignalForwarder(reloader, reloader.renew)
     # Signals handled before the pid file tells `sockgate reload` where to send them.
     with forwarder.installed(), PidFile(config.pid_file):
+        if config.tls is not None and config.tls.local_ca:
+            signal.alarm(RENEW_CHECK)
         apps = process.start(config)  # the apps sockgate runs, in a process of their own
         try:
             status = _run_foreground(args, forwarder, watcher, str(config.listen))
         finally:
+            signal.alarm(0)
             process.stop(apps)
     if status != 0:
         logger.error("nginx exited with status %d; see %s", status, config.error_log)
@@ -254,7 +296,7 @@ class Reloader:
             new = self.loader.load()
             reconfig.check_fixed(self.config, new)
             self._install(new)
-        except (ConfigError, NginxConfigRejected) as exc:
+        except SockgateError as exc:  # the config, nginx -t, or the HTTPS certificate
             result = reconfig.refused(exc)
             logger.error("%s", result.message)
             return result
@@ -264,6 +306,26 @@ class Reloader:
             logsetup.reopen()
         logger.info("%s (passed on to nginx)", result.message)
         return result
+
+    def renew(self) -> bool:
+        """RENEW_SIGNAL: the HTTPS certificate issued again if it is due, for the running
+        config (not read again). Returns whether nginx should load it (SIGHUP); looks again
+        in RENEW_CHECK seconds."""
+        tls = self.config.tls
+        if tls is None or not tls.local_ca:
+            return False
+        signal.alarm(RENEW_CHECK)
+        if self._busy:
+            return False  # a reload is under way, which issues a certificate of its own
+        try:
+            if not certs.due(self.config):
+                return False
+            certs.install(self.config)
+        except SockgateError as exc:
+            logger.error("cannot renew the HTTPS certificate, nginx keeps the one it has: %s", exc)
+            return False
+        logger.info("renewed the HTTPS certificate (passed on to nginx)")
+        return True
 
     def _install(self, config: Config) -> None:
         conf = conf_path(config)
@@ -277,10 +339,14 @@ class Reloader:
 
 class _SignalForwarder:
     """Passes FORWARDED_SIGNALS on to the child; holds any that arrive before it exists.
-    SIGHUP goes on only when `reload` says the new config is in place."""
+    SIGHUP goes on only when `reload` says the new config is in place; RENEW_SIGNAL becomes a
+    SIGHUP when `renew` says a new certificate is."""
 
-    def __init__(self, reload: Callable[[], bool] | None = None) -> None:
+    def __init__(
+        self, reload: Callable[[], bool] | None = None, renew: Callable[[], bool] | None = None
+    ) -> None:
         self._reload = reload
+        self._renew = renew
         self._child: subprocess.Popen[bytes] | None = None
         self._pending: list[int] = []
         self._stopping = False
@@ -291,7 +357,8 @@ class _SignalForwarder:
 
     @contextmanager
     def installed(self) -> Iterator[None]:
-        previous = {signum: signal.signal(signum, self._handle) for signum in FORWARDED_SIGNALS}
+        handled = (*FORWARDED_SIGNALS, RENEW_SIGNAL)
+        previous = {signum: signal.signal(signum, self._handle) for signum in handled}
         try:
             yield
         finally:
@@ -312,7 +379,11 @@ class _SignalForwarder:
 
     def _send(self, signum: int) -> None:
         assert self._child is not None
-        if signum == signal.SIGHUP and self._reload is not None and not self._reload():
+        if signum == RENEW_SIGNAL:
+            if self._stopping or self._renew is None or not self._renew():
+                return
+            signum = signal.SIGHUP  # nginx loads the certificate with its (unchanged) config
+        elif signum == signal.SIGHUP and self._reload is not None and not self._reload():
             return
         if signum in _GRACEFUL:
             if not self._stopping:
