@@ -28,7 +28,8 @@ from sockgate.config.model import Tls
 from sockgate.errors import ConfigError
 from sockgate.nginx import certs
 from sockgate.nginx import run as nginx_run  # not `import test_config`: pytest would collect it
-from sockgate.nginx.render import certificate_files, leaf_dir, render
+from sockgate.nginx.render import render
+from sockgate.nginx.tls import certificate_files, leaf_dir
 from sockgate.tls import ca
 from tests.support.proc import Proxy, free_port, run_sockgate, wait_for_line, write_config
 from tests.test_nginx_render import assert_golden

@@ -3,7 +3,7 @@
 nginx cannot issue a certificate for each name a client asks for, as the built-in engine does
 (tls/contexts.py): with the local CA, sockgate issues ONE leaf for every name of the config
 (localhost, 127.0.0.1, ::1, the apps' hosts, allowed_hosts; those the CA may sign) and writes it
-where nginx.conf points (render.certificate_files): beside the CA, outside the workdir, key mode
+where nginx.conf points (tls.certificate_files): beside the CA, outside the workdir, key mode
 0600 in a 0700 folder, each file replaced whole. It is issued again at every start and reload,
 and whenever the one on disk is due for renewal (`due`), since a leaf lives a week.
 """
@@ -22,7 +22,7 @@ from ..config import Config
 from ..config.model import Tls
 from ..errors import SockgateError
 from ..tls import ca
-from .render import certificate_files, leaf_dir
+from .tls import certificate_files, leaf_dir
 
 logger = logging.getLogger(__name__)
 

@@ -11,9 +11,6 @@ listener, showing one certificate for every configured name (`certs` issues it).
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import os
 import re
 import textwrap
 from collections.abc import Sequence
@@ -21,8 +18,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ..config import App, Config
-from ..config.model import Tls
 from ..units import format_duration
+from . import tls
 from .checks import check
 from .hosts import (
     Listener,
@@ -82,15 +79,6 @@ def connection_limits(limit: FdLimit) -> tuple[int, int]:
     return connections, nofile
 
 
-# The files of the local CA's certificate for one workdir, in leaf_dir.
-LEAF_CERT = "leaf.pem"
-LEAF_KEY = "leaf-key.pem"
-# nginx 1.25.1 made HTTP/2 a server directive (`http2 on;`) and deprecated `listen ... http2`,
-# the only spelling before it (Debian bookworm has 1.22).
-HTTP2_DIRECTIVE_SINCE = (1, 25, 1)
-TLS_PROTOCOLS = ("TLSv1.2", "TLSv1.3")
-
-
 # --- paths under workdir ----------------------------------------------------------------------
 
 
@@ -105,24 +93,6 @@ def pid_path(config: Config) -> Path:
 
 def temp_path(config: Config, name: str) -> Path:
     return config.workdir / "temp" / name
-
-
-# --- and the HTTPS certificate, outside it ------------------------------------------------------
-
-
-def leaf_dir(tls: Tls, workdir: Path) -> Path:
-    """Where the local CA's certificate for `workdir` is kept: beside the CA, never in the
-    workdir (which gets shared, copied and committed), in a folder of its own per workdir."""
-    digest = hashlib.sha256(os.fsencode(workdir)).hexdigest()[:16]
-    return tls.ca_dir / "leaves" / digest
-
-
-def certificate_files(tls: Tls, workdir: Path) -> tuple[Path, Path]:
-    """(certificate, key) that nginx shows on the HTTPS listener: the user's, or the leaf."""
-    if tls.cert is not None and tls.key is not None:
-        return tls.cert, tls.key
-    folder = leaf_dir(tls, workdir)
-    return folder / LEAF_CERT, folder / LEAF_KEY
 
 
 # --- the config -------------------------------------------------------------------------------
@@ -256,7 +226,7 @@ def _http(config: Config, nginx_version: tuple[int, ...] | None) -> list[Directi
         *_maps(),
         *(_upstream(app) for app in _by_prefix(config.apps)),
         *_servers(config, Listener(str(config.listen))),
-        *([] if config.tls is None else _https(config, config.tls, nginx_version)),
+        *([] if config.tls is None else tls.servers(config, config.tls, nginx_version, _servers)),
     ]
 
 
@@ -268,51 +238,6 @@ def _servers(config: Config, listener: Listener) -> list[Directive]:
         block("server", body=_server(config, listener)),
         *host_servers(config, listener),
     ]
-
-
-def _https(config: Config, tls: Tls, nginx_version: tuple[int, ...] | None) -> list[Directive]:
-    """The same servers on tls.listen, with TLS; the first says why once for all of them."""
-    cert, key = certificate_files(tls, config.workdir)
-    listener = _tls_listener(tls, cert, key, nginx_version)
-    if tls.local_ca:
-        whose = (
-            f"one certificate from sockgate's local CA ({tls.ca_dir}) for every configured "
-            "name, issued at each start and reload and renewed before it ends (nginx cannot "
-            "issue one per name asked)"
-        )
-    else:
-        whose = "the certificate of tls.cert and tls.key"
-    intro = textwrap.fill(
-        f"HTTPS on {tls.listen} (tls.listen): the servers above again, with TLS and {whose}. "
-        "Apps behind it are told X-Forwarded-Proto: https ($scheme), and their redirects to "
-        "https://HOST/ go under their prefix.",
-        92,
-        break_long_words=False,  # nor paths
-        break_on_hyphens=False,
-    )
-    servers = _servers(config, listener)
-    first = servers[0]
-    servers[0] = dataclasses.replace(
-        first, comment="\n\n".join(filter(None, (intro, first.comment)))
-    )
-    return servers
-
-
-def _tls_listener(
-    tls: Tls, cert: Path, key: Path, nginx_version: tuple[int, ...] | None
-) -> Listener:
-    params = ["ssl"]
-    settings = [
-        directive("ssl_certificate", str(cert)),
-        directive("ssl_certificate_key", str(key)),
-        directive("ssl_protocols", *TLS_PROTOCOLS),
-    ]
-    if tls.http2:
-        if nginx_version is not None and nginx_version >= HTTP2_DIRECTIVE_SINCE:
-            settings.insert(0, directive("http2", "on"))
-        else:
-            params.append("http2")
-    return Listener(str(tls.listen), tuple(params), tuple(settings), scheme="https")
 
 
 # An Upgrade header that offers h2c anywhere in its list (a protocol name, maybe with a version).
