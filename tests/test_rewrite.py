@@ -76,6 +76,22 @@ def test_own_origin_is_the_request_host(url: bytes, host: bytes | None, expected
     assert location(url, MOUNT, host) == expected
 
 
+@pytest.mark.parametrize(
+    ("url", "host", "expected"),
+    [
+        (b"https://localhost:8443/x", b"localhost:8443", b"https://localhost:8443/app1/x"),
+        (b"HTTPS://app.test/x?q", b"app.test:443", b"HTTPS://app.test/app1/x?q"),
+        (b"https://app.test:443/x", b"app.test", b"https://app.test:443/app1/x"),
+        # The other scheme is another origin, whatever the host.
+        (b"http://localhost:8443/x", b"localhost:8443", b"http://localhost:8443/x"),
+        (b"https://app.test:80/x", b"app.test", b"https://app.test:80/x"),
+    ],
+)
+def test_over_https_the_own_origin_is_https(url: bytes, host: bytes, expected: bytes) -> None:
+    assert location(url, MOUNT, host, b"https") == expected
+    assert refresh(b"0; url=" + url, MOUNT, host, b"https") == b"0; url=" + expected
+
+
 def test_a_nested_mount() -> None:
     mount = b"/app1/nested"
     assert location(b"/x", mount, HOST) == b"/app1/nested/x"

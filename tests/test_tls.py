@@ -27,8 +27,10 @@ from sockgate.config.model import Tls
 from sockgate.errors import ConfigError, SockgateError
 from sockgate.tls import ca
 from sockgate.tls.contexts import ServerCerts
-from tests.support.https import HTTPS_LINE
+from tests.conftest import RawFactory
+from tests.support.https import HTTPS_LINE, https_sockgate
 from tests.support.proc import Proxy, free_port, run_sockgate, write_config
+from tests.support.rawapp import Conn
 
 
 def load(tmp: Path, body: str) -> config.Config:
@@ -331,3 +333,36 @@ def test_https_with_workers(tmp: Path, starlette_sock: Path) -> None:
                 got = client.get(f"https://localhost:{tls_port}/app1/x")
                 assert got.http_version == "HTTP/2"
                 assert got.json()["path"] == "/x"
+
+
+async def absolute_redirect(conn: Conn) -> None:
+    """Redirects as an app told X-Forwarded-Proto and Host builds them: absolute URLs."""
+    while (request := await conn.request()) is not None:
+        scheme = request.header(b"x-forwarded-proto") or b"http"
+        host = request.header(b"host") or b"?"
+        await conn.send(
+            b"HTTP/1.1 302 Found\r\nLocation: %s://%s/login\r\nContent-Length: 0\r\n\r\n"
+            % (scheme, host)
+        )
+
+
+def test_absolute_redirects_to_the_https_origin_stay_under_the_prefix(
+    tmp: Path, raw_app: RawFactory
+) -> None:
+    app = raw_app(absolute_redirect)
+    with https_sockgate(tmp, {"app1": app.path}) as (proxy, port):
+        cafile = str(tmp / "ca" / ca.CA_CERT)
+        for version in ("--http1.1", "--http2"):
+            got = curl(
+                version,
+                "--cacert",
+                cafile,
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{redirect_url}",
+                f"https://localhost:{port}/app1/x",
+            )
+            assert got.stdout == f"https://localhost:{port}/app1/login", (version, got.stderr)
+        plain = httpx.get(f"{proxy.url}/app1/x", timeout=10)
+        assert plain.headers["location"] == f"http://127.0.0.1:{proxy.port}/app1/login"

@@ -318,7 +318,9 @@ class ClientConnection:
     async def tunnel(self, ex: Exchange, conn: AppSide, response: ResponseHead) -> None:
         assert isinstance(conn, AppConnection)
         self.stream.on_eof = None  # half-closes are part of the tunnelled protocol
-        out = headers.to_client(response.headers, upgrade=True, app=ex.app, host=ex.head.host)
+        out = headers.to_client(
+            response.headers, upgrade=True, app=ex.app, host=ex.head.host, scheme=self.scheme
+        )
         self.stream.write(response_head(101, response.reason, out))
         for source, stream in (
             (self.parser.events, self.stream),
@@ -374,7 +376,9 @@ class ClientConnection:
     ) -> tuple[Framing, bool, list[bytes]]:
         """The framing towards the client, whether the connection carries another request,
         and the response head to send."""
-        framing, keep, head = plan(ex.head, response, ex.app, reusable=self.reusable(ex))
+        framing, keep, head = plan(
+            ex.head, response, ex.app, reusable=self.reusable(ex), scheme=self.scheme
+        )
         ex.status = response.status
         return framing, keep, [head]
 

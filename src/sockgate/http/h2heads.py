@@ -79,7 +79,7 @@ def request_head(fields: Headers, *, ended: bool, websocket_key: bytes) -> Reque
 def response_fields(head: RequestHead, response: ResponseHead, app: App | None) -> Headers:
     """The header block of a response: :status, then the app's headers as the header policy
     passes them to a client (rewritten for a prefix app), with Content-Length where known."""
-    _, out = client_framing(head, response, app)
+    _, out = client_framing(head, response, app, b"https")
     fields: Headers = [(b":status", b"%d" % response.status)]
     fields += [
         (name.lower(), value) for name, value in out if name.lower() not in _CONNECTION_SPECIFIC

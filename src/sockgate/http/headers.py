@@ -63,7 +63,9 @@ def _end_to_end(headers: Headers, drop: frozenset[bytes] = frozenset()) -> Heade
     return [(name, value) for name, value in headers if name.lower() not in skip]
 
 
-def _end_to_end_rewritten(headers: Headers, mount: bytes, host: bytes | None) -> Headers:
+def _end_to_end_rewritten(
+    headers: Headers, mount: bytes, host: bytes | None, scheme: bytes
+) -> Headers:
     """`_end_to_end`, with the values rewrite.py rewrites rewritten on the way."""
     named = _named_by_connection(headers)
     kept: Headers = []
@@ -72,7 +74,7 @@ def _end_to_end_rewritten(headers: Headers, mount: bytes, host: bytes | None) ->
         if lower in HOP_BY_HOP or lower in named:
             continue
         if lower in rewrite.REWRITTEN:
-            value = rewrite.response_header(lower, value, mount, host)
+            value = rewrite.response_header(lower, value, mount, host, scheme)
         kept.append((name, value))
     return kept
 
@@ -288,11 +290,12 @@ def to_client(
     app: App | None = None,
     host: bytes | None = None,
     watched: bool = True,
+    scheme: bytes = b"http",
 ) -> Headers:
     """The app's response headers the client receives, before framing headers are added.
 
     For an app that `rewrites`, Location, Refresh and Set-Cookie are moved under its prefix in the
-    same pass (see rewrite.py); `host` is the request's Host, the proxy's own origin.
+    same pass (see rewrite.py); `host` and `scheme` are the request's, the proxy's own origin.
     `watched`: the head's own flag, when parsed watching for RESPONSE_WATCH."""
     if not watched and not upgrade:
         # Of what the policy drops or rewrites, only these can be there (Connection with the
@@ -301,7 +304,7 @@ def to_client(
     if app is None or not app.rewrites:
         kept = _end_to_end(headers)
     else:
-        kept = _end_to_end_rewritten(headers, app.mount.encode(), host)
+        kept = _end_to_end_rewritten(headers, app.mount.encode(), host, scheme)
     if upgrade:
         value = next((v for n, v in headers if n.lower() == b"upgrade"), None)
         kept += [(b"Connection", b"upgrade")]

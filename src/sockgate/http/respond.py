@@ -15,12 +15,17 @@ def keeps_alive(head: RequestHead, framing: Framing) -> bool:
 
 
 def plan(
-    head: RequestHead, response: ResponseHead, app: App | None, *, reusable: bool
+    head: RequestHead,
+    response: ResponseHead,
+    app: App | None,
+    *,
+    reusable: bool,
+    scheme: bytes = b"http",
 ) -> tuple[Framing, bool, bytes]:
     """The framing towards the client, whether its connection carries another request, and the
     response head to send. `reusable`: nothing on sockgate's side ends the connection (sockgate
     is not stopping, the client's bytes still parse, the request body was read whole)."""
-    framing, out = client_framing(head, response, app)
+    framing, out = client_framing(head, response, app, scheme)
     keep = reusable and keeps_alive(head, framing)
     if not keep:
         out.append((b"Connection", b"close"))
@@ -30,12 +35,17 @@ def plan(
 
 
 def client_framing(
-    head: RequestHead, response: ResponseHead, app: App | None
+    head: RequestHead, response: ResponseHead, app: App | None, scheme: bytes = b"http"
 ) -> tuple[Framing, Headers]:
     """How the body goes to the client, and the app's headers as the client gets them with the
     framing header that goes with it."""
     out = to_client(
-        response.headers, upgrade=False, app=app, host=head.host, watched=response.watched
+        response.headers,
+        upgrade=False,
+        app=app,
+        host=head.host,
+        watched=response.watched,
+        scheme=scheme,
     )
     if response.framing is Framing.NONE:
         if (

@@ -8,12 +8,14 @@ lives at `/`; its redirects and cookies say so. The rule table (also in docs/pre
 | `Location: /login?next=/x#top` (root-relative)  | `/app1/login?next=/x#top`             |
 | `Location: /`                                   | `/app1/`                              |
 | `Location: http://HOST/login` (own origin)      | `http://HOST/app1/login`              |
+| `Location: https://HOST/login`, over HTTPS (own origin) | `https://HOST/app1/login`     |
 | `Location: http://HOST` or `http://HOST?q`      | `http://HOST/app1/` (`?q` kept)       |
 | `Location: /app1`, `/app1/x`, `http://HOST/app1/x` (already under the prefix) | unchanged |
 | `Location: /app10/x` (only looks like the prefix) | `/app1/app10/x`                     |
 | `Location: login`, `../x`, `?q`, `#f`, empty    | unchanged (relative)                  |
 | `Location: //other.example/x` (scheme-relative) | unchanged (another origin)            |
-| `Location: https://HOST/x`, `http://other/x`, `http://user@HOST/x` | unchanged (another origin) |
+| `Location: https://HOST/x` over HTTP, `http://HOST/x` over HTTPS | unchanged (another origin) |
+| `Location: http://other/x`, `http://user@HOST/x` | unchanged (another origin)          |
 | `Refresh: 5; url=/x` (also `URL = '/x'`, `5, /x`) | the URL part as Location; the rest kept |
 | `Set-Cookie: a=1; Path=/`                       | `a=1; Path=/app1/`                    |
 | `Set-Cookie: a=1; path=/x; HttpOnly`            | `a=1; path=/app1/x; HttpOnly`         |
@@ -21,7 +23,8 @@ lives at `/`; its redirects and cookies say so. The rule table (also in docs/pre
 | `Set-Cookie: a=1; Path=/app1/x`, no Path, `Path=x` | unchanged                          |
 
 HOST is the request's own Host header as the client sent it (the proxy's origin as the browser
-sees it), compared without regard to case; `:80` is the same origin as no port. "Under the prefix"
+sees it, with the scheme of the listener it came in on), compared without regard to case; `:80`
+is the same origin as no port for http, `:443` for https. "Under the prefix"
 means the path is the mount (`/app1`) or starts with the mount and `/`, so `/app10` is not under
 `/app1`. Every rule is idempotent: what it produces is under the prefix and left alone next time.
 """
@@ -37,35 +40,38 @@ REWRITTEN: Final = frozenset({b"location", b"refresh", b"set-cookie"})
 # HTML's declarative refresh: a time, optional `;` or `,`, optional `url=`, then the URL,
 # possibly quoted. Group 1 is everything before the URL, group 2 the quote, group 3 the rest.
 _REFRESH: Final = re.compile(rb"(\s*[0-9.]+\s*[;,]?\s*(?:url\s*=\s*)?)(['\"]?)(.*)", re.I | re.S)
-_HTTP: Final = b"http://"
-_DEFAULT_PORT: Final = b":80"
+_DEFAULT_PORTS: Final = {b"http": b":80", b"https": b":443"}
 
 
-def response_header(lower: bytes, value: bytes, mount: bytes, host: bytes | None) -> bytes:
-    """The value the client gets for a header named `lower` (one of REWRITTEN)."""
+def response_header(
+    lower: bytes, value: bytes, mount: bytes, host: bytes | None, scheme: bytes = b"http"
+) -> bytes:
+    """The value the client gets for a header named `lower` (one of REWRITTEN); `host` and
+    `scheme` are the request's (the origin the client sees)."""
     if lower == b"set-cookie":
         return set_cookie(value, mount)
     if lower == b"location":
-        return location(value, mount, host)
-    return refresh(value, mount, host)
+        return location(value, mount, host, scheme)
+    return refresh(value, mount, host, scheme)
 
 
-def location(url: bytes, mount: bytes, host: bytes | None) -> bytes:
+def location(url: bytes, mount: bytes, host: bytes | None, scheme: bytes = b"http") -> bytes:
     """A URL the browser is sent to, moved under `mount` when it points at the app's own root."""
     if url.startswith(b"/"):
         if url.startswith(b"//"):
             return url  # scheme-relative: another origin
         return _under(url, mount)
-    if host is None or url[: len(_HTTP)].lower() != _HTTP:
+    own = scheme + b"://"
+    if host is None or url[: len(own)].lower() != own:
         return url
-    rest = url[len(_HTTP) :]
+    rest = url[len(own) :]
     end = _authority_end(rest)
-    if _origin(rest[:end]) != _origin(host):
+    if _origin(rest[:end], scheme) != _origin(host, scheme):
         return url
-    return url[: len(_HTTP) + end] + _under(rest[end:] or b"/", mount, empty_path=True)
+    return url[: len(own) + end] + _under(rest[end:] or b"/", mount, empty_path=True)
 
 
-def refresh(value: bytes, mount: bytes, host: bytes | None) -> bytes:
+def refresh(value: bytes, mount: bytes, host: bytes | None, scheme: bytes = b"http") -> bytes:
     """`N; url=TARGET` (and HTML's other spellings) with TARGET rewritten as a Location."""
     match = _REFRESH.fullmatch(value)
     if match is None or not match.group(3):
@@ -74,7 +80,7 @@ def refresh(value: bytes, mount: bytes, host: bytes | None) -> bytes:
     end = rest.find(quote) if quote else -1
     # As HTML reads it: a quoted URL ends at the same quote, or at the end of the value.
     url, tail = (rest[:end], rest[end:]) if end >= 0 else (rest, b"")
-    return lead + quote + location(url, mount, host) + tail
+    return lead + quote + location(url, mount, host, scheme) + tail
 
 
 def set_cookie(value: bytes, mount: bytes) -> bytes:
@@ -111,12 +117,14 @@ def _under(target: bytes, mount: bytes, *, empty_path: bool = False) -> bytes:
 
 
 def _authority_end(rest: bytes) -> int:
-    """Where the authority of `http://` + rest ends: at the first `/`, `?` or `#`."""
+    """Where the authority of `SCHEME://` + rest ends: at the first `/`, `?` or `#`."""
     ends = [i for i in (rest.find(b"/"), rest.find(b"?"), rest.find(b"#")) if i >= 0]
     return min(ends, default=len(rest))
 
 
-def _origin(authority: bytes) -> bytes:
-    """An authority compared as an origin: case-insensitive, `:80` the same as no port."""
+def _origin(authority: bytes, scheme: bytes) -> bytes:
+    """An authority compared as an origin: case-insensitive, the scheme's default port the
+    same as no port."""
     lower = authority.lower()
-    return lower[: -len(_DEFAULT_PORT)] if lower.endswith(_DEFAULT_PORT) else lower
+    default = _DEFAULT_PORTS.get(scheme, b"")
+    return lower[: -len(default)] if default and lower.endswith(default) else lower
