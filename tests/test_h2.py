@@ -124,11 +124,15 @@ async def twenty_streams(tmp: Path, url: str) -> None:
     assert max(firsts) - min(firsts) < 0.5 + 1.0
 
 
-def test_h2load_with_zero_errors(tmp: Path, https_proxy: tuple[Proxy, int]) -> None:
+def test_h2load_with_zero_errors(tmp: Path, starlette_sock: Path, engine: str) -> None:
     h2load = shutil.which("h2load")
     if h2load is None:
         pytest.fail("h2load is missing: apt-get install nghttp2-client (CI installs it)")
-    _, port = https_proxy
+    with https_sockgate(tmp, {"app1": starlette_sock}, engine=engine) as (_, port):
+        h2load_run(h2load, port)
+
+
+def h2load_run(h2load: str, port: int) -> None:
     run = subprocess.run(
         [h2load, "-n", "2000", "-c", "8", "-m", "10", f"https://localhost:{port}/app1/x"],
         capture_output=True,
