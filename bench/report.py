@@ -1,25 +1,22 @@
-"""Results: raw per-round numbers, medians and ratios; the printed table, results.json,
-results.md and chart.png."""
+"""Results: raw per-round numbers, medians and ratios; the printed table, results.json and
+results.md (chart.png: chart.py; the machine: machine.py)."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import platform
 import statistics
-import subprocess
 import sys
 import textwrap
-import time
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from baseline import Baseline
+from chart import chart
+from machine import machine_info, sockgate_build
 from proxies import Target
-from workloads import METRICS, Metric, Sample, Settings
+from workloads import Metric, Sample, Settings
 
 BASES = (("reference", "vs ref"), ("tuned", "vs tuned"), ("direct", "vs direct"))
 Value = float | None
@@ -35,6 +32,8 @@ class Results:
     settings: Settings
     raw: dict[str, dict[str, list[Value]]] = field(default_factory=dict)
     runs: list[dict[str, Any]] = field(default_factory=list)
+    metrics: list[Metric] = field(default_factory=list)
+    """The figures of the workloads that ran, in table order."""
     baseline: Baseline | None = None
     commit: str = ""
     """`git describe` of the checkout when the bench started (the tree may move on meanwhile)."""
@@ -91,7 +90,7 @@ class Results:
 def fmt_value(value: Value, unit: str) -> str:
     if value is None:
         return "-"
-    if unit in ("req/s", "msg/s", "MB/s"):
+    if unit in ("req/s", "msg/s", "MB/s", "conn/s"):
         return f"{value:,.0f}"
     if unit == "ms":
         return f"{value:.3f}"
@@ -102,8 +101,14 @@ def fmt_ratio(value: Value) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
 
+def no_figure(metric: Metric, target: Target) -> bool:
+    """The row has no such figure: it did not run, or the figure is over TLS and the row has
+    no TLS listener."""
+    return bool(target.na) or (metric.tls and not target.has_tls)
+
+
 def _row(results: Results, metric: Metric, target: Target) -> list[str]:
-    if target.na:
+    if no_figure(metric, target):
         return [metric.title, metric.unit, target.label, "n/a", "", "", "", ""]
     median = results.median(metric.key, target.key)
     low, high = results.spread(metric.key, target.key)
@@ -120,7 +125,7 @@ def _row(results: Results, metric: Metric, target: Target) -> list[str]:
 def table(results: Results) -> str:
     header = ["workload", "unit", "proxy", "median", "min-max", *(name for _, name in BASES)]
     rows = [header]
-    for metric in METRICS:
+    for metric in results.metrics:
         rows += [_row(results, metric, t) for t in results.targets]
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     right = {3, 4, 5, 6, 7}
@@ -195,10 +200,22 @@ def compare(results: Results) -> tuple[list[Compared], str | None]:
             return [], f"no {key} row (see --only)"
         if rows[key].na:
             return [], f"{rows[key].label}: {rows[key].na.removeprefix('n/a: ')}"
+    uneven = _uneven_tls(results)
     compared = [
-        Compared(m, results.median(m.key, OLD), results.median(m.key, NEW)) for m in METRICS
+        Compared(m, results.median(m.key, OLD), results.median(m.key, NEW))
+        for m in results.metrics
+        if not (uneven and (m.tls or m.key == "rss_peak"))
     ]
     return compared, None
+
+
+def _uneven_tls(results: Results) -> bool:
+    """TLS workloads ran and only one of the two builds served them (an older commit without
+    `[tls]`): their figures, and the peak RSS they raise, do not compare."""
+    rows = {t.key: t for t in results.targets}
+    if not any(m.tls for m in results.metrics) or OLD not in rows or NEW not in rows:
+        return False
+    return rows[OLD].has_tls != rows[NEW].has_tls
 
 
 def _compare_heading(results: Results, new_commit: str) -> str:
@@ -207,12 +224,17 @@ def _compare_heading(results: Results, new_commit: str) -> str:
     assert base is not None
     rounds = results.settings.rounds
     return (
-        f"New: sockgate built-in at {new_commit}, {_sockgate_build()}. "
+        f"New: sockgate built-in at {new_commit}, {sockgate_build()}. "
         f"Base: sockgate built-in at {base.ref} ({base.short}), {base.build or 'not built'}. "
         f"Medians of {rounds} round{'s' if rounds != 1 else ''} in one interleaved run. "
         "'new vs base' above 1: the new build is better (throughput new/base; latency, CPU and "
         "memory base/new). The verdict's percentage: how much better (+) or worse (-) the new "
         f"build's median is; flagged where it is more than {WORSE_LIMIT:g} % worse."
+        + (
+            " Left out: the TLS figures and peak RSS (only one build served TLS)."
+            if _uneven_tls(results)
+            else ""
+        )
     )
 
 
@@ -286,11 +308,14 @@ def comparison_markdown(results: Results, machine: dict[str, Any]) -> str:
 
 def notes(results: Results) -> str:
     out = []
+    tls_ran = any(m.tls for m in results.metrics)
     for target in results.targets:
         if target.na:
             out.append(f"{target.label}: {target.na}")
+        elif target.tls_na and tls_ran:
+            out.append(f"{target.label}, TLS workloads: {target.tls_na}")
         out += [f"{target.label}: {line}" for line in results.failures(target.key)]
-    for metric in METRICS:
+    for metric in results.metrics:
         for target in results.targets:
             out += [
                 f"! {target.label}, {metric.title}: {warning}"
@@ -300,85 +325,28 @@ def notes(results: Results) -> str:
 
 
 def markdown(results: Results) -> str:
-    """The issue's layout: a row per figure, a column per proxy, median (ratio vs reference)."""
+    """The issue's layout: a row per figure, a column per proxy, median (ratio vs reference;
+    for the figures over TLS, which the reference does not serve, vs tuned nginx)."""
     live = results.targets
     lines = [
         "| workload | " + " | ".join(t.label for t in live) + " |",
         "|---|" + "---|" * len(live),
     ]
-    for metric in METRICS:
+    for metric in results.metrics:
+        base = "tuned" if metric.tls else "reference"
         cells = []
         for t in live:
             median = results.median(metric.key, t.key)
-            ratio = results.ratio(metric.key, t.key, "reference")
-            cell = "n/a" if t.na else fmt_value(median, metric.unit)
-            if not t.na and median is not None and ratio is not None and t.key != "reference":
-                cell += f" ({ratio:.2f}x)"
+            ratio = results.ratio(metric.key, t.key, base)
+            cell = "n/a" if no_figure(metric, t) else fmt_value(median, metric.unit)
+            if cell != "n/a" and median is not None and ratio is not None and t.key != base:
+                cell += f" ({ratio:.2f}x{' tuned' if metric.tls else ''})"
             cells.append(cell)
         lines.append(f"| {metric.title} ({metric.unit}) | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 # results.json ------------------------------------------------------------------------------
-
-
-def _first_line(args: list[str]) -> str:
-    try:
-        done = subprocess.run(args, capture_output=True, text=True, timeout=10, check=False)
-    except (OSError, subprocess.SubprocessError) as exc:
-        return f"unavailable: {exc}"
-    text = (done.stdout + done.stderr).strip()
-    return text.splitlines()[0] if text else "unknown"
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _package(name: str) -> str:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def _sockgate_build() -> str:
-    """What the `sg-*` targets but `sg-pure` run: the installed sockgate's build."""
-    from sockgate import buildinfo
-
-    return buildinfo.build()
-
-
-def sockgate_commit(repo: Path) -> str:
-    """The checkout the `sg-*` rows but `sg-base` run, `-dirty` with uncommitted edits."""
-    return _first_line(["git", "-C", str(repo), "describe", "--always", "--dirty"])
-
-
-def machine_info(repo: Path) -> dict[str, Any]:
-    return {
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "nproc": os.cpu_count(),
-        "cpu_model": _cpu_model(),
-        "kernel": platform.release(),
-        "python": sys.version.split()[0],
-        "nginx": _first_line(["nginx", "-v"]),
-        "haproxy": _first_line(["haproxy", "-v"]),
-        "wrk": _first_line(["wrk", "--version"]),
-        "curl": _first_line(["curl", "--version"]),
-        "sockgate": _package("sockgate"),
-        "sockgate_build": _sockgate_build(),
-        "sockgate_commit": sockgate_commit(repo),
-        "uvicorn": _package("uvicorn"),
-        "websockets": _package("websockets"),
-        "uvloop": _package("uvloop"),
-        "httptools": _package("httptools"),
-    }
 
 
 def _baseline_json(results: Results) -> dict[str, Any] | None:
@@ -396,15 +364,19 @@ def _baseline_json(results: Results) -> dict[str, Any] | None:
 
 def to_json(results: Results, machine: dict[str, Any]) -> dict[str, Any]:
     keys = [t.key for t in results.targets]
+    shown = results.metrics
     return {
         "baseline": _baseline_json(results),
         "machine": machine,
         "settings": results.settings.__dict__,
-        "proxies": {t.key: {"label": t.label, "na": t.na} for t in results.targets},
-        "metrics": {m.key: m.__dict__ for m in METRICS},
-        "medians": {m.key: {k: results.median(m.key, k) for k in keys} for m in METRICS},
+        "proxies": {
+            t.key: {"label": t.label, "na": t.na, "tls": t.has_tls, "tls_na": t.tls_na}
+            for t in results.targets
+        },
+        "metrics": {m.key: m.__dict__ for m in shown},
+        "medians": {m.key: {k: results.median(m.key, k) for k in keys} for m in shown},
         "ratios": {
-            base: {m.key: {k: results.ratio(m.key, k, base) for k in keys} for m in METRICS}
+            base: {m.key: {k: results.ratio(m.key, k, base) for k in keys} for m in shown}
             for base, _ in BASES
         },
         "raw": results.raw,
@@ -412,74 +384,32 @@ def to_json(results: Results, machine: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-# chart.png ---------------------------------------------------------------------------------
-
-
-def chart(results: Results, path: Path, machine: dict[str, Any]) -> None:
-    """Bars of each proxy's median over the reference nginx's, per figure: throughput (higher
-    is better) above, costs (lower is better) below."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    shown = [t for t in results.targets if not t.na]
-    groups = [
-        ("throughput vs reference nginx (higher is better)", [m for m in METRICS if m.higher_is_better]),  # noqa: E501
-        ("latency, CPU and memory vs reference nginx (lower is better)", [m for m in METRICS if not m.higher_is_better]),  # noqa: E501
-    ]  # fmt: skip
-    fig, axes = plt.subplots(2, 1, figsize=(13, 9.5))
-    for ax, (title, metrics) in zip(axes, groups, strict=True):
-        _bars(ax, results, shown, metrics)
-        ax.set_title(title, fontsize=11)
-    axes[0].legend(ncol=4, fontsize=8, loc="upper left")
-    fig.suptitle(
-        f"sockgate bench: medians of {results.settings.rounds} round(s), "
-        f"{machine['nproc']} cores ({machine['cpu_model']}), {machine['date'][:10]}",
-        fontsize=12,
-    )
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def _bars(ax: Any, results: Results, shown: list[Target], metrics: list[Metric]) -> None:
-    width = 0.8 / max(len(shown), 1)
-    for n, target in enumerate(shown):
-        ratios = [results.ratio(m.key, target.key, "reference") for m in metrics]
-        xs = [i + (n - (len(shown) - 1) / 2) * width for i in range(len(metrics))]
-        ax.bar(xs, [r or 0.0 for r in ratios], width, label=target.label)
-    ax.axhline(1.0, color="black", linewidth=0.8)
-    ax.set_xticks(range(len(metrics)))
-    ax.set_xticklabels([_wrap(m.title) for m in metrics], fontsize=8)
-    ax.set_ylabel("x reference nginx")
-    ax.grid(axis="y", alpha=0.3)
-
-
-def _wrap(text: str, width: int = 22) -> str:
-    words, lines, line = text.split(), [], ""
-    for word in words:
-        if line and len(line) + 1 + len(word) > width:
-            lines.append(line)
-            line = word
-        else:
-            line = f"{line} {word}".strip()
-    return "\n".join([*lines, line])
-
-
-def write_all(results: Results, out: Path, repo: Path, publish: bool) -> list[Path]:
+def write_all(
+    results: Results,
+    out: Path,
+    repo: Path,
+    publish: bool,
+    extra_md: str = "",
+    extra_json: dict[str, Any] | None = None,
+) -> list[Path]:
+    """results.json, results.md (with `extra_md` after the table) and chart.png in `out`."""
     out.mkdir(parents=True, exist_ok=True)
     machine = machine_info(repo)
     if results.commit:
         machine["sockgate_commit"] = results.commit
-    data = to_json(results, machine)
+    data = {**to_json(results, machine), **(extra_json or {})}
     written = [out / "results.json", out / "results.md", out / "chart.png"]
     written[0].write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
     compared = comparison_markdown(results, machine)
-    written[1].write_text(markdown(results) + (f"\n{compared}" if compared else ""), "utf-8")
+    sections = [markdown(results), *filter(None, (extra_md, compared))]
+    written[1].write_text("\n".join(sections), "utf-8")
     if importlib.util.find_spec("matplotlib") is None:
         # The tables are written: a missing chart library must not lose a long run's results.
         print("no chart.png: matplotlib is not installed (pip install -e '.[bench]')",
+              file=sys.stderr)  # fmt: skip
+        return written[:2]
+    if not any(m.higher_is_better and not m.tls for m in results.metrics):
+        print("no chart.png: it shows the plain-HTTP figures, and none ran (--workloads)",
               file=sys.stderr)  # fmt: skip
         return written[:2]
     chart(results, written[2], machine)

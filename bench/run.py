@@ -1,9 +1,11 @@
 """sockgate's benchmark: the reference nginx config, a tuned nginx, sockgate's nginx engine, its
 built-in engine (1 and 2 workers), HAProxy and a direct connection, all in front of the same
-backend, under the same workloads, interleaved over rounds; with `--baseline REF` also the
-built-in engine of sockgate at an older commit, compiled, to compare the two builds.
+backend, under the same workloads, interleaved over rounds; over TLS (HTTPS/1.1, HTTP/2) tuned
+nginx and the built-in engine with one certificate; with `--baseline REF` also the built-in
+engine of sockgate at an older commit, compiled, to compare the two builds.
 
-    python bench/run.py [--quick] [--rounds N] [--baseline REF] [--out bench/results] [--publish]
+    python bench/run.py [--quick] [--rounds N] [--only ROWS] [--workloads all|plain|tls|KEYS]
+                        [--baseline REF] [--out bench/results] [--publish]
 
 See bench/README.md for what each figure means and how far to trust it.
 """
@@ -24,22 +26,19 @@ import time
 from pathlib import Path
 from types import FrameType
 
+import catalog
+import targets as goals
+import tls
 from backends import start_backend
 from baseline import Baseline, build_baseline
+from catalog import METRIC_BY_KEY, Workload
+from confs import TlsFiles, TlsListen
+from machine import sockgate_commit
 from procs import BenchError, Supervisor, free_ports, tree_mb
-from proxies import OPTIONAL, ORDER, Target, start_target
-from report import Results, comparison, fmt_value, notes, sockgate_commit, table, write_all
+from proxies import OPTIONAL, ORDER, TLS_KEYS, Target, start_target
+from report import Results, comparison, fmt_value, notes, table, write_all
 from websockets.exceptions import WebSocketException
-from workloads import (
-    METRIC_BY_KEY,
-    WORKLOADS,
-    Sample,
-    Settings,
-    Workload,
-    sanity_check,
-    warm_up,
-    write_lua_scripts,
-)
+from workloads import Sample, Settings, sanity_check, warm_up, write_lua_scripts
 
 REPO = Path(__file__).resolve().parents[1]
 FD_LIMIT = 16384
@@ -69,6 +68,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(default: all; sg-base only with --baseline)",
     )
     parser.add_argument(
+        "--workloads",
+        metavar="LIST",
+        help="comma-separated workloads and groups: all (default), plain, tls, or keys such as "
+        f"{','.join(w.key for w in catalog.WORKLOADS if w.tls)}",
+    )
+    parser.add_argument(
         "--baseline",
         metavar="REF",
         help="also run sockgate built-in at git commit-ish REF, compiled (row sg-base), and "
@@ -88,6 +93,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--only: unknown proxies {', '.join(sorted(unknown))}")
         if "sg-base" in args.only.split(",") and not args.baseline:
             parser.error("--only: sg-base needs --baseline REF (the commit to build)")
+    try:
+        args.chosen = catalog.select(args.workloads)
+    except ValueError as exc:
+        parser.error(f"--workloads: {exc}")
+    if not args.chosen:
+        parser.error("--workloads: none chosen")
+    if any(w.tls for w in args.chosen) and shutil.which("h2load") is None:
+        parser.error("the TLS workloads need h2load (apt-get install nghttp2-client)")
     return args
 
 
@@ -133,9 +146,17 @@ def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def start_targets(
-    sup: Supervisor, tmp: Path, keys: list[str], baseline: Baseline | None = None
+    sup: Supervisor,
+    tmp: Path,
+    keys: list[str],
+    baseline: Baseline | None = None,
+    files: TlsFiles | None = None,
 ) -> list[Target]:
-    ports = free_ports(len(keys) + 2)
+    """Start the backend and every row; with `files` the rows in TLS_KEYS get an HTTPS
+    listener too (on a port of its own), sanity-checked apart: a TLS failure leaves the row's
+    plain figures."""
+    ports = free_ports(2 * len(keys) + 2)
+    tls_ports = ports[len(keys) + 2 :]
     say(f"backend: nginx + uvicorn app under {tmp}")
     import sockgate
     from sockgate import buildinfo
@@ -145,14 +166,25 @@ def start_targets(
         say(f"sockgate at {baseline.ref}: {baseline.build} from {baseline.site / 'sockgate'}")
     backend = start_backend(sup, tmp, ports[0], ports[1])
     targets = []
-    for key, port in zip(keys, ports[2:], strict=True):
-        target = start_target(sup, tmp, key, port, backend, baseline)
+    for key, port, tls_port in zip(keys, ports[2 : len(keys) + 2], tls_ports, strict=True):
+        listen = TlsListen(tls_port, files) if files is not None and key in TLS_KEYS else None
+        target = start_target(sup, tmp, key, port, backend, baseline, listen)
         if not target.na:
             try:
                 sanity_check(target)
             except MEASURE_ERRORS as exc:
                 target.na = f"n/a: failed the sanity check: {exc}"
-        say(f"  {target.label}: {target.na or f'127.0.0.1:{target.port}'}")
+        if target.has_tls:
+            try:
+                tls.sanity_check(target)
+            except MEASURE_ERRORS as exc:
+                target.tls_na = f"n/a: failed the TLS sanity check: {exc}"
+        shown = target.na or f"127.0.0.1:{target.port}"
+        if target.tls is not None and not target.na:
+            shown += f", {target.tls_na or f'https://127.0.0.1:{target.tls.port}'}"
+        elif target.tls_na:
+            shown += f", TLS {target.tls_na}"
+        say(f"  {target.label}: {shown}")
         targets.append(target)
     return targets
 
@@ -165,6 +197,8 @@ def run_one(
     settings: Settings,
     scripts: dict[str, Path],
 ) -> None:
+    if workload.tls and not target.has_tls:
+        return  # n/a in the table
     try:
         sample = workload.run(target, settings, scripts)
     except MEASURE_ERRORS as exc:
@@ -190,14 +224,31 @@ def truncate_access_logs(targets: list[Target]) -> None:
                 os.truncate(log, 0)
 
 
+def warm_up_all(
+    targets: list[Target], chosen: list[Workload], settings: Settings, scripts: dict[str, Path]
+) -> None:
+    for target in targets:
+        if any(not w.tls for w in chosen):
+            warm_up(target, settings, scripts)
+        if target.has_tls and any(w.tls for w in chosen):
+            try:
+                tls.warm_up(target, settings, scripts)
+            except MEASURE_ERRORS as exc:
+                target.tls_na = f"n/a: failed the TLS warm-up: {exc}"
+                say(f"  {target.label}: TLS {target.tls_na}")
+
+
 def measure(
-    results: Results, targets: list[Target], settings: Settings, scripts: dict[str, Path]
+    results: Results,
+    targets: list[Target],
+    chosen: list[Workload],
+    settings: Settings,
+    scripts: dict[str, Path],
 ) -> None:
     live = [t for t in targets if not t.na]
-    for target in live:
-        warm_up(target, settings, scripts)
+    warm_up_all(live, chosen, settings, scripts)
     for round_no in range(1, settings.rounds + 1):
-        for workload in WORKLOADS:
+        for workload in chosen:
             say(f"[round {round_no}/{settings.rounds}] {workload.title}")
             shift = (round_no - 1) % max(len(live), 1)
             for target in live[shift:] + live[:shift]:
@@ -209,11 +260,16 @@ def measure(
             results.add(settings.rounds, "peak", target, peak)
 
 
-def estimate_seconds(settings: Settings, proxies: int) -> float:
-    wrk_runs = sum(1 for w in WORKLOADS if w.key.startswith(("tiny", "r1m")))
+def estimate_seconds(settings: Settings, chosen: list[Workload], targets: list[Target]) -> float:
+    """Rough: each timed run its duration, the downloads, the SSE events and a little more."""
     sse = settings.sse_events * settings.sse_interval_ms / 1000
-    per_proxy = wrk_runs * (settings.duration + 0.3) + 3 + sse
-    return settings.rounds * proxies * per_proxy + proxies * (settings.warmup + 1)
+    fixed = {"dl64m": 1.5, "ws_echo": 1.0, "sse": sse, "idle": 3.0, "tls_64m": 3.0}
+    total = 0.0
+    for target in (t for t in targets if not t.na):
+        ran = [w for w in chosen if target.has_tls or not w.tls]
+        per_round = sum(settings.duration + 0.3 if w.timed else fixed.get(w.key, 1.0) for w in ran)
+        total += settings.rounds * per_round + settings.warmup * 2 + 1
+    return total
 
 
 def prepare_baseline(ref: str, tmp: Path) -> Baseline:
@@ -229,15 +285,21 @@ def prepare_baseline(ref: str, tmp: Path) -> Baseline:
 
 def bench(args: argparse.Namespace, tmp: Path, sup: Supervisor) -> Results:
     settings = settings_from(args)
+    chosen: list[Workload] = args.chosen
     commit = sockgate_commit(REPO)
     keys = target_keys(args)
     baseline = prepare_baseline(args.baseline, tmp) if "sg-base" in keys else None
     scripts = write_lua_scripts(tmp / "lua")
-    targets = start_targets(sup, tmp, keys, baseline)
+    wants_tls = any(w.tls for w in chosen) and any(k in TLS_KEYS for k in keys)
+    files = tls.make_certs(tmp / "tls") if wants_tls else None
+    targets = start_targets(sup, tmp, keys, baseline, files)
     live = sum(1 for t in targets if not t.na)
-    say(f"about {estimate_seconds(settings, live) / 60:.1f} min for {live} targets")
-    results = Results(targets, settings, baseline=baseline, commit=commit)
-    measure(results, targets, settings, scripts)
+    minutes = estimate_seconds(settings, chosen, targets) / 60
+    say(f"about {minutes:.1f} min for {live} targets, {len(chosen)} workloads")
+    results = Results(
+        targets, settings, metrics=catalog.metrics_of(chosen), baseline=baseline, commit=commit
+    )
+    measure(results, targets, chosen, settings, scripts)
     return results
 
 
@@ -275,9 +337,13 @@ def main(argv: list[str] | None = None) -> int:
     print(table(results))
     if compared := comparison(results, results.commit):
         print("\n" + compared)
+    if reached := goals.lines(results):
+        print("\nissue 20's targets (ratio to tuned nginx over TLS):\n" + "\n".join(reached))
     if extra := notes(results):
         print("\n" + extra)
-    for path in write_all(results, args.out, REPO, args.publish):
+    written = write_all(results, args.out, REPO, args.publish, goals.markdown(results),
+                        {"tls_targets": goals.assess(results)})  # fmt: skip
+    for path in written:
         say(f"wrote {path}")
     say(f"done in {(time.monotonic() - started) / 60:.1f} min")
     return 0

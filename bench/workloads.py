@@ -1,5 +1,6 @@
-"""The workloads: wrk runs, a curl download, a WebSocket echo client, an SSE latency client and
-1,000 idle keep-alive connections. Each returns a Sample: metric values plus raw details."""
+"""The plain-HTTP workloads: wrk runs, a curl download, a WebSocket echo client, an SSE latency
+client and 1,000 idle keep-alive connections. Each returns a Sample: metric values plus raw
+details. The TLS ones are in tls.py; catalog.py lists them all with their figures."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import socket
 import statistics
 import subprocess
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,24 +52,8 @@ class Metric:
     higher_is_better: bool
     proxy_only: bool = False
     """Measured on the proxy's processes: there is no such figure for `direct`."""
-
-
-METRICS = [
-    Metric("tiny_ka32", "tiny, keep-alive, 32 conns", "req/s", True),
-    Metric("tiny_hdr32", "tiny + ~800 B browser headers, 32 conns", "req/s", True),
-    Metric("tiny_ka256", "tiny, keep-alive, 256 conns", "req/s", True),
-    Metric("tiny_close32", "new connection per request, 32 conns", "req/s", True),
-    Metric("r1m16", "1 MiB responses, 16 conns", "req/s", True),
-    Metric("dl64m", "one 64 MiB download (curl)", "MB/s", True),
-    Metric("ws_echo", "WebSocket echo, 1 client, round trips", "msg/s", True),
-    Metric("sse_p50", "SSE delivery latency p50", "ms", False),
-    Metric("sse_p99", "SSE delivery latency p99", "ms", False),
-    Metric("cpu_tiny", "proxy CPU per tiny request (keep-alive 32)", "us/req", False, True),
-    Metric("rss_idle", "proxy RSS at rest (after load)", "MB", False, True),
-    Metric("rss_1000", "proxy RSS, 1,000 idle keep-alive conns", "MB", False, True),
-    Metric("rss_peak", "proxy peak RSS (VmHWM, whole bench)", "MB", False, True),
-]
-METRIC_BY_KEY = {m.key: m for m in METRICS}
+    tls: bool = False
+    """Measured over HTTPS: n/a for the rows that do not serve it."""
 
 
 @dataclass
@@ -201,18 +185,24 @@ def r1m16(target: Target, settings: Settings, scripts: dict[str, Path]) -> Sampl
 # curl --------------------------------------------------------------------------------------
 
 
-def curl_download(url: str, expected: int) -> float:
-    """MB/s (10^6 bytes) of one download to /dev/null."""
+def curl_download(
+    url: str, expected: int, extra: tuple[str, ...] = (), version: str | None = None
+) -> float:
+    """MB/s (10^6 bytes) of one download to /dev/null; `extra` curl options (TLS: --cacert,
+    --http2), `version` the HTTP version curl must have spoken (`1.1`, `2`)."""
     done = subprocess.run(
-        ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{size_download} %{speed_download}",
-         "--max-time", "60", url],
+        ["curl", "-sS", "-o", "/dev/null", "-w",
+         "%{http_code} %{size_download} %{speed_download} %{http_version}",
+         "--max-time", "60", *extra, url],
         capture_output=True, text=True, timeout=90, check=False,
     )  # fmt: skip
     fields = done.stdout.split()
-    if done.returncode != 0 or len(fields) != 3:
+    if done.returncode != 0 or len(fields) != 4:
         raise BenchError(f"curl {url}: exit {done.returncode} {done.stderr.strip()}")
     if fields[0] != "200" or int(fields[1]) != expected:
         raise BenchError(f"curl {url}: status {fields[0]}, {fields[1]} of {expected} bytes")
+    if version is not None and fields[3] != version:
+        raise BenchError(f"curl {url}: spoke HTTP/{fields[3]}, not HTTP/{version}")
     return float(fields[2]) / 1e6
 
 
@@ -421,31 +411,6 @@ def _is_open(sock: socket.socket) -> bool:
         return True
     except OSError:
         return False
-
-
-# the list ----------------------------------------------------------------------------------
-
-Runner = Callable[[Target, Settings, dict[str, Path]], Sample]
-
-
-@dataclass(frozen=True)
-class Workload:
-    key: str
-    title: str
-    run: Runner
-
-
-WORKLOADS = [
-    Workload("tiny_ka32", "tiny, keep-alive, 32 conns (+ CPU per request)", tiny_ka32),
-    Workload("tiny_hdr32", "tiny + browser headers, 32 conns", tiny_hdr32),
-    Workload("tiny_ka256", "tiny, keep-alive, 256 conns", tiny_ka256),
-    Workload("tiny_close32", "new connection per request, 32 conns", tiny_close32),
-    Workload("r1m16", "1 MiB responses, 16 conns", r1m16),
-    Workload("dl64m", "64 MiB downloads", dl64m),
-    Workload("ws_echo", "WebSocket echo", ws_echo),
-    Workload("sse", "SSE delivery latency", sse_latency),
-    Workload("idle", "RSS with idle keep-alive connections", idle_conns),
-]
 
 
 # before measuring --------------------------------------------------------------------------
