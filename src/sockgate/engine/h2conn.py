@@ -76,10 +76,18 @@ class H2Client:
         if peer is None:
             peer = stream.peer()
         self.client_ip = peer[0] if isinstance(peer, tuple) else "unix"
-        config = h2.config.H2Configuration(client_side=False, header_encoding=None)
+        # What goes out is sockgate's own making (h2heads: lower-case names, no connection
+        # headers), so h2 need not check it again; what comes in is checked.
+        config = h2.config.H2Configuration(
+            client_side=False,
+            header_encoding=None,
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
+        )
         self.h2 = h2.connection.H2Connection(config)
         self.streams: dict[int, H2Stream] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._send_due = False
         self.closing = False
         self._abuse = {
             "resets": Budget(self.loop, *RESETS),
@@ -216,7 +224,7 @@ class H2Client:
                 self.reset(side.id, ErrorCodes.NO_ERROR if side.done else ErrorCodes.INTERNAL_ERROR)
             self._send()
             if self.closing and not self.streams:
-                self.stream.close()  # the read in run() sees the end
+                self._close_stream()  # the read in run() sees the end
 
     async def _close(self) -> None:
         """The connection is gone (or cut at the shutdown deadline): its streams' exchanges
@@ -227,7 +235,7 @@ class H2Client:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        self.stream.close()
+        self._close_stream()
 
     # --- what the server asks of it (as of an HTTP/1.1 connection)
     def reconfigured(self) -> None:
@@ -242,7 +250,7 @@ class H2Client:
                 self.reset(side.id, ErrorCodes.CANCEL)
                 side.client_reset()
         if not self.streams:
-            self.stream.close()
+            self._close_stream()
 
     def goaway(self, code: ErrorCodes, reason: str | None) -> bool:
         """Tell the client no new stream is taken (the last one taken is said); False."""
@@ -252,7 +260,7 @@ class H2Client:
             frame = GoAwayFrame(0)
             frame.last_stream_id = self.h2.highest_inbound_stream_id
             frame.error_code = code
-            self._send()
+            self._send_now()  # h2's frames before this one
             if not self.stream.closed:
                 self.stream.write(frame.serialize())
             return False
@@ -261,8 +269,7 @@ class H2Client:
             self.h2.close_connection(code, None if reason is None else reason.encode())
         except h2.exceptions.ProtocolError:
             pass  # already closed
-        self._send()
-        self.stream.close()
+        self._close_stream()
         return False
 
     # --- what streams ask of it
@@ -310,6 +317,19 @@ class H2Client:
             raise errors.ClientGone("client stopped reading the response") from None
 
     def _send(self) -> None:
+        """What h2 has to send goes out once this turn of the loop is through: the frames of
+        every stream answered in it leave in one TLS write, not one each."""
+        if not self._send_due:
+            self._send_due = True
+            self.loop.call_soon(self._send_now)
+
+    def _send_now(self) -> None:
+        self._send_due = False
         data = self.h2.data_to_send()
         if data and not self.stream.closed:
             self.stream.write(data)
+
+    def _close_stream(self) -> None:
+        """Close the connection after what h2 has to send (GOAWAY, a last frame)."""
+        self._send_now()
+        self.stream.close()
