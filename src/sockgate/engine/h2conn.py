@@ -117,23 +117,30 @@ class H2Client:
         h2conn.initiate_connection()
         h2conn.increment_flow_control_window(CONNECTION_WINDOW - 65535)
         self._send()
+        # What a finally would do, after the try: the compiled build awaits in no finally
+        # (hatch_build.py).
+        error: BaseException | None = None
         try:
-            while not self.closing or self.streams:
-                idle = not self.streams
-                deadline = self.loop.time() + self.timeouts.keepalive if idle else None
-                try:
-                    data = await self.stream.read(deadline)
-                except TimeoutError:
-                    self.goaway(ErrorCodes.NO_ERROR, "idle")
-                    return
-                if not data:
-                    return
-                if not self._receive(data):
-                    return
+            await self._read_until_closed()
         except OSError as exc:
             log.debug("client %s gone: %s", self.client_ip, exc)
-        finally:
-            await self._close()
+        except BaseException as exc:  # cancelled (the shutdown deadline): re-raised below
+            error = exc
+        await self._close()
+        if error is not None:
+            raise error
+
+    async def _read_until_closed(self) -> None:
+        while not self.closing or self.streams:
+            idle = not self.streams
+            deadline = self.loop.time() + self.timeouts.keepalive if idle else None
+            try:
+                data = await self.stream.read(deadline)
+            except TimeoutError:
+                self.goaway(ErrorCodes.NO_ERROR, "idle")
+                return
+            if not data or not self._receive(data):
+                return
 
     def _receive(self, data: bytes) -> bool:
         """Feed what arrived to h2 and act on its events; False when the connection ends."""

@@ -214,13 +214,17 @@ class H2Stream:
         conn.on_cut = self.abort  # a reload retired the app
         ups = asyncio.ensure_future(self._client_to_app(conn))
         downs = asyncio.ensure_future(self._app_to_client(ex, conn))
+        error: BaseException | None = None  # re-raised after the clean-up (no await in finally)
         try:
             await asyncio.wait([ups, downs], return_when=asyncio.FIRST_EXCEPTION)
-        finally:
-            conn.on_cut = None
-            for task in (ups, downs):
-                task.cancel()
-            await asyncio.gather(ups, downs, return_exceptions=True)
+        except BaseException as exc:
+            error = exc
+        conn.on_cut = None
+        for task in (ups, downs):
+            task.cancel()
+        await asyncio.gather(ups, downs, return_exceptions=True)
+        if error is not None:
+            raise error
 
     async def _client_to_app(self, conn: AppConnection) -> None:
         while True:
