@@ -34,6 +34,13 @@ def h2_client(tmp: Path, **kwargs: object) -> httpx.AsyncClient:
     return httpx.AsyncClient(http2=True, verify=context, timeout=30, **kwargs)  # type: ignore[arg-type]
 
 
+def ws_frame(payload: bytes) -> bytes:
+    """A masked text frame, as a WebSocket client sends it (RFC 6455 5.2), payload < 126."""
+    mask = b"\x01\x02\x03\x04"
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return b"\x81" + bytes([0x80 | len(payload)]) + mask + masked
+
+
 def curl(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["curl", "-sS", "--max-time", "20", *args], capture_output=True, text=True, check=False
@@ -243,13 +250,8 @@ def test_oversized_header_list_is_refused(tmp: Path, https_proxy: tuple[Proxy, i
     proxy, port = https_proxy
     abuse = H2TestClient(port, cafile(tmp))
     stream = abuse.conn.get_next_available_stream_id()
-    headers = [
-        (":method", "GET"),
-        (":scheme", "https"),
-        (":authority", f"localhost:{port}"),
-        (":path", "/app1/x"),
-        *((f"x-big-{i}", "v" * 4000) for i in range(40)),  # 160 KB, over 64 KiB
-    ]
+    big = [(f"x-big-{i}", "v" * 4000) for i in range(40)]  # 160 KB, over 64 KiB
+    headers = abuse.headers("/app1/x", extra=big)
     abuse.conn.send_headers(stream, headers, end_stream=True)
     abuse.flush()
     assert_goaway(abuse, h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
@@ -262,9 +264,7 @@ def test_continuation_flood_is_cut_off(tmp: Path, https_proxy: tuple[Proxy, int]
     """Headers that never end (CONTINUATION after CONTINUATION, CVE-2024-27316's kind)."""
     _, port = https_proxy
     abuse = H2TestClient(port, cafile(tmp))
-    block = abuse.conn.encoder.encode(
-        [(":method", "GET"), (":scheme", "https"), (":path", "/app1/x"), (":authority", "x")]
-    )
+    block = abuse.conn.encoder.encode(abuse.headers("/app1/x"))
     first = HeadersFrame(1)
     first.data = block
     frames = [first.serialize()]
@@ -328,24 +328,11 @@ def test_websocket_over_http2_becomes_an_upgrade_to_the_app(
         lambda events: any(isinstance(e, h2.events.RemoteSettingsChanged) for e in events)
     )
     assert client.conn.remote_settings.enable_connect_protocol == 1
-    stream = client.conn.get_next_available_stream_id()
-    headers = [
-        (":method", "CONNECT"),
-        (":protocol", "websocket"),
-        (":scheme", "https"),
-        (":authority", f"localhost:{port}"),
-        (":path", "/app1/ws"),
-        ("sec-websocket-version", "13"),
-    ]
-    client.conn.send_headers(stream, headers)
-    client.flush()
+    stream = client.websocket("/app1/ws")
     client.read_until(lambda events: any(isinstance(e, h2.events.ResponseReceived) for e in events))
     response = next(e for e in client.events if isinstance(e, h2.events.ResponseReceived))
     assert dict(response.headers or [])[b":status"] == b"200"
-    payload = b"over h2"
-    mask = b"\x01\x02\x03\x04"
-    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    client.conn.send_data(stream, b"\x81" + bytes([0x80 | len(payload)]) + mask + masked)
+    client.conn.send_data(stream, ws_frame(b"over h2"))
     client.flush()
     reply = b"echo: over h2"
     client.read_until(lambda _: reply in client.body(stream))
@@ -361,13 +348,7 @@ def test_hpack_bomb_is_refused(tmp: Path, https_proxy: tuple[Proxy, int]) -> Non
     proxy, port = https_proxy
     abuse = H2TestClient(port, cafile(tmp))
     stream = abuse.conn.get_next_available_stream_id()
-    headers = [
-        (":method", "GET"),
-        (":scheme", "https"),
-        (":authority", f"localhost:{port}"),
-        (":path", "/app1/x"),
-        *([("x-bomb", "b" * 4000)] * 100),
-    ]
+    headers = abuse.headers("/app1/x", extra=[("x-bomb", "b" * 4000)] * 100)
     abuse.conn.send_headers(stream, headers, end_stream=True)
     wire = abuse.conn.data_to_send()
     assert len(wire) < 8_000  # the bomb is small where it is sent
@@ -390,13 +371,6 @@ def test_empty_data_frame_flood_is_cut_off(tmp: Path, https_proxy: tuple[Proxy, 
     others_are_served(tmp, port)
 
 
-def ws_frame(payload: bytes) -> bytes:
-    """A masked text frame, as a WebSocket client sends it (RFC 6455 5.2), payload < 126."""
-    mask = b"\x01\x02\x03\x04"
-    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    return b"\x81" + bytes([0x80 | len(payload)]) + mask + masked
-
-
 def test_both_directions_wait_at_once_on_one_stream(
     tmp: Path, https_proxy: tuple[Proxy, int]
 ) -> None:
@@ -404,18 +378,7 @@ def test_both_directions_wait_at_once_on_one_stream(
     either wait must wake for its own cause (a WebSocket over HTTP/2, window 4 bytes)."""
     _, port = https_proxy
     client = H2TestClient(port, cafile(tmp), settings={SETTINGS.INITIAL_WINDOW_SIZE: 4})
-    stream = client.conn.get_next_available_stream_id()
-    client.conn.send_headers(
-        stream,
-        [
-            (":method", "CONNECT"),
-            (":protocol", "websocket"),
-            (":scheme", "https"),
-            (":authority", f"localhost:{port}"),
-            (":path", "/app1/ws"),
-            ("sec-websocket-version", "13"),
-        ],
-    )
+    stream = client.websocket("/app1/ws")
     client.conn.send_data(stream, ws_frame(b"one"))
     client.flush()
     client.read_until(lambda _: len(client.body(stream)) >= 4)  # the reply, held at 4 bytes

@@ -47,15 +47,31 @@ class H2TestClient:
         if data:
             self.sock.sendall(data)
 
-    def request(self, path: str, *, method: str = "GET", end: bool = True) -> int:
-        stream_id = self.conn.get_next_available_stream_id()
-        headers = [
+    def headers(
+        self, path: str, *, method: str = "GET", extra: list[tuple[str, str]] | None = None
+    ) -> list[tuple[str, str]]:
+        """A request's header block: the pseudo-headers, then `extra`."""
+        return [
             (":method", method),
             (":scheme", "https"),
             (":authority", f"{self.host}:{self.port}"),
             (":path", path),
+            *(extra or []),
         ]
-        self.conn.send_headers(stream_id, headers, end_stream=end)
+
+    def websocket(self, path: str) -> int:
+        """Open a WebSocket over HTTP/2 (RFC 8441 extended CONNECT); its stream id."""
+        stream_id = self.conn.get_next_available_stream_id()
+        extra = [("sec-websocket-version", "13")]
+        headers = self.headers(path, method="CONNECT", extra=extra)
+        headers.insert(1, (":protocol", "websocket"))
+        self.conn.send_headers(stream_id, headers)
+        self.flush()
+        return stream_id
+
+    def request(self, path: str, *, method: str = "GET", end: bool = True) -> int:
+        stream_id = self.conn.get_next_available_stream_id()
+        self.conn.send_headers(stream_id, self.headers(path, method=method), end_stream=end)
         self.flush()
         return stream_id
 
