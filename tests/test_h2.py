@@ -21,7 +21,7 @@ from hyperframe.frame import ContinuationFrame, DataFrame, Frame, GoAwayFrame, H
 
 from sockgate.tls import ca
 from tests.support.h2client import SETTINGS, H2TestClient
-from tests.support.https import https_sockgate
+from tests.support.https import curl, https_sockgate
 from tests.support.proc import Proxy, wait_for_line
 
 
@@ -39,12 +39,6 @@ def ws_frame(payload: bytes) -> bytes:
     mask = b"\x01\x02\x03\x04"
     masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
     return b"\x81" + bytes([0x80 | len(payload)]) + mask + masked
-
-
-def curl(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["curl", "-sS", "--max-time", "20", *args], capture_output=True, text=True, check=False
-    )
 
 
 def test_curl_http2_at_prefix_and_host_with_the_same_rules(

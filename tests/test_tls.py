@@ -28,7 +28,7 @@ from sockgate.errors import ConfigError, SockgateError
 from sockgate.tls import ca
 from sockgate.tls.contexts import ServerCerts
 from tests.conftest import RawFactory
-from tests.support.https import HTTPS_LINE, https_sockgate
+from tests.support.https import HTTPS_LINE, curl, https_sockgate
 from tests.support.proc import Proxy, free_port, run_sockgate, write_config
 from tests.support.rawapp import Conn
 
@@ -172,12 +172,6 @@ def test_own_certificate_files_that_do_not_load_are_named(tmp: Path) -> None:
 
 
 # --- serving HTTPS
-
-
-def curl(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["curl", "-sS", "--max-time", "10", *args], capture_output=True, text=True, check=False
-    )
 
 
 def test_https_over_http11_with_curl_at_prefix_and_host(

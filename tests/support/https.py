@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,3 +37,10 @@ def https_sockgate(
         output = proxy.output()
     for sign in ("Traceback", "Task exception was never retrieved", "from eof_received"):
         assert sign not in output, output
+
+
+def curl(*args: str) -> subprocess.CompletedProcess[str]:
+    """curl, quiet but for errors, bounded in time; its output as text."""
+    return subprocess.run(
+        ["curl", "-sS", "--max-time", "20", *args], capture_output=True, text=True, check=False
+    )
