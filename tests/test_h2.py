@@ -22,7 +22,7 @@ from hyperframe.frame import ContinuationFrame, DataFrame, Frame, GoAwayFrame, H
 from sockgate.tls import ca
 from tests.support.h2client import SETTINGS, H2TestClient
 from tests.support.https import curl, https_sockgate
-from tests.support.proc import Proxy, wait_for_line
+from tests.support.proc import Proxy, run_sockgate, wait_for_line
 
 
 def cafile(tmp: Path) -> Path:
@@ -401,3 +401,23 @@ def test_streams_past_the_shutdown_deadline_are_cut_and_logged(
         proxy.wait_for_output("1 connections cut at the shutdown deadline")
     log = proxy.config_path.parent / "work" / "logs" / "access.log"
     wait_for_line(log, '"GET /app1/events?n=1000&gap=0.2 HTTP/2.0" 200')
+
+
+def test_reload_sends_goaway_and_open_streams_finish(tmp: Path, starlette_sock: Path) -> None:
+    with https_sockgate(tmp, {"app1": starlette_sock}) as (proxy, port):
+        client = H2TestClient(port, cafile(tmp))
+        stream = client.request("/app1/events?n=4&gap=0.4")
+        client.read_until(lambda _: b"data:" in client.body(stream))
+        reload = run_sockgate("reload", "-c", str(proxy.config_path), cwd=tmp)
+        assert reload.returncode == 0, reload.stdout + reload.stderr
+
+        def stream_ended(frames: list[Frame]) -> bool:
+            return any(f.stream_id == stream and "END_STREAM" in f.flags for f in frames)
+
+        frames = client.read_frames_until(stream_ended)
+        client.close()
+        goaways = [f for f in frames if isinstance(f, GoAwayFrame)]
+        assert [(f.error_code, f.last_stream_id) for f in goaways] == [(0, stream)]
+        data = b"".join(f.data for f in frames if isinstance(f, DataFrame))
+        assert data.count(b"data:") == 3  # the rest of the stream, not cut
+        others_are_served(tmp, port)  # a new connection, on the new config

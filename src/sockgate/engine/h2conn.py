@@ -246,7 +246,13 @@ class H2Client:
 
     # --- what the server asks of it (as of an HTTP/1.1 connection)
     def reconfigured(self) -> None:
+        """A reload: GOAWAY, so the client opens its next streams on a new connection (of the
+        new config from the start), while the streams under way finish on this one."""
         self.timeouts = self.engine.config.timeouts
+        if not self.closing:
+            self.goaway(ErrorCodes.NO_ERROR, None)
+            if not self.streams:
+                self._close_stream()
 
     def shutdown(self) -> None:
         """Stop after the streams under way: GOAWAY now, close when the last one ends."""
