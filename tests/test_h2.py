@@ -10,7 +10,6 @@ import shutil
 import signal
 import ssl
 import subprocess
-import time
 from pathlib import Path
 
 import h2.errors
@@ -100,29 +99,33 @@ async def many_streams(tmp: Path, url: str) -> None:
 def test_twenty_event_streams_live_at_once_on_one_connection(
     tmp: Path, https_proxy: tuple[Proxy, int]
 ) -> None:
-    """Over HTTP/1.1 a browser opens six connections per host and the seventh stream waits;
-    over HTTP/2 twenty streams share one connection and each event arrives as it is sent."""
+    """Over HTTP/1.1 a browser opens six connections per host and the seventh stream waits for
+    one to end; over HTTP/2 twenty endless streams share one connection, all open at once, and
+    each gets its events while the others stay open."""
     _, port = https_proxy
-    asyncio.run(twenty_streams(tmp, f"https://localhost:{port}/app1/events?n=3&gap=0.5"))
+    url = f"https://localhost:{port}/app1/events?n=100000&gap=0.2"
+    asyncio.run(asyncio.wait_for(twenty_streams(tmp, url), timeout=30))
 
 
 async def twenty_streams(tmp: Path, url: str) -> None:
+    count = 20
+    seen: set[int] = set()
+    everyone = asyncio.Event()
     async with h2_client(tmp) as client:
 
-        async def first_event() -> float:
+        async def live(i: int) -> None:
             async with client.stream("GET", url) as response:
                 assert response.http_version == "HTTP/2"
                 async for line in response.aiter_lines():
                     if line.startswith("data:"):
-                        return time.monotonic()
-            raise AssertionError("no event")
+                        break
+                seen.add(i)
+                if len(seen) == count:
+                    everyone.set()
+                await everyone.wait()  # stays open until every stream has had an event
 
-        start = time.monotonic()
-        firsts = await asyncio.gather(*(first_event() for _ in range(20)))
-    # Every stream's first event came before the app sent its second (0.5 s later): none
-    # waited for another stream to end.
-    assert max(firsts) - start < 5
-    assert max(firsts) - min(firsts) < 0.5 + 1.0
+        await asyncio.gather(*(live(i) for i in range(count)))
+    assert len(seen) == count
 
 
 def test_h2load_with_zero_errors(tmp: Path, starlette_sock: Path, engine: str) -> None:
@@ -293,7 +296,9 @@ def test_a_window_that_never_opens_ends_that_stream_alone(tmp: Path, starlette_s
 
 
 def test_the_status_page_and_its_live_feed_over_http2(tmp: Path, starlette_sock: Path) -> None:
-    with https_sockgate(tmp, {"app1": starlette_sock}) as (proxy, port):
+    # A feed that held the stop would hold it 60 s: past the wait below, and logged as cut.
+    extra = '[timeouts]\nshutdown = "60s"'
+    with https_sockgate(tmp, {"app1": starlette_sock}, extra) as (proxy, port):
         client = H2TestClient(port, cafile(tmp))
         doc = client.request("/_sockgate/status.json")
         client.read_until(lambda _: client.ended(doc))
@@ -301,13 +306,10 @@ def test_the_status_page_and_its_live_feed_over_http2(tmp: Path, starlette_sock:
         feed = client.request("/_sockgate/events")
         client.read_until(lambda _: b"data:" in client.body(feed))
         assert proxy.proc is not None
-        started = time.monotonic()
         proxy.proc.send_signal(signal.SIGTERM)
         client.read_frames_until(lambda frames: any(isinstance(f, GoAwayFrame) for f in frames))
         client.close()
-        assert proxy.proc.wait(15) == 0
-    # The feed does not hold the stop for the shutdown deadline (5 s).
-    assert time.monotonic() - started < 4
+        assert proxy.proc.wait(30) == 0
     assert "connections cut" not in proxy.output()
 
 
