@@ -39,6 +39,11 @@ socket = "~/app1/sock.sock"   # ~ and relative paths resolve against this file
 # command = "uvicorn notes:app --uds {socket}"   # socket: workdir/sockets/notes.sock
 # cwd = "~/src/notes"
 # start = "on-demand"         # default "always"; on-demand stops it after idle_stop ("10m")
+
+# HTTPS and HTTP/2 beside the plain listener, with certificates from sockgate's local CA, which
+# can sign only localhost names; `sockgate trust` once makes browsers trust it (docs/https.md).
+# [tls]
+# listen = "127.0.0.1:8443"
 """
 
 
