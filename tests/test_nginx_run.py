@@ -303,18 +303,29 @@ class Proxy:
         return self.process.wait(STOP_DEADLINE)
 
 
+class PortTaken(Exception):
+    """Another process took the free port between free_port() and nginx's bind."""
+
+
 def wait_for_port(proxy: Proxy) -> None:
+    """Until this proxy's nginx listens: its pid file is written once it has bound the port and
+    set its signal handlers (a connect alone could reach another process that took the port)."""
     deadline = time.monotonic() + START_DEADLINE
+    pid_file = proxy.workdir / "nginx.pid"
     while True:
         try:
-            socket.create_connection(("127.0.0.1", proxy.port), timeout=1).close()
-            return
+            if pid_file.exists():
+                socket.create_connection(("127.0.0.1", proxy.port), timeout=1).close()
+                return
         except OSError:
-            if time.monotonic() > deadline:
-                pytest.fail(f"nothing listening on {proxy.port}:\n{proxy.output()}")
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"nothing listening on {proxy.port}:\n{proxy.output()}")
         # Waiting on the process, not sleeping: a proxy that dies ends the wait at once.
         with contextlib.suppress(subprocess.TimeoutExpired):
             status = proxy.process.wait(0.05)
+            if "Address already in use" in proxy.output():
+                raise PortTaken(proxy.port)
             pytest.fail(f"the proxy exited with {status}:\n{proxy.output()}")
 
 
@@ -337,21 +348,31 @@ prefix = "/it's;here/"
 
 @pytest.fixture
 def proxy(workdir: Path, echo_app: EchoApp) -> Iterator[Proxy]:
+    for _ in range(3):  # a port taken by another test in between: another one
+        running = start_proxy(workdir, echo_app.path)
+        try:
+            wait_for_port(running)
+        except PortTaken:
+            continue
+        try:
+            yield running
+        finally:
+            if running.process.poll() is None:
+                running.stop(signal.SIGTERM)
+        return
+    pytest.fail("three free ports in a row were taken before nginx could bind one")
+
+
+def start_proxy(workdir: Path, socket_path: Path) -> Proxy:
     port = free_port()
     toml = workdir / "sockgate.toml"
-    toml.write_text(TOML.format(port=port, workdir=workdir, socket=echo_app.path))
+    toml.write_text(TOML.format(port=port, workdir=workdir, socket=socket_path))
     log = workdir / "proxy.out"
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-c", RUN_PROXY, str(toml)], stdout=out, stderr=subprocess.STDOUT
         )
-    running = Proxy(process, port, workdir, log)
-    try:
-        wait_for_port(running)
-        yield running
-    finally:
-        if process.poll() is None:
-            running.stop(signal.SIGTERM)
+    return Proxy(process, port, workdir, log)
 
 
 def get(proxy: Proxy, path: str, **headers: str) -> httpx.Response:
