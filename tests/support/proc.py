@@ -24,15 +24,26 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for_port(port: int, proc: subprocess.Popen[bytes], deadline: float = 20) -> None:
+class PortTaken(AssertionError):
+    """Another process took the free port before the proxy could bind it."""
+
+
+def wait_for_port(
+    port: int, proc: subprocess.Popen[bytes], deadline: float = 20, pid_file: Path | None = None
+) -> None:
+    """Until `port` answers; with `pid_file` (nginx's), only once that is written too: nginx
+    writes it after binding, so a connect cannot be mistaken for another process's listener."""
     end = time.monotonic() + deadline
     delay = 0.01
     while time.monotonic() < end:
         if proc.poll() is not None:
             raise AssertionError(f"proxy exited with {proc.returncode} before listening")
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
+            if pid_file is None or pid_file.exists():
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return
+            time.sleep(delay)  # nginx gives no other sign that it has started
+            delay = min(delay * 2, 0.2)
         except OSError:
             time.sleep(delay)  # a connect retry with backoff: nothing else signals readiness
             delay = min(delay * 2, 0.2)
@@ -144,7 +155,16 @@ class Proxy:
         assert match is not None
         self.port = int(match.group(2))
         if self.engine == "nginx":
-            wait_for_port(self.port, self.proc)
+            from sockgate.config import load
+
+            pid_file = load(self.config_path).workdir / "nginx.pid"
+            try:
+                wait_for_port(self.port, self.proc, pid_file=pid_file)
+            except AssertionError:
+                self.stop(signal.SIGKILL)
+                if "address already in use" in self.output().lower():
+                    raise PortTaken(self.output()) from None
+                raise
         return self
 
     def stop(self, sig: int = signal.SIGINT, timeout: float = 15) -> int:
