@@ -153,15 +153,21 @@ def load_or_create(directory: Path, names: Sequence[str]) -> Authority:
             authority = load(directory)
     except OSError as exc:
         raise SockgateError(f"local CA in {directory}: {exc.strerror or exc}") from None
+    check_names(authority, names)
+    return authority
+
+
+def check_names(authority: Authority, names: Sequence[str]) -> None:
+    """SockgateError unless `authority` may sign all of `names` (tls.names): a CA's constraints
+    are fixed when it is made."""
     missing = [name for name in names if not authority.permits(name)]
     if missing:
         raise SockgateError(
-            f"the local CA in {directory} was made for {', '.join(authority.dns)} and cannot "
-            f"sign {', '.join(missing)} (tls.names): a CA's names are fixed when it is made. "
-            "To make a new one: `sockgate trust --uninstall`, remove that folder, start again, "
-            "then `sockgate trust`"
+            f"the local CA in {authority.directory} was made for {', '.join(authority.dns)} "
+            f"and cannot sign {', '.join(missing)} (tls.names): a CA's names are fixed when it "
+            "is made. To make a new one: `sockgate trust --uninstall`, remove that folder, "
+            "start again, then `sockgate trust`"
         )
-    return authority
 
 
 def load(directory: Path) -> Authority:

@@ -157,16 +157,11 @@ def check(tls: Tls) -> tuple[bool, str]:
         )
     try:
         authority = ca.load(tls.ca_dir)
+        ca.check_names(authority, tls.ca_names)
     except OSError as exc:
         return False, f"local CA in {tls.ca_dir}: {exc.strerror or exc}"
     except SockgateError as exc:
         return False, str(exc)
-    missing = [name for name in tls.ca_names if not authority.permits(name)]
-    if missing:
-        return False, (
-            f"the local CA in {tls.ca_dir} cannot sign {', '.join(missing)} (tls.names): its "
-            "names were fixed when it was made"
-        )
     until = authority.cert.not_valid_after_utc.date()
     return True, (
         f"local CA {authority.cert_path} (until {until}): signs only "
