@@ -22,9 +22,9 @@ import gc
 import logging
 import resource
 import socket
-import ssl
 import sys
 import time
+from collections.abc import Callable
 
 from ..apps.managed import AppManager
 from ..config import Config, Listen, Loader, reconfig
@@ -88,10 +88,7 @@ class Server:
             socks = self._socks or listen_on(listen.host, listen.port)
         except OSError as exc:
             raise SockgateError(bind_error(str(listen), exc)) from None
-        for sock in socks:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._listeners.append(Listener(sock, self._accepted, self._accept_failed))
+        self._accept_on(socks, self._accepted)
         self.address = socks[0].getsockname()[:2]
         host, port = self.address
         # For HTTP/1.0 clients that send no Host: the address really bound (port 0 resolved).
@@ -111,13 +108,17 @@ class Server:
             socks = listen_on(tls.listen.host, tls.listen.port, reuse_port=self._slot is not None)
         except OSError as exc:
             raise SockgateError(bind_error(str(tls.listen), exc, key="tls.listen")) from None
-        accepted = functools.partial(self._accepted, tls=True)
+        self._accept_on(socks, functools.partial(self._accepted, tls=True))
+        self.tls_address = socks[0].getsockname()[:2]
+        self.engine.monitor.tls_port = self.tls_address[1]
+
+    def _accept_on(
+        self, socks: list[socket.socket], accepted: Callable[[socket.socket, object], None]
+    ) -> None:
         for sock in socks:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._listeners.append(Listener(sock, accepted, self._accept_failed))
-        self.tls_address = socks[0].getsockname()[:2]
-        self.engine.monitor.tls_port = self.tls_address[1]
 
     def reload(self) -> ReloadResult:
         """Read the config again and serve it from the next request of every connection.
@@ -167,7 +168,7 @@ class Server:
                     stream = await self._handshake(sock)
                 else:
                     _, stream = await loop.connect_accepted_socket(self._new_stream, sock)
-            except (OSError, ssl.SSLError) as exc:
+            except OSError as exc:  # ssl.SSLError too: a failed handshake
                 # The loop closes the socket with the transport it failed to set up.
                 log.debug("accepted connection lost before it was served: %s", exc)
                 return
@@ -195,7 +196,6 @@ class Server:
         assert self.certs is not None
         # uvloop returns its TLS protocol, not ours: the stream is the one made here.
         stream = self._new_stream()
-        stream.half_close = False
         await self._loop.connect_accepted_socket(
             lambda: stream,
             sock,
