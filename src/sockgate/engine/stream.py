@@ -73,9 +73,6 @@ class Stream(asyncio.Protocol):
         # Read what is left when a write finds the peer gone (see connection_lost): set for
         # connections to apps, whose last words say what went wrong.
         self.salvage = False
-        # TLS has no half-close: a peer's close_notify ends the connection (asyncio warns when
-        # eof_received asks to keep it open).
-        self.half_close = True
 
     def __repr__(self) -> str:
         state = "lost" if self._lost else "eof" if self._eof else "open"
@@ -108,8 +105,8 @@ class Stream(asyncio.Protocol):
         self._eof = True
         self._wake_reader()
         self._notify_eof()
-        # Keep our side open: the peer may half-close and still read what we send.
-        return self.half_close and not self.idle
+        # Our side stays open: a peer that half-closed may still read what we send (not TLS).
+        return not self.idle and self.can_write_eof()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.salvage and isinstance(exc, ConnectionError):
@@ -297,10 +294,12 @@ class Stream(asyncio.Protocol):
         if self._lost:
             raise ConnectionResetError("connection lost")
 
+    def can_write_eof(self) -> bool:  # TLS cannot: its close_notify ends the connection
+        return self.transport is not None and self.transport.can_write_eof()
+
     def write_eof(self) -> None:
-        transport = self.transport
-        if transport is not None and not transport.is_closing() and transport.can_write_eof():
-            transport.write_eof()
+        if self.can_write_eof() and not self._transport().is_closing():
+            self._transport().write_eof()
 
     def close(self) -> None:
         if self.transport is not None:

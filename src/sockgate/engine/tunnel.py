@@ -67,7 +67,7 @@ class _Tunnel:
         self._ended += 1
         # TLS has no half-close: past this end the client would wait for a close that never
         # comes (a WebSocket client waits out its close timeout), so the tunnel ends here.
-        if self._ended == 2 or not dst.half_close:
+        if self._ended == 2 or not dst.can_write_eof():
             self._finish(None)
 
     def _reset(self) -> None:
