@@ -41,6 +41,7 @@ from .callbacks import Callbacks
 from .clientstate import ClientState, Wake
 from .deadline import Deadline
 from .shared import Engine
+from .sockets import client_ip
 from .stream import Stream
 from .upstream import AppConnection
 
@@ -77,9 +78,7 @@ class ClientConnection:
         # client and what is gathered for the next write.
         self._framing = Framing.NONE
         self._pending: list[bytes] = []
-        if peer is None:
-            peer = stream.peer()
-        self.client_ip = peer[0] if isinstance(peer, tuple) else "unix"
+        self.client_ip = client_ip(stream.peer() if peer is None else peer)
 
     def __repr__(self) -> str:
         return f"<ClientConnection {self.client_ip} {self.state.name}>"

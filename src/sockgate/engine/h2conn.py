@@ -31,6 +31,7 @@ from ..http import h2heads
 from ..http.events import END, Data, Headers
 from .h2stream import H2Stream
 from .shared import Engine
+from .sockets import client_ip
 from .stream import Stream
 
 log = logging.getLogger(__name__)
@@ -73,9 +74,7 @@ class H2Client:
         self.engine = engine
         self.loop = stream.loop
         self.timeouts = engine.config.timeouts
-        if peer is None:
-            peer = stream.peer()
-        self.client_ip = peer[0] if isinstance(peer, tuple) else "unix"
+        self.client_ip = client_ip(stream.peer() if peer is None else peer)
         # What goes out is sockgate's own making (h2heads: lower-case names, no connection
         # headers), so h2 need not check it again; what comes in is checked.
         config = h2.config.H2Configuration(

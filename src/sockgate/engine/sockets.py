@@ -24,3 +24,9 @@ class AcceptedSocket(socket.socket):
     @property
     def type(self) -> socket.SocketKind:
         return socket.SOCK_STREAM
+
+
+def client_ip(peer: object) -> str:
+    """A client's address as the access log and X-Real-IP show it: a TCP peer's IP (the
+    address accept() gave, or the transport's peername), "unix" for a Unix socket."""
+    return peer[0] if isinstance(peer, tuple) else "unix"
